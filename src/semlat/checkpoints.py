@@ -1,0 +1,211 @@
+"""semlat's model folder format, strict loading, and the registries of model types and importers.
+
+A model folder holds ``model.safetensors`` (weights only) and ``config.json``::
+
+    {"model_type": "wave_vae", "semlat_version": "0.1.0", "config": {...full resolved config...},
+     ...extra entries such as "latent_stats"...}
+
+Nothing is ever unpickled: weights are safetensors, metadata is JSON. Loading compares every key
+and shape before touching the model and names what is missing, unexpected or mis-shaped.
+
+Released checkpoints of the reference systems are converted by importers (``semlat import KIND
+SRC OUT``). Model types and importers are listed in :data:`MODEL_TYPES` and :data:`IMPORTERS` as
+``"module:attribute"`` strings, imported only when used, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import semlat
+from semlat.errors import CheckpointError
+from semlat.utils.files import atomic_dir, atomic_path
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+#: model_type -> "module:Class"; the class has ``from_config(dict)`` and ``config`` (a dict or dataclass).
+MODEL_TYPES: Mapping[str, str] = MappingProxyType({})
+
+#: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
+IMPORTERS: Mapping[str, str] = MappingProxyType({})
+
+_MAX_LISTED = 8
+
+
+def _resolve(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
+
+
+def check_state_dict(expected: Mapping[str, torch.Tensor | torch.Size], state: Mapping[str, torch.Tensor],
+                     where: str = "checkpoint") -> None:
+    """Raise CheckpointError unless ``state`` has exactly ``expected``'s keys with the same shapes.
+
+    ``expected`` maps keys to tensors or shapes (e.g. a module's ``state_dict()``).
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+    mismatched = []
+    for key in sorted(set(expected) & set(state)):
+        want = expected[key]
+        want_shape = tuple(want.shape) if isinstance(want, torch.Tensor) else tuple(want)
+        if tuple(state[key].shape) != want_shape:
+            mismatched.append(f"{key} {tuple(state[key].shape)} != {want_shape}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_listing(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{where}: does not fit the model: " + "; ".join(problems))
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Check keys and shapes with :func:`check_state_dict`, then load (strict)."""
+    check_state_dict(module.state_dict(), state, where)
+    module.load_state_dict(state, strict=True)
+
+
+def _to_jsonable(config: Any) -> Any:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return config
+
+
+def save_model(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor], *, model_type: str,
+               config: Any, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``folder``, atomically.
+
+    ``model`` is a module or a state dict; ``config`` is the full constructor config (dict or
+    dataclass); ``extra`` adds top-level JSON entries (e.g. latent statistics). An existing folder
+    is replaced only once the new one is complete; other files in it are not kept.
+    """
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    meta = {"model_type": model_type, "semlat_version": semlat.__version__, "config": _to_jsonable(config)}
+    for key, value in (extra or {}).items():
+        if key in meta:
+            raise ValueError(f"extra entry {key!r} would overwrite a reserved config.json entry")
+        meta[key] = value
+    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+        (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
+    return folder
+
+
+def read_model_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(state_dict, config.json contents)`` from a model folder, with clear errors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such model folder")
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: not a semlat model folder ({path.name} is missing)")
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(meta, dict) or "model_type" not in meta or "config" not in meta:
+        raise CheckpointError(f"{config_path}: needs 'model_type' and 'config' entries")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights_path}: unreadable weights ({err})") from None
+    return state, meta
+
+
+def build_model(model_type: str, config: Mapping[str, Any]) -> nn.Module:
+    """Construct a registered model type from its config (weights uninitialised/random)."""
+    if model_type not in MODEL_TYPES:
+        known = ", ".join(sorted(MODEL_TYPES)) or "none registered yet"
+        raise CheckpointError(f"unknown model type {model_type!r} (known: {known})")
+    return _resolve(MODEL_TYPES[model_type]).from_config(config)
+
+
+def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the model a folder describes, load its weights strictly, and return it in eval mode."""
+    state, meta = read_model_folder(folder)
+    model = build_model(meta["model_type"], meta["config"])
+    load_state_dict_strict(model, state, str(folder))
+    return model.to(device).eval()
+
+
+def read_foreign_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a released checkpoint file (``.safetensors``, or ``.pt``/``.pth``/``.bin`` through
+    ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+    if path.suffix == ".safetensors":
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path}: unreadable safetensors file ({err})") from None
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({first})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
+    return data
+
+
+def unwrap_state_dict(data: Mapping[str, Any], wrappers: tuple[str, ...] = ("state_dict", "generator",
+                      "model", "ema_model_state_dict", "model_state_dict"), where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Return the tensor dict inside common wrappers (``{"state_dict": {...}}``, ...), or ``data``
+    itself when it is already flat. Non-tensor entries of a flat dict are an error."""
+    if data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return dict(data)
+    for key in wrappers:
+        inner = data.get(key)
+        if isinstance(inner, Mapping):
+            return unwrap_state_dict(inner, wrappers, where)
+    kinds = ", ".join(sorted(data)[:_MAX_LISTED])
+    raise CheckpointError(f"{where}: no state dict found (top-level keys: {kinds})")
+
+
+def run_importer(kind: str, weights: str | os.PathLike, out: str | os.PathLike, **options: Any) -> Path:
+    """Run the importer registered as ``kind``."""
+    if kind not in IMPORTERS:
+        known = ", ".join(sorted(IMPORTERS)) or "none yet"
+        raise CheckpointError(f"unknown import kind {kind!r} (available: {known})")
+    fn: Callable[..., Path] = _resolve(IMPORTERS[kind])
+    return fn(weights, out, **options)
+
+
+def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                  metadata: Mapping[str, str] | None = None) -> Path:
+    """Save a flat tensor dict as safetensors, atomically (used for latents and caches)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata=dict(metadata or {}))
+    return path

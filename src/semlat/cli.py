@@ -1,0 +1,170 @@
+"""The ``semlat`` command.
+
+Every subcommand turns a :class:`~semlat.errors.SemlatError` into one line on stderr
+(``semlat: error: ...``) and exit status 1; usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+import semlat
+from semlat.errors import SemlatError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(semlat.__version__, prog_name="semlat")
+def cli() -> None:
+    """semlat: semantic audio latents (Semantic-VAE, DC-Speech-VAE, SemanticVocoder)."""
+
+
+@cli.group()
+def data() -> None:
+    """Build and inspect manifests and corpora."""
+
+
+@data.command("prepare")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "-o", "manifest", required=True, type=click.Path(dir_okay=False),
+              help="Manifest to write (.jsonl). Rejects go to <name>.rejects.tsv beside it.")
+@click.option("--resample-to", type=int, default=None, help="Resample every file to this rate (Hz).")
+@click.option("--audio-out", type=click.Path(file_okay=False), default=None,
+              help="Folder for resampled audio [default: 'audio' beside the manifest].")
+@click.option("--format", "audio_format", type=click.Choice(["flac", "wav"]), default="flac", show_default=True,
+              help="Container of resampled audio.")
+@click.option("--valid-fraction", type=float, default=0.02, show_default=True)
+@click.option("--test-fraction", type=float, default=0.02, show_default=True)
+@click.option("--split-by", type=click.Choice(["utterance", "speaker"]), default="utterance", show_default=True,
+              help="Hash utterance paths or speaker ids into splits.")
+@click.option("--speaker-depth", type=int, default=1, show_default=True,
+              help="Speaker id = the folder this many levels above each file (0: none).")
+@click.option("--min-duration", type=float, default=0.0, show_default=True, help="Reject shorter files (s).")
+@click.option("--max-duration", type=float, default=3600.0, show_default=True, help="Reject longer files (s).")
+@click.option("--verify", is_flag=True, help="Decode every file fully (finds corrupt data past the header).")
+@click.option("--workers", "-j", type=int, default=None, help="Parallel processes [default: all CPUs].")
+def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_fraction, test_fraction,
+                 split_by, speaker_depth, min_duration, max_duration, verify, workers) -> None:
+    """Scan folders of audio (or CSV/TSV lists) into a JSONL manifest.
+
+    INPUTS are folders (scanned recursively; transcripts are read from sidecar .txt/.lab/
+    .normalized.txt files and LibriSpeech *.trans.txt) or list files with a header row naming an
+    'audio' column and optionally 'text', 'speaker', 'split', ...
+    """
+    from semlat.data.prepare import PrepareOptions, prepare_manifest, rejects_path
+
+    opts = PrepareOptions(
+        inputs=list(inputs), manifest=manifest, resample_to=resample_to, audio_out=audio_out,
+        audio_format=audio_format, valid_fraction=valid_fraction, test_fraction=test_fraction,
+        split_by=split_by, speaker_depth=speaker_depth, min_duration=min_duration,
+        max_duration=max_duration, verify=verify, workers=workers,
+    )
+    result, rejects = prepare_manifest(opts)
+    click.echo(f"wrote {manifest}: {len(result)} utterances, {result.total_duration / 3600:.3f} h "
+               f"({_split_counts(result)})")
+    if rejects:
+        click.echo(f"rejected {len(rejects)} file(s), listed in {rejects_path(manifest)}; first: "
+                   f"{rejects[0][0]}: {rejects[0][1]}")
+
+
+@data.command("demo")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Corpus folder to create.")
+@click.option("--minutes", "-m", type=float, default=10.0, show_default=True, help="Minutes of speech.")
+@click.option("--sample-rate", type=int, default=22050, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", "-j", type=int, default=None, help="Parallel synthesis jobs [default: all CPUs].")
+def data_demo(out, minutes, sample_rate, seed, workers) -> None:
+    """Synthesise the offline demo speech corpus with flite and espeak-ng."""
+    from semlat.data.demo import make_demo_corpus
+
+    manifest = make_demo_corpus(out, minutes, sample_rate=sample_rate, seed=seed, workers=workers)
+    click.echo(f"wrote {Path(out) / 'manifest.jsonl'}: {len(manifest)} utterances, "
+               f"{manifest.total_duration / 60:.2f} min, {len(manifest.speakers())} speakers "
+               f"({_split_counts(manifest)})")
+
+
+@data.command("stats")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def data_stats(manifest) -> None:
+    """Summarise a manifest per split: utterances, hours, speakers, durations, sample rates."""
+    from semlat.data.manifest import Manifest
+
+    m = Manifest.read(manifest)
+    rows = [("split", "utts", "hours", "speakers", "min s", "max s", "rates", "text")]
+    groups = {}
+    for u in m:
+        groups.setdefault(u.split or "-", []).append(u)
+    for name in sorted(groups, key=lambda s: ("train", "valid", "test", "-").index(s) if s in
+                       ("train", "valid", "test", "-") else 9):
+        us = groups[name]
+        durations = [u.duration for u in us]
+        rows.append((name, str(len(us)), f"{sum(durations) / 3600:.3f}",
+                     str(len({u.speaker for u in us if u.speaker})), f"{min(durations):.2f}",
+                     f"{max(durations):.2f}", ",".join(str(r) for r in sorted({u.sample_rate for u in us})),
+                     f"{sum(u.text is not None for u in us)}/{len(us)}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.command("import")
+@click.argument("kind")
+@click.argument("weights", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--config", "config", type=click.Path(), default=None, help="The reference's model config.")
+@click.option("--vocoder", type=click.Path(), default=None, help="A semlat vocoder folder, where the kind needs one.")
+def import_(kind, weights, out, config, vocoder) -> None:
+    """Convert a released checkpoint (WEIGHTS) of KIND into a semlat model folder OUT."""
+    from semlat.checkpoints import run_importer
+
+    options = {k: v for k, v in (("config", config), ("vocoder", vocoder)) if v is not None}
+    folder = run_importer(kind, weights, out, **options)
+    click.echo(f"wrote {folder}")
+
+
+@cli.command("info")
+@click.argument("model", type=click.Path())
+def info(model) -> None:
+    """Show a model folder's type, semlat version and parameter count."""
+    from semlat.checkpoints import read_model_folder
+
+    state, meta = read_model_folder(model)
+    params = sum(t.numel() for t in state.values())
+    click.echo(f"{model}: {meta['model_type']} (semlat {meta.get('semlat_version', '?')}), "
+               f"{len(state)} tensors, {params / 1e6:.2f} M values")
+    for key in sorted(k for k in meta if k not in ("model_type", "semlat_version", "config")):
+        click.echo(f"  {key}: {meta[key]}")
+
+
+def _split_counts(manifest) -> str:
+    counts = {}
+    for u in manifest:
+        counts[u.split or "none"] = counts.get(u.split or "none", 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, printing SemlatError as one line."""
+    try:
+        cli.main(args=argv, prog_name="semlat", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("semlat: aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except SemlatError as err:
+        click.echo(f"semlat: error: {err}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("semlat: interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Datasets over a manifest: fixed-length random crops for autoencoder training, and whole
+utterances (with their text and speaker) for evaluation and generation.
+
+Items are keyed by ``index`` or by ``(index, seed)`` from the samplers in
+:mod:`semlat.data.samplers`. All randomness comes from that seed (a bare index uses a seed derived
+from the index alone), so a plain sequential loader over a split is a deterministic validation set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from semlat.audio.io import load_audio
+from semlat.audio.processing import resample, resampled_length
+from semlat.data.manifest import OPTIONAL_FIELDS, Manifest
+from semlat.data.samplers import item_seed
+from semlat.data.splits import unit_hash
+
+#: Extra source samples read on each side of a crop so the resampler's edge effects are trimmed off.
+_RESAMPLE_MARGIN = 64
+
+
+def _split_key(key: int | tuple[int, int], seed: int) -> tuple[int, int]:
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return int(key), item_seed(seed, -1, int(key))
+
+
+def _metadata(manifest: Manifest, index: int) -> dict[str, Any]:
+    u = manifest[index]
+    return {k: getattr(u, k) for k in OPTIONAL_FIELDS if getattr(u, k) is not None}
+
+
+def rms_db(audio: torch.Tensor) -> float:
+    """Root-mean-square level of ``audio`` in dBFS (-inf for silence)."""
+    rms = float(audio.float().square().mean().sqrt())
+    return 20 * math.log10(rms) if rms > 0 else float("-inf")
+
+
+class AudioCropDataset(Dataset):
+    """Random ``segment_seconds`` crops at ``sample_rate``; shorter utterances are zero-padded.
+
+    Item: ``{"audio": [1, S] float32, "length": valid samples, "index": int}`` with
+    ``S = round(segment_seconds * sample_rate)``. Only the excerpt is read from disk, then
+    resampled. With ``min_rms_db`` a crop quieter than that is redrawn (up to ``max_tries``
+    times, keeping the loudest), which avoids training on silence.
+    """
+
+    def __init__(self, manifest: Manifest, sample_rate: int, segment_seconds: float, *, seed: int = 0,
+                 min_rms_db: float | None = None, max_tries: int = 5):
+        if len(manifest) == 0:
+            raise ValueError("AudioCropDataset needs a non-empty manifest")
+        self.manifest, self.sample_rate, self.seed = manifest, sample_rate, seed
+        self.segment = round(segment_seconds * sample_rate)
+        self.min_rms_db, self.max_tries = min_rms_db, max_tries
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def _read(self, index: int, start: int, frames: int, src_sr: int) -> torch.Tensor:
+        """``frames`` source samples from ``start``, resampled and cut to exactly the segment."""
+        path = self.manifest.audio_path(index)
+        lead = min(start, _RESAMPLE_MARGIN) if src_sr != self.sample_rate else 0
+        tail = _RESAMPLE_MARGIN if src_sr != self.sample_rate else 0
+        audio, _ = load_audio(path, offset=(start - lead) / src_sr,
+                              duration=(frames + lead + tail) / src_sr)
+        audio = resample(audio, src_sr, self.sample_rate)
+        skip = resampled_length(lead, src_sr, self.sample_rate) if lead else 0
+        return audio[:, skip:skip + self.segment]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = _split_key(key, self.seed)
+        u = self.manifest[index]
+        src_sr = u.sample_rate
+        total = round(u.duration * src_sr)
+        need = math.ceil(self.segment * src_sr / self.sample_rate)
+        rng = np.random.default_rng(seed)
+        if total <= need:
+            audio = self._read(index, 0, total, src_sr)
+        else:
+            tries = self.max_tries if self.min_rms_db is not None else 1
+            audio, level = None, float("-inf")
+            for _ in range(tries):
+                crop = self._read(index, int(rng.integers(0, total - need + 1)), need, src_sr)
+                if audio is None or rms_db(crop) > level:
+                    audio, level = crop, rms_db(crop)
+                if self.min_rms_db is None or level >= self.min_rms_db:
+                    break
+        length = min(audio.shape[-1], self.segment)
+        if audio.shape[-1] < self.segment:
+            audio = torch.nn.functional.pad(audio, (0, self.segment - audio.shape[-1]))
+        return {"audio": audio, "length": length, "index": index}
+
+
+class UtteranceDataset(Dataset):
+    """Whole utterances at ``sample_rate`` with their manifest metadata.
+
+    Item: ``{"audio": [1, N], "length": N, "index": int, "text"?, "speaker"?, ...}``. With
+    ``max_seconds`` longer utterances are cut to their first ``max_seconds``.
+    """
+
+    def __init__(self, manifest: Manifest, sample_rate: int, *, max_seconds: float | None = None):
+        self.manifest, self.sample_rate, self.max_seconds = manifest, sample_rate, max_seconds
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, _ = _split_key(key, 0)
+        audio, _ = load_audio(self.manifest.audio_path(index), self.sample_rate, duration=self.max_seconds)
+        if self.max_seconds is not None:
+            audio = audio[:, : round(self.max_seconds * self.sample_rate)]
+        return {"audio": audio, "length": audio.shape[-1], "index": index, **_metadata(self.manifest, index)}
+
+
+def collate_audio(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items into ``{"audio": [B, 1, N_max] zero-padded, "length": [B], "index": [B], ...}``;
+    other keys become lists (``None`` where an item lacks the key)."""
+    longest = max(item["audio"].shape[-1] for item in items)
+    audio = torch.zeros(len(items), items[0]["audio"].shape[0], longest)
+    for row, item in enumerate(items):
+        audio[row, :, : item["audio"].shape[-1]] = item["audio"]
+    batch: dict[str, Any] = {
+        "audio": audio,
+        "length": torch.tensor([item["length"] for item in items], dtype=torch.long),
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+    }
+    for key in sorted({k for item in items for k in item} - {"audio", "length", "index"}):
+        batch[key] = [item.get(key) for item in items]
+    return batch
+
+
+def fixed_subset(manifest: Manifest, max_items: int, salt: str = "valid") -> Manifest:
+    """A deterministic subset of at most ``max_items`` utterances (the same for a given manifest),
+    e.g. the fixed validation batch logged during training."""
+    ranked = sorted(range(len(manifest)), key=lambda i: unit_hash(manifest[i].audio, salt))
+    return manifest.select(sorted(ranked[:max_items]))

@@ -1,0 +1,1 @@
+"""Small helpers shared across semlat: atomic files, progress bars, parallel maps."""

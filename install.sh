@@ -45,16 +45,17 @@ fi
 
 # --- 3. torch ----------------------------------------------------------------------------
 if "$py" -c "import torch" >/dev/null 2>&1; then
-  say "keeping installed torch $("$py" -c 'import torch; print(torch.__version__)')"
+  say "keeping installed torch $("$py" -W ignore -c 'import torch; print(torch.__version__)')"
 else
   say "installing torch==${SEMLAT_TORCH_VERSION:-2.13.0}"
-  "$py" -m pip install -q "torch==${SEMLAT_TORCH_VERSION:-2.13.0}"
+  "$py" -m pip install -q "torch==${SEMLAT_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "is ignored: it is neither" || true
+  "$py" -W ignore -c "import torch" || { say "ERROR: torch did not install"; exit 1; }
 fi
 
 # --- 4. semlat ---------------------------------------------------------------------------
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
-"$py" -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
+"$py" -W ignore -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
 extras=${SEMLAT_EXTRAS:-dev}
 say "installing semlat[$extras] (torch pinned: $(cat "$constraints"))"
 "$py" -m pip install -q -c "$constraints" -e ".[$extras]" 2>&1 | grep -v "is ignored: it is neither" || true

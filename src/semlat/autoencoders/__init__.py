@@ -1,0 +1,1 @@
+"""Audio autoencoders: the waveform VAE (Semantic-VAE) and, later, the mel DCAE."""

@@ -1,0 +1,1 @@
+"""Reusable neural-network blocks (weight norm, Snake activations, anti-aliasing, attention)."""

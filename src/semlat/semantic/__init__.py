@@ -1,0 +1,1 @@
+"""Semantic structure for latents: alignment regulators and losses, teachers, feature caches."""

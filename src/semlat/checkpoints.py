@@ -39,10 +39,12 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 #: model_type -> "module:Class"; the class has ``from_config(dict)`` and ``config`` (a dict or dataclass).
-MODEL_TYPES: Mapping[str, str] = MappingProxyType({})
+MODEL_TYPES: Mapping[str, str] = MappingProxyType({"wave_vae": "semlat.autoencoders.wave_vae:WaveVAE"})
 
 #: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
-IMPORTERS: Mapping[str, str] = MappingProxyType({})
+IMPORTERS: Mapping[str, str] = MappingProxyType({
+    "semantic-vae": "semlat.autoencoders.import_semantic_vae:import_semantic_vae",
+})
 
 _MAX_LISTED = 8
 
@@ -94,6 +96,24 @@ def _to_jsonable(config: Any) -> Any:
     return config
 
 
+def write_model_files(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor], *, model_type: str,
+                      config: Any, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into an existing ``folder`` (not atomic:
+    callers write into a temporary folder, see :func:`save_model`)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    meta = {"model_type": model_type, "semlat_version": semlat.__version__, "config": _to_jsonable(config)}
+    for key, value in (extra or {}).items():
+        if key in meta:
+            raise ValueError(f"extra entry {key!r} would overwrite a reserved config.json entry")
+        meta[key] = value
+    text = json.dumps(meta, indent=2) + "\n"
+    folder = Path(folder)
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
+    (folder / CONFIG_NAME).write_text(text, encoding="utf-8")
+    return folder
+
+
 def save_model(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor], *, model_type: str,
                config: Any, extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``, atomically.
@@ -102,18 +122,9 @@ def save_model(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.
     dataclass); ``extra`` adds top-level JSON entries (e.g. latent statistics). An existing folder
     is replaced only once the new one is complete; other files in it are not kept.
     """
-    state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    meta = {"model_type": model_type, "semlat_version": semlat.__version__, "config": _to_jsonable(config)}
-    for key, value in (extra or {}).items():
-        if key in meta:
-            raise ValueError(f"extra entry {key!r} would overwrite a reserved config.json entry")
-        meta[key] = value
-    text = json.dumps(meta, indent=2, sort_keys=False) + "\n"
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "model_type": model_type})
-        (tmp / CONFIG_NAME).write_text(text, encoding="utf-8")
+        write_model_files(tmp, model, model_type=model_type, config=config, extra=extra)
     return folder
 
 

@@ -138,6 +138,127 @@ def info(model) -> None:
         click.echo(f"  {key}: {meta[key]}")
 
 
+@cli.command("train", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1)
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this folder from its latest checkpoint (ARGS are then overrides).")
+def train(args, resume) -> None:
+    """Train a recipe: semlat train CONFIG [key=value ...].
+
+    CONFIG is a YAML recipe (e.g. configs/wave_vae/tiny.yaml) or a shipped name (wave_vae/tiny).
+    Overrides use dotted keys: train.max_steps=1000 data.batch_size=16 model.latent_dim=32.
+    Under torchrun every process runs this same command.
+    """
+    from semlat.configs import resolve_config
+    from semlat.training.recipes import load_recipe
+    from semlat.training.trainer import Trainer
+
+    if resume:
+        config_path, overrides = Path(resume) / "config.yaml", [*args, f"run_dir={resume}"]
+    else:
+        if not args or "=" in args[0]:
+            raise click.UsageError("give a CONFIG (a YAML file or a shipped name like wave_vae/tiny) or --resume RUN_DIR")
+        config_path, overrides = resolve_config(args[0]), list(args[1:])
+    recipe_cls, config = load_recipe(config_path, overrides)
+    trainer = Trainer(config, recipe_cls, resume=bool(resume))
+    try:
+        checkpoint = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.dist.is_main:
+        click.echo(f"trained {trainer.step} steps; latest checkpoint: {checkpoint}")
+
+
+def _codec_options(fn):
+    for option in reversed([
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+        click.option("--chunk-seconds", type=float, default=30.0, show_default=True,
+                     help="Process long audio in chunks of this length (bounded memory)."),
+        click.option("--context-seconds", type=float, default=2.0, show_default=True,
+                     help="Context on each side of a chunk."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _echo_rejects(rejects, out) -> None:
+    if rejects:
+        click.echo(f"skipped {len(rejects)} unreadable file(s), listed in {Path(out) / 'rejects.tsv'}")
+
+
+def _codec(model, device, precision, chunk_seconds, context_seconds):
+    from semlat.inference import load_codec
+
+    return load_codec(model, device=device, precision=precision, chunk_seconds=chunk_seconds,
+                      context_seconds=context_seconds)
+
+
+@cli.command("encode")
+@click.argument("model", type=click.Path())
+@click.argument("source", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--split", default=None, help="Only this split of a manifest.")
+@_codec_options
+def encode(model, source, out, split, device, precision, chunk_seconds, context_seconds) -> None:
+    """Encode an audio file or a manifest (.jsonl) into a latent folder (safetensors + index.json)."""
+    from semlat.inference import encode_to_folder
+
+    codec = _codec(model, device, precision, chunk_seconds, context_seconds)
+    count, rejects = encode_to_folder(codec, source, out, split=split)
+    click.echo(f"wrote {count} latent sequence(s) ({codec.space.latent_dim} x {codec.space.frame_rate:g} Hz) to {out}")
+    _echo_rejects(rejects, out)
+
+
+@cli.command("decode")
+@click.argument("model", type=click.Path())
+@click.argument("latents", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@_codec_options
+def decode(model, latents, out, device, precision, chunk_seconds, context_seconds) -> None:
+    """Decode a latent folder (from semlat encode) into .wav files under OUT."""
+    from semlat.inference import decode_folder
+
+    codec = _codec(model, device, precision, chunk_seconds, context_seconds)
+    count = decode_folder(codec, latents, out)
+    click.echo(f"wrote {count} file(s) to {out}")
+
+
+@cli.command("reconstruct")
+@click.argument("model", type=click.Path())
+@click.argument("source", type=click.Path())
+@click.argument("out", type=click.Path())
+@click.option("--split", default=None, help="Only this split of a manifest.")
+@_codec_options
+def reconstruct_(model, source, out, split, device, precision, chunk_seconds, context_seconds) -> None:
+    """Encode and decode: IN.wav -> OUT.wav, or a manifest -> a folder of .wav files."""
+    from semlat.inference import reconstruct
+
+    codec = _codec(model, device, precision, chunk_seconds, context_seconds)
+    done, rejects = reconstruct(codec, source, out, split=split)
+    click.echo(f"wrote {len(done)} reconstruction(s) to {out}")
+    _echo_rejects(rejects, out)
+
+
+@cli.command("demo")
+@click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")
+@click.option("--train-minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
+@click.argument("overrides", nargs=-1)
+def demo(out, corpus_minutes, train_minutes, overrides) -> None:
+    """The main job: demo corpus -> train the tiny VAE -> reconstruct held-out speech -> report.
+
+    Extra key=value OVERRIDES go to the training recipe (configs/wave_vae/tiny.yaml).
+    """
+    from semlat.demo_run import run_demo
+
+    report = run_demo(out, corpus_minutes=corpus_minutes, train_minutes=train_minutes, overrides=tuple(overrides))
+    click.echo(f"trained {report['steps']} steps; test mel distance {report['mel_distance']:.3f}, "
+               f"SI-SDR {report['si_sdr']:.2f} dB on {report['test_utterances']} utterances")
+    click.echo(f"report: {Path(out) / 'report.md'}  reconstructions: {report['reconstructions']}  "
+               f"tensorboard --logdir {report['tensorboard']}")
+
+
 def _split_counts(manifest) -> str:
     counts = {}
     for u in manifest:

@@ -66,8 +66,9 @@ DEMO_VOICES: tuple[DemoVoice, ...] = (
     DemoVoice("espeak_us_f4", "espeak-ng", "en-us+f4", 60, held_out=True),
 )
 
-#: Of every 10 planned utterances, 8 go to train, 1 to valid and 1 to test.
-_SPLIT_CYCLE = ("train",) * 8 + ("valid", "test")
+#: Of every 10 planned utterances, 8 go to train, 1 to valid and 1 to test (valid and test come
+#: early in the cycle so even a very short corpus has all three splits).
+_SPLIT_CYCLE = ("train", "valid", "test") + ("train",) * 7
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""Speed and memory of the waveform VAE (Semantic-VAE generator): encode and decode, tiny and paper sizes.
+
+    python benchmarks/bench_wave_vae.py [--threads 2] [--seconds 10] [--repeats 3] [--configs tiny paper]
+
+Random weights, weight norm removed, ``torch.inference_mode()``, batch 1. Encode takes ``--seconds``
+of 16 kHz audio; decode takes the matching number of latent frames (40 per second). Times are
+medians of ``--repeats`` runs after one warm-up run.
+
+Memory: each (config, operation) runs in a fresh process, and ``resource.getrusage(RUSAGE_SELF)
+.ru_maxrss`` (the process's peak resident set) is read once the model and its input are built
+("model") and again after the warm-up and timed runs ("peak"); "work" is the difference, the extra
+memory the operation needed at its worst. ``tracemalloc`` would not see tensors (torch allocates them in C++).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import sys
+
+import torch
+from timing import median_seconds, print_table
+
+from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
+
+CONFIGS = {"tiny": WaveVAEConfig.tiny, "paper": WaveVAEConfig.paper}
+
+
+def _peak_mib() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _measure(config_name: str, operation: str, seconds: float, threads: int, repeats: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = WaveVAE(CONFIGS[config_name]()).eval().remove_weight_norm()
+    params = sum(p.numel() for p in model.parameters())
+    with torch.inference_mode():
+        audio = 0.1 * torch.randn(1, 1, round(seconds * model.sample_rate))
+        latents = torch.randn(1, model.latent_dim, round(seconds * model.frame_rate))
+
+        def run() -> torch.Tensor:
+            return model.encode(audio) if operation == "encode" else model.decode(latents)
+
+        baseline = _peak_mib()
+        median = median_seconds(run, repeats=repeats, warmup=1)
+        peak = _peak_mib()
+    return {"params": params, "seconds": median, "model": baseline, "peak": peak}
+
+
+def _worker(queue: multiprocessing.Queue, *args: object) -> None:
+    queue.put(_measure(*args))
+
+
+def measure_in_subprocess(*args: object) -> dict[str, float]:
+    """Run :func:`_measure` in a fresh (spawned) process so its peak RSS is its own."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_worker, args=(queue, *args))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0, help="audio length (encode) / latent length (decode)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    args = parser.parse_args()
+    rows = []
+    for name in args.configs:
+        for operation in ("encode", "decode"):
+            r = measure_in_subprocess(name, operation, args.seconds, args.threads, args.repeats)
+            frames = round(args.seconds * 40)
+            what = f"{args.seconds:g} s audio" if operation == "encode" else f"{frames} frames"
+            rows.append((name, f"{r['params'] / 1e6:.2f}M", operation, what, f"{r['seconds']:.3f} s",
+                         f"{args.seconds / r['seconds']:.1f}x", f"{r['model']:.0f} MiB", f"{r['peak']:.0f} MiB",
+                         f"{r['peak'] - r['model']:.0f} MiB"))
+    print(f"torch {torch.__version__}, {args.threads} thread(s), inference mode, weight norm removed, batch 1")
+    print_table(["config", "params", "op", "input", "median", "x real time", "model", "peak", "work"], rows)
+
+
+if __name__ == "__main__":
+    main()

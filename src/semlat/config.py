@@ -1,0 +1,110 @@
+"""Typed configs: YAML recipes and ``key=value`` overrides merged into dataclasses (OmegaConf).
+
+A recipe file is YAML whose top-level ``recipe`` key names the training recipe; the rest is merged
+over that recipe's config dataclass, then command-line overrides (dotted keys: ``train.max_steps=10``,
+``model.latent_dim=32``, ``optim.betas=[0.9,0.99]``) are merged over that. Unknown keys and values of
+the wrong type are one-line :class:`~semlat.errors.ConfigError`s naming the source and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from semlat.errors import ConfigError
+from semlat.utils.files import atomic_write_text
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{path}: invalid YAML{where} ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a YAML mapping, not {type(data).__name__}")
+    return data
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    key = getattr(err, "full_key", None)
+    if "$VALUE" in message:  # OmegaConf left its template unfilled; say what we know instead
+        message = "value has the wrong type"
+    return f"{key}: {message}" if key else message
+
+
+def build_config(schema: type[T], sources: Sequence[tuple[str, Mapping[str, Any]]] = (),
+                 overrides: Sequence[str] = ()) -> T:
+    """Merge ``sources`` (``(name, mapping)`` pairs, later wins) and ``overrides`` over ``schema``'s defaults.
+
+    Returns an instance of ``schema`` (nested dataclasses included).
+    """
+    merged = OmegaConf.structured(schema)
+    for name, data in sources:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.create(dict(data)))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{name}: {_describe(err)}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.max_steps=100)")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {item!r}: {_describe(err)}") from None
+    try:
+        result = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_describe(err)) from None
+    validate_tree(result)
+    return result  # type: ignore[return-value]
+
+
+def validate_tree(config: Any, where: str = "") -> None:
+    """Call ``validate(where)`` on ``config`` and every nested dataclass that defines it
+    (``where`` is the dotted path of the field, e.g. ``"train"``), children first."""
+    if not dataclasses.is_dataclass(config):
+        return
+    for f in dataclasses.fields(config):
+        validate_tree(getattr(config, f.name), f"{where}.{f.name}" if where else f.name)
+    validate = getattr(config, "validate", None)
+    if callable(validate):
+        validate(where or "config")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain dict (lists instead of tuples) of a dataclass config, ready for JSON/YAML."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_yaml(config: Any, path: str | os.PathLike) -> Path:
+    """Write a dataclass config (or mapping) as YAML, atomically."""
+    data = to_dict(config) if dataclasses.is_dataclass(config) else _plain(config)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction metrics (and, later, latent diagnostics and generation metrics)."""

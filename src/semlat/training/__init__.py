@@ -1,0 +1,1 @@
+"""The trainer (one engine for every recipe), its settings, and the recipes."""

@@ -1,0 +1,91 @@
+"""torch.distributed setup: one process, or many under ``torchrun`` (env:// initialisation).
+
+Backends: NCCL when the process drives a GPU, gloo on CPU. Each process sees its rank, the world
+size and its device in a :class:`DistInfo`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from semlat.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: rank, world size, local rank, device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _pick_device(preference: str, local_rank: int) -> torch.device:
+    if preference == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device=cuda but no CUDA device is available")
+        return torch.device(f"cuda:{local_rank}")
+    if preference == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"train.device must be auto, cpu or cuda, got {preference!r}")
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Initialise the process group when ``WORLD_SIZE`` > 1 (set by torchrun) and pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = _pick_device(device, local_rank)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if chosen.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
+    return DistInfo(rank, world, local_rank, chosen)
+
+
+def shutdown() -> None:
+    """Destroy the process group if one was created."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def mean_across_ranks(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:
+    """Average each value over all ranks (every rank must call this with the same keys)."""
+    if not info.distributed or not values:
+        return dict(values)
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor)
+    tensor /= info.world_size
+    return dict(zip(keys, tensor.tolist()))
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True if ``flag`` is true on any rank (used so all ranks stop together)."""
+    if not info.distributed:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)

@@ -1,0 +1,411 @@
+"""The trainer: one engine that runs every recipe, on one process or many (torchrun, DDP).
+
+A :class:`Recipe` says *what* to train: its modules, their optimisers, the data and one training
+step. The :class:`Trainer` does the rest: process group and device, per-rank seeding, sharded data
+that reshuffles per epoch, gradient accumulation (DDP synchronises only on the last micro-batch),
+bf16 autocast on GPU, gradient clipping, learning-rate schedules, EMA of the exported model,
+TensorBoard logs and a progress bar, atomic checkpoints that keep the last K, and exact resume.
+
+Run folder layout::
+
+    <run_dir>/config.yaml                   the resolved config
+    <run_dir>/tensorboard/                  event files
+    <run_dir>/checkpoints/step-00001000/    model.safetensors + config.json (the EMA model: a model
+                                            folder any command loads), training.safetensors (raw
+                                            weights of every module), trainer_state.pt (optimisers,
+                                            schedulers, step, data position, RNG of every rank)
+    <run_dir>/checkpoints/latest            the name of the newest checkpoint
+
+``trainer_state.pt`` holds only tensors, numbers and containers and loads with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import random
+import shutil
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from semlat.checkpoints import WEIGHTS_NAME, check_state_dict, write_model_files
+from semlat.config import save_yaml
+from semlat.data.samplers import ShardedSampler
+from semlat.errors import CheckpointError, ConfigError
+from semlat.training.distributed import (
+    DistInfo,
+    any_rank,
+    barrier,
+    init_distributed,
+    mean_across_ranks,
+    shutdown,
+)
+from semlat.training.logging import RunLogger
+from semlat.training.schedules import lr_multiplier
+from semlat.training.settings import OptimizerConfig
+from semlat.utils.files import atomic_dir, atomic_write_text
+
+TRAINING_WEIGHTS = "training.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+
+
+class Recipe(ABC):
+    """What a model family contributes to training. Subclasses set ``name`` and ``Config``.
+
+    ``config`` is the recipe's config dataclass; it must have ``run_dir``, ``train``
+    (:class:`~semlat.training.settings.TrainConfig`) and ``data`` with a ``batch_size``.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    #: the module whose EMA (or raw) weights form the exported model folder
+    exported: ClassVar[str] = "generator"
+
+    def __init__(self, config: Any, trainer: Trainer):
+        self.config = config
+        self.trainer = trainer
+
+    @abstractmethod
+    def build_modules(self) -> dict[str, nn.Module]:
+        """Every module that training changes, by name (built identically on every rank)."""
+
+    @abstractmethod
+    def optimizer_config(self, name: str) -> OptimizerConfig | None:
+        """The optimiser of module ``name``, or ``None`` if it is not trained."""
+
+    @abstractmethod
+    def train_dataset(self) -> tuple[Dataset, Callable[[list], Any]]:
+        """The training dataset (indexed by sampler keys) and its collate function."""
+
+    @abstractmethod
+    def train_step(self, batches: Sequence[Any], step: int) -> dict[str, float]:
+        """One optimisation step over ``grad_accum`` micro-batches; returns scalars to log."""
+
+    @abstractmethod
+    def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """``(model_type, model config dict, extra config.json entries)`` of the exported model."""
+
+    def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
+        """Evaluate the exported model on a fixed validation batch (rank 0 only); log media."""
+        return {}
+
+
+class _SkipBatches(Sampler):
+    """A batch sampler without its first ``skip`` batches (resuming mid-epoch)."""
+
+    def __init__(self, inner: BatchSampler, skip: int):
+        self.inner, self.skip = inner, skip
+
+    def __iter__(self) -> Iterator[list]:
+        return itertools.islice(iter(self.inner), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.skip)
+
+
+class Trainer:
+    """Runs a :class:`Recipe`. Create it inside every process (torchrun starts one per GPU)."""
+
+    def __init__(self, config: Any, recipe_cls: type[Recipe], *, resume: bool = False):
+        self.config = config
+        self.train_cfg = config.train
+        self.run_dir = Path(config.run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.dist: DistInfo = init_distributed(self.train_cfg.device)
+        self.device = self.dist.device
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self._step_logs: dict[str, float] = {}
+
+        if not resume and latest_checkpoint(self.run_dir) is not None:  # checked on every rank: all stop
+            raise ConfigError(f"{self.run_dir}: holds checkpoints already; resume it (--resume) "
+                              "or choose a new run_dir")
+        batch = config.data.batch_size
+        if batch % self.dist.world_size:
+            raise ConfigError(f"data.batch_size={batch} is the global batch and must divide by the "
+                              f"{self.dist.world_size} processes")
+        self.batch_per_rank = batch // self.dist.world_size
+
+        torch.manual_seed(self.train_cfg.seed)  # identical initialisation on every rank
+        self.recipe = recipe_cls(config, self)
+        self.raw: dict[str, nn.Module] = {n: m.to(self.device) for n, m in self.recipe.build_modules().items()}
+        if recipe_cls.exported not in self.raw:
+            raise ConfigError(f"recipe {recipe_cls.name} exports {recipe_cls.exported!r}, which it does not build")
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
+        for name, module in self.raw.items():
+            opt_cfg = self.recipe.optimizer_config(name)
+            if opt_cfg is None:
+                continue
+            params = [p for p in module.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas),
+                                          weight_decay=opt_cfg.weight_decay, eps=opt_cfg.eps)
+            self.optimizers[name] = optimizer
+            self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lr_multiplier(opt_cfg, self.train_cfg.max_steps))
+        self.modules: dict[str, nn.Module] = {}
+        for name, module in self.raw.items():
+            runnable = torch.compile(module) if self.train_cfg.compile else module
+            if self.dist.distributed and name in self.optimizers:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                runnable = DistributedDataParallel(runnable, device_ids=ids)  # broadcasts rank 0's weights
+            self.modules[name] = runnable
+        self.ema: AveragedModel | None = None
+        if self.train_cfg.ema.enabled:
+            self.ema = AveragedModel(self.raw[recipe_cls.exported], use_buffers=True,
+                                     multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg.ema.decay))
+            self.ema.eval()
+        torch.manual_seed(self.train_cfg.seed + 1000 * (self.dist.rank + 1))  # per-rank training randomness
+        random.seed(self.train_cfg.seed + self.dist.rank)
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
+        if resume:
+            self._load_checkpoint()
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_yaml(config, self.run_dir / "config.yaml")
+        barrier(self.dist)
+
+    # ----------------------------------------------------------------- services for recipes
+    def module(self, name: str) -> nn.Module:
+        """Module ``name`` as training should call it (DDP-wrapped / compiled where configured)."""
+        return self.modules[name]
+
+    def unwrapped(self, name: str) -> nn.Module:
+        """The plain module ``name`` (its parameters are what optimisers and checkpoints hold)."""
+        return self.raw[name]
+
+    @property
+    def exported_model(self) -> nn.Module:
+        """The model that checkpoints export: the EMA copy when EMA is on, else the raw module."""
+        return self.ema.module if self.ema is not None else self.raw[self.recipe.exported]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when ``train.precision=bf16`` (on GPU; on CPU it is honoured as asked)."""
+        enabled = self.train_cfg.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=True)
+
+    def micro_batches(self, batches: Sequence[Any], *names: str) -> Iterator[tuple[int, Any]]:
+        """Iterate ``(index, batch)``; DDP gradient sync of modules ``names`` is skipped for all
+        but the last micro-batch (run forward *and* backward inside the loop body)."""
+        for index, batch in enumerate(batches):
+            with contextlib.ExitStack() as stack:
+                if index < len(batches) - 1:
+                    for name in names:
+                        module = self.modules[name]
+                        if isinstance(module, DistributedDataParallel):
+                            stack.enter_context(module.no_sync())
+                yield index, batch
+
+    @contextlib.contextmanager
+    def optimizer_step(self, name: str) -> Iterator[None]:
+        """Zero ``name``'s gradients, run the block (backward passes), then clip, step and schedule."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        yield
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        clip = self.recipe.optimizer_config(name).grad_clip
+        if params:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else float("inf"))
+            self._step_logs[f"grad_norm/{name}"] = float(norm)
+        optimizer.step()
+        self.schedulers[name].step()
+
+    @contextlib.contextmanager
+    def frozen(self, name: str) -> Iterator[nn.Module]:
+        """Module ``name`` with ``requires_grad`` off (e.g. the discriminator during the generator
+        step): no gradients are computed for it and DDP is bypassed. Yields the plain module."""
+        module = self.raw[name]
+        flags = [p.requires_grad for p in module.parameters()]
+        for p in module.parameters():
+            p.requires_grad_(False)
+        try:
+            yield module
+        finally:
+            for p, flag in zip(module.parameters(), flags):
+                p.requires_grad_(flag)
+
+    # ----------------------------------------------------------------- the loop
+    def _micro_batch_stream(self) -> Iterator[Any]:
+        dataset, collate = self.recipe.train_dataset()
+        sampler = ShardedSampler(len(dataset), seed=self.train_cfg.seed, rank=self.dist.rank,
+                                 world_size=self.dist.world_size)
+        while True:
+            sampler.set_epoch(self.epoch)
+            batches = BatchSampler(sampler, self.batch_per_rank, drop_last=True)
+            if len(batches) == 0:
+                raise ConfigError(f"the training set ({len(dataset)} items over {self.dist.world_size} "
+                                  f"processes) is smaller than one batch of {self.batch_per_rank}")
+            loader = DataLoader(
+                dataset, batch_sampler=_SkipBatches(batches, self.batch_in_epoch), collate_fn=collate,
+                num_workers=self.train_cfg.num_workers, pin_memory=self.device.type == "cuda",
+                generator=torch.Generator(),  # keeps the global RNG untouched (exact resume)
+            )
+            for batch in loader:
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def _update_ema(self) -> None:
+        ema_cfg = self.train_cfg.ema
+        if self.ema is None or self.step % ema_cfg.every:
+            return
+        if self.step < ema_cfg.start_step:
+            self.ema.n_averaged.zero_()  # the next update copies the model
+        self.ema.update_parameters(self.raw[self.recipe.exported])
+
+    def fit(self) -> Path | None:
+        """Train until ``train.max_steps`` (or ``train.max_minutes``); returns the last checkpoint."""
+        cfg = self.train_cfg
+        stream = self._micro_batch_stream()
+        started = time.monotonic()
+        window: dict[str, list[float]] = {}
+        saved_at = self.step if latest_checkpoint(self.run_dir) is not None else -1
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (self.dist.is_main and cfg.progress))
+        try:
+            while self.step < cfg.max_steps:
+                batches = [next(stream) for _ in range(cfg.grad_accum)]
+                for module in self.raw.values():
+                    module.train()
+                logs = self.recipe.train_step(batches, self.step)
+                logs.update(self._step_logs)
+                self._step_logs = {}
+                self.step += 1
+                self._update_ema()
+                for key, value in logs.items():
+                    window.setdefault(key, []).append(value)
+                bar.update(1)
+                if "loss" in logs:
+                    bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+                if self.step % cfg.log_every == 0:
+                    means = mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}, self.dist)
+                    means.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})
+                    self.logger.scalars(self.step, means, "train/")
+                    window = {}
+                if self.step % cfg.valid_every == 0:
+                    self.validate()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    saved_at = self.step
+                if cfg.max_minutes is not None:
+                    if any_rank(time.monotonic() - started > 60 * cfg.max_minutes, self.dist):
+                        break
+            if saved_at != self.step:
+                self.save_checkpoint()
+        finally:
+            bar.close()
+            self.logger.flush()
+        return latest_checkpoint(self.run_dir)
+
+    def validate(self) -> dict[str, float]:
+        """Run the recipe's validation on rank 0 with the exported model; other ranks wait."""
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            model = self.exported_model
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                metrics = self.recipe.validate(self.step, model, self.logger)
+            model.train(was_training)
+            self.logger.scalars(self.step, metrics, "valid/")
+            self.logger.flush()
+        barrier(self.dist)
+        return metrics
+
+    def close(self) -> None:
+        """Close logs and the process group."""
+        self.logger.close()
+        shutdown()
+
+    # ----------------------------------------------------------------- checkpoints
+    def _trainer_state(self) -> dict[str, Any]:
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        rngs = [rng]
+        if self.dist.distributed:
+            rngs = [None] * self.dist.world_size if self.dist.is_main else None
+            dist.gather_object(rng, rngs, dst=0)
+        return {
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.dist.world_size,
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "ema_n_averaged": self.ema.n_averaged.detach().cpu() if self.ema is not None else None,
+            "rng": rngs,
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-XXXXXXXX`` atomically, point ``latest`` at it, prune old ones."""
+        state = self._trainer_state()  # collective: every rank takes part
+        folder = self.checkpoint_dir / f"step-{self.step:08d}"
+        if self.dist.is_main:
+            model_type, model_config, extra = self.recipe.export(self.exported_model)
+            extra = {**extra, "training": {"recipe": self.recipe.name, "step": self.step}}
+            with atomic_dir(folder) as tmp:
+                write_model_files(tmp, self.exported_model, model_type=model_type, config=model_config, extra=extra)
+                raw = {f"{name}.{k}": v.detach().cpu().contiguous().clone()
+                       for name, module in self.raw.items() for k, v in module.state_dict().items()}
+                save_file(raw, str(tmp / TRAINING_WEIGHTS))
+                torch.save(state, tmp / TRAINER_STATE)
+            atomic_write_text(self.checkpoint_dir / "latest", folder.name + "\n")
+            for old in sorted(self.checkpoint_dir.glob("step-*"))[: -self.train_cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier(self.dist)
+        return folder
+
+    def _load_checkpoint(self) -> None:
+        folder = latest_checkpoint(self.run_dir)
+        if folder is None:
+            raise CheckpointError(f"{self.run_dir}: nothing to resume (no checkpoints/latest)")
+        for name in (WEIGHTS_NAME, TRAINING_WEIGHTS, TRAINER_STATE):
+            if not (folder / name).is_file():
+                raise CheckpointError(f"{folder}: incomplete checkpoint ({name} is missing)")
+        raw = load_file(str(folder / TRAINING_WEIGHTS))
+        for name, module in self.raw.items():
+            part = {k[len(name) + 1:]: v for k, v in raw.items() if k.startswith(name + ".")}
+            check_state_dict(module.state_dict(), part, f"{folder / TRAINING_WEIGHTS} [{name}]")
+            module.load_state_dict(part)
+        state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+        if state["world_size"] != self.dist.world_size:
+            raise CheckpointError(f"{folder}: saved by {state['world_size']} processes, resumed with "
+                                  f"{self.dist.world_size}; exact resume needs the same number")
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            self.schedulers[name].load_state_dict(state["schedulers"][name])
+        if self.ema is not None:
+            ema_weights = load_file(str(folder / WEIGHTS_NAME))
+            check_state_dict(self.ema.module.state_dict(), ema_weights, str(folder / WEIGHTS_NAME))
+            self.ema.module.load_state_dict(ema_weights)
+            self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        rng = state["rng"][self.dist.rank]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or ``None``."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    return folder if folder.is_dir() else None

@@ -1,0 +1,108 @@
+"""``semlat encode / decode / reconstruct / train / demo`` on a tiny model: outputs, formats,
+and one-line errors for bad arguments and bad audio."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tone, write_audio
+
+from semlat.audio import probe_audio
+from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
+from semlat.checkpoints import save_model
+from semlat.cli import main
+from semlat.config import to_dict
+from semlat.data.latents import LatentReader
+from semlat.data.manifest import Manifest, Utterance
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    config = WaveVAEConfig.tiny()
+    save_model(folder, WaveVAE(config), model_type="wave_vae", config=to_dict(config))
+    return folder
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    utts = []
+    for i, seconds in enumerate([0.7, 1.3]):
+        write_audio(tmp_path / "wavs" / f"u{i}.wav", tone(seconds, 22050, 300 + 100 * i), 22050)
+        utts.append(Utterance(f"wavs/u{i}.wav", seconds, 22050, text=f"text {i}", speaker="s", split="test"))
+    (tmp_path / "wavs" / "bad.wav").write_bytes(b"garbage that is not audio")
+    utts.append(Utterance("wavs/bad.wav", 1.0, 22050, split="test"))
+    return Manifest(utts, tmp_path).write(tmp_path / "m.jsonl")
+
+
+def test_encode_decode_manifest(model_dir, corpus, tmp_path, capsys):
+    latents = tmp_path / "latents"
+    assert main(["encode", str(model_dir), str(corpus), str(latents)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 2 latent sequence(s) (16 x 40 Hz)" in out and "skipped 1 unreadable" in out
+    reader = LatentReader(latents)
+    items = {item["id"]: (item, z) for item, z in reader}
+    assert set(items) == {"wavs/u0.wav", "wavs/u1.wav"}
+    item, z = items["wavs/u1.wav"]
+    assert z.shape == (16, 52) and item["text"] == "text 1" and item["frames"] == 52  # ceil(1.3 * 40)
+    assert reader.index["frame_rate"] == 40.0 and "bad.wav" in (latents / "rejects.tsv").read_text()
+    decoded = tmp_path / "decoded"
+    assert main(["decode", str(model_dir), str(latents), str(decoded)]) == 0
+    info = probe_audio(decoded / "wavs" / "u1.wav")
+    assert info.sample_rate == 16000 and info.frames == round(1.3 * 16000)
+
+
+def test_reconstruct_file_and_manifest(model_dir, corpus, tmp_path, capsys):
+    source = corpus.parent / "wavs" / "u0.wav"
+    assert main(["reconstruct", str(model_dir), str(source), str(tmp_path / "r.wav"), "--precision", "bf16"]) == 0
+    assert probe_audio(tmp_path / "r.wav").frames == round(0.7 * 16000)
+    assert main(["reconstruct", str(model_dir), str(corpus), str(tmp_path / "recon"), "--split", "test",
+                 "--chunk-seconds", "0.5", "--context-seconds", "0.25"]) == 0
+    assert sorted(p.name for p in (tmp_path / "recon" / "wavs").iterdir()) == ["u0.wav", "u1.wav"]
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["encode", "/no/model", "x.wav", "out"], "semlat: error: /no/model: no such model folder"),
+    (["reconstruct", "{model}", "{bad}", "{tmp}/o.wav"], "unreadable or corrupt audio"),
+    (["reconstruct", "{model}", "{tmp}/missing.wav", "{tmp}/o.wav"], "missing.wav: no such file"),
+    (["decode", "{model}", "{tmp}", "{tmp}/o"], "not a latent folder"),
+    (["train", "{tmp}/nope.yaml"], "no such config file, nor a shipped config"),
+    (["train", "wave_vae/tiny", "model.bogus=1"], "model.bogus: Key 'bogus' not in 'WaveVAEConfig'"),
+    (["train", "wave_vae/tiny", "train.max_steps=lots"], "train.max_steps: Value 'lots'"),
+    (["train", "--resume", "{tmp}/norun"], "norun/config.yaml: no such config file"),
+    (["encode", "{model}", "x.wav", "out", "--precision", "fp8"], "Invalid value for '--precision'"),
+])
+def test_bad_arguments_give_one_line_errors(model_dir, corpus, tmp_path, capsys, argv, pattern):
+    fill = {"model": str(model_dir), "bad": str(corpus.parent / "wavs" / "bad.wav"), "tmp": str(tmp_path)}
+    code = main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and pattern in err and "Traceback" not in err
+    if code == 1:
+        assert err.strip().count("\n") == 0
+
+
+def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
+    torch.manual_seed(0)
+    other = tmp_path / "other"
+    config = WaveVAEConfig.tiny(latent_dim=8)
+    save_model(other, WaveVAE(config), model_type="wave_vae", config=to_dict(config))
+    assert main(["encode", str(other), str(corpus), str(tmp_path / "z8")]) == 0
+    assert main(["decode", str(model_dir), str(tmp_path / "z8"), str(tmp_path / "o")]) == 1
+
+
+@pytest.mark.slow
+def test_demo_main_job(synth_tools, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--corpus-minutes", "0.5", "--train-minutes", "0.02",
+                 "train.valid_every=2", "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2",
+                 "train.progress=false"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["latent_dim"] == 16 and report["frame_rate"] == 40.0 and report["steps"] >= 1
+    assert report["test_utterances"] >= 1 and report["unseen_speakers"]["utterances"] >= 1
+    assert all(item["output"].endswith(".wav") for item in report["items"])
+    assert "| wave_vae (tiny) | 16 | 40 Hz |" in (out / "report.md").read_text()
+    assert "report.md" in capsys.readouterr().out

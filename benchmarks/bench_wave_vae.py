@@ -1,6 +1,7 @@
 """Speed and memory of the waveform VAE (Semantic-VAE generator): encode and decode, tiny and paper sizes.
 
     python benchmarks/bench_wave_vae.py [--threads 2] [--seconds 10] [--repeats 3] [--configs tiny paper]
+                                        [--train-steps 3]
 
 Random weights, weight norm removed, ``torch.inference_mode()``, batch 1. Encode takes ``--seconds``
 of 16 kHz audio; decode takes the matching number of latent frames (40 per second). Times are
@@ -10,6 +11,11 @@ Memory: each (config, operation) runs in a fresh process, and ``resource.getrusa
 .ru_maxrss`` (the process's peak resident set) is read once the model and its input are built
 ("model") and again after the warm-up and timed runs ("peak"); "work" is the difference, the extra
 memory the operation needed at its worst. ``tracemalloc`` would not see tensors (torch allocates them in C++).
+
+Train step: one full step of the ``wave_vae`` recipe (discriminator step, then generator step with
+mel, adversarial, feature-matching and KL losses), run by the real Trainer on a throw-away corpus
+of noise files; the median over ``--train-steps`` steps after one warm-up step. Tiny: the shipped
+``wave_vae/tiny`` batch (8 x 0.5 s); paper: batch 1 x 1 s (the published 3 s x 3 per GPU is a GPU job).
 """
 
 from __future__ import annotations
@@ -17,12 +23,23 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import statistics
 import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 import torch
 from timing import median_seconds, print_table
 
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
+from semlat.configs import builtin_config
+from semlat.data.manifest import Manifest, Utterance
+from semlat.training.recipes import load_recipe
+from semlat.training.trainer import Trainer
 
 CONFIGS = {"tiny": WaveVAEConfig.tiny, "paper": WaveVAEConfig.paper}
 
@@ -65,12 +82,49 @@ def measure_in_subprocess(*args: object) -> dict[str, float]:
     return result
 
 
+TRAIN_SHAPES = {"tiny": (8, 0.5), "paper": (1, 1.0)}
+
+
+def train_step_seconds(config_name: str, steps: int, threads: int) -> tuple[float, int, float]:
+    """Median seconds of one recipe step (after a warm-up step); returns (seconds, batch, segment)."""
+    torch.set_num_threads(threads)
+    batch, segment = TRAIN_SHAPES[config_name]
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        utts = []
+        for i in range(max(4, 2 * batch)):
+            sf.write(str(root / f"{i}.wav"), (0.1 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000)
+            utts.append(Utterance(f"{i}.wav", 3.0, 16000, split="train" if i else "valid"))
+        Manifest(utts, root).write(root / "m.jsonl")
+        recipe_cls, config = load_recipe(builtin_config(f"wave_vae/{config_name}"), [
+            f"run_dir={root / 'run'}", f"data.train={root / 'm.jsonl'}", f"data.batch_size={batch}",
+            f"data.segment_seconds={segment}", "data.min_rms_db=null", "loss.disc_start_step=0",
+            f"train.max_steps={steps + 1}", "train.valid_every=1000000", "train.checkpoint_every=1000000",
+            "train.num_workers=0", "train.progress=false", "train.log_every=1000000"])
+        trainer = Trainer(config, recipe_cls)
+        times: list[float] = []
+        original = trainer.recipe.train_step
+
+        def timed(batches, step):
+            start = time.perf_counter()
+            out = original(batches, step)
+            times.append(time.perf_counter() - start)
+            return out
+
+        trainer.recipe.train_step = timed
+        trainer.fit()
+        trainer.close()
+    return statistics.median(times[1:]), batch, segment
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (encode) / latent length (decode)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps per config (0: skip)")
     args = parser.parse_args()
     rows = []
     for name in args.configs:
@@ -83,6 +137,14 @@ def main() -> None:
                          f"{r['peak'] - r['model']:.0f} MiB"))
     print(f"torch {torch.__version__}, {args.threads} thread(s), inference mode, weight norm removed, batch 1")
     print_table(["config", "params", "op", "input", "median", "x real time", "model", "peak", "work"], rows)
+    if args.train_steps:
+        rows = []
+        for name in args.configs:
+            seconds, batch, segment = train_step_seconds(name, args.train_steps, args.threads)
+            rows.append((name, f"{batch} x {segment:g} s", f"{seconds:.2f} s", f"{batch * segment / seconds:.1f}"))
+        print()
+        print("train step of the wave_vae recipe (D step + G step), fp32, CPU")
+        print_table(["config", "batch", "median step", "audio s / s"], rows)
 
 
 if __name__ == "__main__":

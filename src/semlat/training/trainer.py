@@ -291,8 +291,10 @@ class Trainer:
                 for key, value in logs.items():
                     window.setdefault(key, []).append(value)
                 bar.update(1)
-                if "loss" in logs:
-                    bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
+                postfix = {"loss": f"{logs['loss']:.3f}"} if "loss" in logs else {}
+                if cfg.max_minutes is not None:  # the budget, not max_steps, ends this run
+                    postfix["budget"] = f"{(time.monotonic() - started) / 60:.1f}/{cfg.max_minutes:g} min"
+                bar.set_postfix(postfix, refresh=False)
                 if self.step % cfg.log_every == 0:
                     means = mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}, self.dist)
                     means.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})

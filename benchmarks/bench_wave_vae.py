@@ -23,23 +23,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 import torch
-from timing import median_seconds, print_table
+from timing import median_seconds, median_step_seconds, noise_corpus, print_table
 
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
-from semlat.configs import builtin_config
-from semlat.data.manifest import Manifest, Utterance
-from semlat.training.recipes import load_recipe
-from semlat.training.trainer import Trainer
 
 CONFIGS = {"tiny": WaveVAEConfig.tiny, "paper": WaveVAEConfig.paper}
 
@@ -89,33 +80,11 @@ def train_step_seconds(config_name: str, steps: int, threads: int) -> tuple[floa
     """Median seconds of one recipe step (after a warm-up step); returns (seconds, batch, segment)."""
     torch.set_num_threads(threads)
     batch, segment = TRAIN_SHAPES[config_name]
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        utts = []
-        for i in range(max(4, 2 * batch)):
-            sf.write(str(root / f"{i}.wav"), (0.1 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000)
-            utts.append(Utterance(f"{i}.wav", 3.0, 16000, split="train" if i else "valid"))
-        Manifest(utts, root).write(root / "m.jsonl")
-        recipe_cls, config = load_recipe(builtin_config(f"wave_vae/{config_name}"), [
-            f"run_dir={root / 'run'}", f"data.train={root / 'm.jsonl'}", f"data.batch_size={batch}",
-            f"data.segment_seconds={segment}", "data.min_rms_db=null", "loss.disc_start_step=0",
-            f"train.max_steps={steps + 1}", "train.valid_every=1000000", "train.checkpoint_every=1000000",
-            "train.num_workers=0", "train.progress=false", "train.log_every=1000000"])
-        trainer = Trainer(config, recipe_cls)
-        times: list[float] = []
-        original = trainer.recipe.train_step
-
-        def timed(batches, step):
-            start = time.perf_counter()
-            out = original(batches, step)
-            times.append(time.perf_counter() - start)
-            return out
-
-        trainer.recipe.train_step = timed
-        trainer.fit()
-        trainer.close()
-    return statistics.median(times[1:]), batch, segment
+        manifest = noise_corpus(tmp, max(4, 2 * batch), 3.0, 16000)
+        seconds = median_step_seconds(f"wave_vae/{config_name}", manifest, Path(tmp) / "run", steps,
+                                      [f"data.batch_size={batch}", f"data.segment_seconds={segment}"])
+    return seconds, batch, segment
 
 
 def main() -> None:

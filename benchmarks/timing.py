@@ -27,3 +27,51 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def noise_corpus(root, files: int, seconds: float, sample_rate: int):
+    """``files`` noise wavs of ``seconds`` in ``root`` and their manifest (the first file is ``valid``)."""
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from semlat.data.manifest import Manifest, Utterance
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    utts = []
+    for i in range(files):
+        audio = (0.1 * rng.standard_normal(round(seconds * sample_rate))).astype(np.float32)
+        sf.write(str(root / f"{i}.wav"), audio, sample_rate)
+        utts.append(Utterance(f"{i}.wav", seconds, sample_rate, split="valid" if i == 0 else "train"))
+    return Manifest(utts, root).write(root / "manifest.jsonl")
+
+
+def median_step_seconds(config: str, manifest, run_dir, steps: int, overrides: Sequence[str] = ()) -> float:
+    """Median seconds of one training step of the shipped recipe ``config`` (the real Trainer, after a
+    warm-up step) on ``manifest``; no validation, checkpoints or logs get in the way."""
+    from semlat.configs import builtin_config
+    from semlat.training.recipes import load_recipe
+    from semlat.training.trainer import Trainer
+
+    recipe_cls, cfg = load_recipe(builtin_config(config), [
+        f"run_dir={run_dir}", f"data.train={manifest}", "data.min_rms_db=null", "loss.disc_start_step=0",
+        f"train.max_steps={steps + 1}", "train.valid_every=1000000", "train.checkpoint_every=1000000",
+        "train.log_every=1000000", "train.num_workers=0", "train.progress=false", *overrides])
+    trainer = Trainer(cfg, recipe_cls)
+    times: list[float] = []
+    original = trainer.recipe.train_step
+
+    def timed(batches, step):
+        start = time.perf_counter()
+        out = original(batches, step)
+        times.append(time.perf_counter() - start)
+        return out
+
+    trainer.recipe.train_step = timed
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return statistics.median(times[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,107 @@ def demo_corpus(tmp_path_factory, synth_tools) -> Path:
     out = tmp_path_factory.mktemp("demo") / "corpus"
     make_demo_corpus(out, minutes=1.0, progress=False)
     return out
+
+
+def save_tiny_wavlm(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random-weight WavLM (large-like: layer-norm features, normalised input) saved as a local
+    Hugging Face folder, standing in for WavLM-Large in tests."""
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.WavLMConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=16,
+        max_bucket_distance=64, feat_extract_norm="layer", do_stable_layer_norm=True)
+    transformers.WavLMModel(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wavlm(tmp_path_factory) -> Path:
+    return save_tiny_wavlm(tmp_path_factory.mktemp("teachers") / "wavlm")
+
+
+def free_port() -> int:
+    """A free TCP port on localhost for a torch.distributed rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Recorded:
+    """What :func:`train_recorded` saw: the logs of every step, every validation, the final raw weights."""
+
+    losses: list[dict[str, float]]
+    validations: list[dict[str, float]]
+    weights: dict[str, torch.Tensor]
+
+
+def train_recorded(recipe_cls, config, *, resume: bool = False, validate_at_end: bool = False) -> Recorded:
+    """Run the real Trainer on ``config``, recording every step's logs and every validation."""
+    from semlat.training.trainer import Trainer
+
+    trainer = Trainer(config, recipe_cls, resume=resume)
+    losses, validations = [], []
+    original_step, original_validate = trainer.recipe.train_step, trainer.recipe.validate
+
+    def recording(batches, step):
+        losses.append(original_step(batches, step))
+        return losses[-1]
+
+    def validating(step, model, logger):
+        validations.append(original_validate(step, model, logger))
+        return validations[-1]
+
+    trainer.recipe.train_step, trainer.recipe.validate = recording, validating
+    try:
+        trainer.fit()
+        if validate_at_end:
+            validations.append(trainer.validate())
+        weights = {f"{n}.{k}": v.clone() for n, m in trainer.raw.items() for k, v in m.state_dict().items()}
+    finally:
+        trainer.close()
+    return Recorded(losses, validations, weights)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: tiny models run fastest so, and far faster on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _recipe_ddp_worker(rank: int, world: int, port: int, configure, run_dir: str, out: str, log_key: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    recipe_cls, config = configure(Path(run_dir))
+    run = train_recorded(recipe_cls, config)
+    weights = dict(run.weights)
+    weights[f"log/{log_key}"] = torch.tensor([step[log_key] for step in run.losses])
+    torch.save(weights, os.path.join(out, f"rank{rank}.pt"))
+
+
+def check_recipe_ddp(configure, tmp_path: Path, log_key: str = "loss") -> list[dict[str, torch.Tensor]]:
+    """Train ``configure(run_dir) -> (recipe_cls, config)`` on two gloo processes and check what DDP
+    promises: finite ``log_key`` values that differ between ranks (each rank sees different data) and
+    bit-identical parameters after the steps. ``configure`` must be picklable (a module-level function
+    or a functools.partial of one). Returns both ranks' weights and logs."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_recipe_ddp_worker, args=(2, free_port(), configure, str(tmp_path / "run"), str(tmp_path), log_key),
+             nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    key = f"log/{log_key}"
+    assert all(torch.isfinite(r[key]).all() for r in ranks)
+    assert not torch.equal(ranks[0][key], ranks[1][key])  # different data on each rank
+    for name in ranks[0]:
+        if name != key:
+            assert torch.equal(ranks[0][name], ranks[1][name]), name  # identical parameters after DDP steps
+    return ranks

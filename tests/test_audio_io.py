@@ -7,8 +7,8 @@ import pyloudnorm
 import pytest
 import soundfile as sf
 import torch
-from conftest import tone, write_audio
 
+from conftest import tone, write_audio
 from semlat.audio import load_audio, peak_normalize, probe_audio, resample, save_audio, to_mono
 from semlat.audio.processing import loudness_normalize, resampled_length
 from semlat.errors import AudioError

@@ -109,18 +109,16 @@ def test_foreign_weights_never_unpickle_objects(tmp_path, capsys):
 
 def test_atomic_writes_leave_old_content_on_failure(tmp_path):
     folder = save_model(tmp_path / "m", Tiny(), model_type="tiny", config={"v": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_dir(folder) as tmp:
-            (tmp / "config.json").write_text("half")
-            raise RuntimeError("crash while writing")
+    with pytest.raises(RuntimeError), atomic_dir(folder) as tmp:
+        (tmp / "config.json").write_text("half")
+        raise RuntimeError("crash while writing")
     assert read_model_folder(folder)[1]["config"] == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folders left
     save_model(folder, Tiny(), model_type="tiny", config={"v": 2})  # replacing a folder works
     assert read_model_folder(folder)[1]["config"] == {"v": 2}
     target = tmp_path / "f.txt"
     target.write_text("old")
-    with pytest.raises(ValueError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("new")
-            raise ValueError
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_text("new")
+        raise ValueError
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "m"]

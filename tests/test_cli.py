@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tone, write_audio
 
+from conftest import tone, write_audio
 from semlat.checkpoints import save_model
 from semlat.cli import main
 

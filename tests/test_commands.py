@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import tone, write_audio
 
+from conftest import tone, write_audio
 from semlat.audio import probe_audio
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 from semlat.checkpoints import save_model
@@ -96,13 +96,22 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 @pytest.mark.slow
 def test_demo_main_job(synth_tools, tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--corpus-minutes", "0.5", "--train-minutes", "0.02",
-                 "train.valid_every=2", "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2",
-                 "train.progress=false"])
+    code = main(["demo", "--out", str(out), "--corpus-minutes", "0.5", "--teacher-minutes", "0.05",
+                 "--train-minutes", "0.02", "train.valid_every=2", "train.checkpoint_every=2",
+                 "train.num_workers=0", "data.batch_size=2", "train.progress=false"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["latent_dim"] == 16 and report["frame_rate"] == 40.0 and report["steps"] >= 1
-    assert report["test_utterances"] >= 1 and report["unseen_speakers"]["utterances"] >= 1
-    assert all(item["output"].endswith(".wav") for item in report["items"])
-    assert "| wave_vae (tiny) | 16 | 40 Hz |" in (out / "report.md").read_text()
+    vanilla, semantic, dc_vae = report["models"]
+    assert (vanilla["name"], semantic["name"], dc_vae["name"]) == ("vanilla", "semantic", "dc_vae")
+    assert dc_vae["latent_dim"] == 80 and abs(dc_vae["frame_rate"] - 22050 / 4096) < 1e-9
+    assert dc_vae["vocoder"] == "griffin_lim" and dc_vae["alignment_cosine"] is None
+    for m in report["models"]:
+        assert m["steps"] >= 1
+        assert (m["latent_dim"], m["frame_rate"]) == (16, 40.0) or m is dc_vae
+        assert m["utterances"] >= 1 and m["unseen_speakers"]["utterances"] >= 1
+        assert all(item["output"].endswith(".wav") for item in m["items"])
+    assert vanilla["alignment_cosine"] is None and -1.0 <= semantic["alignment_cosine"] <= 1.0
+    text = (out / "report.md").read_text()
+    assert "| vanilla (wave_vae/tiny)" in text and "| semantic (semantic_vae/tiny)" in text
+    assert "| dc_vae (mel_dcae/tiny)" in text
     assert "report.md" in capsys.readouterr().out

@@ -215,3 +215,16 @@ def test_reparameterize_and_kl():
     zeros = torch.zeros(2, 4, 3)
     torch.testing.assert_close(gaussian_kl(zeros, zeros), torch.tensor(0.5e-6 * 3))
     torch.testing.assert_close(gaussian_kl(mu.transpose(1, 2), logvar.transpose(1, 2), dim=1), expected)
+
+
+def test_activation_built_under_inference_mode_runs():
+    """Filters created inside torch.inference_mode() have no version counter; the weight cache copes."""
+    from semlat.nn.activations import make_snake
+    from semlat.nn.antialias import Activation1d
+
+    x = torch.randn(1, 4, 50)
+    reference = Activation1d(make_snake("snakebeta", 4, logscale=True))
+    with torch.inference_mode():
+        built = Activation1d(make_snake("snakebeta", 4, logscale=True))
+        built.load_state_dict(reference.state_dict())
+        torch.testing.assert_close(built(x), reference(x))

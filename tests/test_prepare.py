@@ -7,8 +7,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import tone, write_audio
 
+from conftest import tone, write_audio
 from semlat.audio import probe_audio
 from semlat.data.manifest import Manifest
 from semlat.data.prepare import PrepareOptions, prepare_manifest, rejects_path

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import free_port
 from semlat.data.samplers import FrameBudgetBatchSampler, ShardedSampler, item_seed
 
 
@@ -61,11 +61,6 @@ def test_frame_budget_batches():
         FrameBudgetBatchSampler([10.0], 100, 50.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _worker(rank, world, port, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -89,7 +84,7 @@ def _worker(rank, world, port, out_dir):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_get_different_data_each_epoch(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     gathered = torch.load(tmp_path / "gathered.pt", weights_only=True)  # [rank, (epoch0, epoch1, budget), 64]
     for row in range(3):
         a, b = (set(gathered[r, row].tolist()) - {-1} for r in range(2))

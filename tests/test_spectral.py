@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import fixture_file
 from safetensors.torch import load_file
 
+from conftest import fixture_file
 from semlat.audio import MEL_PRESETS, MelConfig, MelSpectrogram, mel_filterbank, mel_preset
 from semlat.losses import MultiScaleMelLoss
 

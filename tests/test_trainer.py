@@ -4,7 +4,6 @@ checkpoints, config errors."""
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 
 import pytest
@@ -13,6 +12,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from torch import nn
 
+from conftest import free_port
 from semlat.checkpoints import read_model_folder
 from semlat.config import build_config
 from semlat.errors import CheckpointError, ConfigError
@@ -183,11 +183,6 @@ def test_bad_resume_and_batch(tmp_path):
         build_config(ToyConfig, [], ["train.max_steps=many"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank, world, port, run_dir, out_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -217,7 +212,7 @@ def _ddp_worker(rank, world, port, run_dir, out_dir):
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert torch.isfinite(r0["losses"]).all() and torch.isfinite(r1["losses"]).all()
     assert not torch.equal(r0["losses"], r1["losses"])  # each rank trains on its own data...

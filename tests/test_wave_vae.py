@@ -312,3 +312,20 @@ def test_checkpoint_folder_is_self_describing(tmp_path, tiny_model):
     folder = save_model(tmp_path / "m", tiny_model, model_type="wave_vae", config=tiny_model.config)
     meta = json.loads(Path(folder, "config.json").read_text())
     assert meta["model_type"] == "wave_vae" and meta["config"]["regulator"]["channels"] == 32
+
+
+def test_latent_norm_and_sigma_noise_options():
+    """DC-Speech-VAE's regularisers on the waveform VAE: normalised means, noise only in training."""
+    torch.manual_seed(0)
+    model = WaveVAE(dataclasses.replace(WaveVAEConfig.tiny(), latent_norm=True, noise_max_std=0.5))
+    audio = 0.1 * torch.randn(2, 1, 1600)
+    mu = model.encode(audio)
+    torch.testing.assert_close(mu.mean(dim=1), torch.zeros(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mu.var(dim=1, unbiased=False), torch.ones(2, 4), atol=1e-3, rtol=0)
+    model.eval()
+    a = model(audio, sample=False)["audio"]
+    b = model(audio, sample=False)["audio"]
+    assert torch.equal(a, b)  # no noise in eval mode
+    model.train()
+    c = model(audio, sample=False)["audio"]
+    assert not torch.allclose(a, c)  # sigma-VAE noise in training

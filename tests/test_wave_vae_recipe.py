@@ -3,18 +3,17 @@ resume exactly, and DDP on two gloo processes."""
 
 from __future__ import annotations
 
-import os
-import socket
+import functools
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from conftest import check_recipe_ddp, train_recorded
 from semlat.configs import builtin_config
 from semlat.errors import ConfigError
 from semlat.inference import load_codec
 from semlat.training.recipes import load_recipe
-from semlat.training.trainer import Trainer, latest_checkpoint
+from semlat.training.trainer import latest_checkpoint
 
 
 def _config(corpus, run_dir, *extra):
@@ -26,20 +25,8 @@ def _config(corpus, run_dir, *extra):
 
 
 def _run(recipe_cls, config, resume=False):
-    trainer = Trainer(config, recipe_cls, resume=resume)
-    losses = []
-    original = trainer.recipe.train_step
-
-    def recording(batches, step):
-        out = original(batches, step)
-        losses.append(out)
-        return out
-
-    trainer.recipe.train_step = recording
-    trainer.fit()
-    weights = {f"{n}.{k}": v.clone() for n, m in trainer.raw.items() for k, v in m.state_dict().items()}
-    trainer.close()
-    return losses, weights
+    run = train_recorded(recipe_cls, config, resume=resume)
+    return run.losses, run.weights
 
 
 def test_tiny_recipe_trains_validates_and_exports(demo_corpus, tmp_path):
@@ -74,31 +61,11 @@ def test_recipe_config_errors(tmp_path):
         load_recipe(builtin_config("wave_vae/tiny"), ["model.nope=1"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def _worker(rank, world, port, corpus, run_dir, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from pathlib import Path
-
-    recipe_cls, config = _config(Path(corpus), run_dir, "train.max_steps=2", "data.batch_size=4",
-                                 "train.valid_every=1000")
-    losses, weights = _run(recipe_cls, config)
-    weights["losses"] = torch.tensor([step["loss"] for step in losses])
-    torch.save(weights, os.path.join(out, f"rank{rank}.pt"))
+def _ddp_config(corpus, run_dir):
+    return _config(corpus, run_dir, "train.max_steps=2", "data.batch_size=4", "train.valid_every=1000")
 
 
 @pytest.mark.slow
 def test_ddp_two_processes(demo_corpus, tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(demo_corpus), str(tmp_path / "run"), str(tmp_path)), nprocs=2)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
-    assert torch.isfinite(r0["losses"]).all() and torch.isfinite(r1["losses"]).all()
-    assert not torch.equal(r0["losses"], r1["losses"])  # different data on each rank
-    for key in r0:
-        if key != "losses":
-            assert torch.equal(r0[key], r1[key]), key  # identical parameters after DDP steps
+    check_recipe_ddp(functools.partial(_ddp_config, demo_corpus), tmp_path)

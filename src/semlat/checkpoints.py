@@ -39,11 +39,17 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 #: model_type -> "module:Class"; the class has ``from_config(dict)`` and ``config`` (a dict or dataclass).
-MODEL_TYPES: Mapping[str, str] = MappingProxyType({"wave_vae": "semlat.autoencoders.wave_vae:WaveVAE"})
+MODEL_TYPES: Mapping[str, str] = MappingProxyType({
+    "wave_vae": "semlat.autoencoders.wave_vae:WaveVAE",
+    "bigvgan": "semlat.vocoders.mel_vocoder:MelVocoder",
+    "mel_dcae": "semlat.autoencoders.mel_space:MelDCAESpace",
+})
 
 #: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
 IMPORTERS: Mapping[str, str] = MappingProxyType({
     "semantic-vae": "semlat.autoencoders.import_semantic_vae:import_semantic_vae",
+    "bigvgan": "semlat.vocoders.import_bigvgan:import_bigvgan",
+    "dc-speech-vae": "semlat.autoencoders.import_dc_speech_vae:import_dc_speech_vae",
 })
 
 _MAX_LISTED = 8

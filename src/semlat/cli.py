@@ -182,6 +182,67 @@ def _codec_options(fn):
     return fn
 
 
+@cli.group()
+def teacher() -> None:
+    """Teachers for semantic alignment."""
+
+
+@teacher.command("train")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--split", default="train", show_default=True, help="Manifest split to train on.")
+@click.option("--clusters", type=int, default=100, show_default=True, help="k-means clusters (targets).")
+@click.option("--minutes", "max_minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
+@click.option("--steps", "max_steps", type=int, default=None, help="Stop after this many steps.")
+@click.option("--hidden", type=int, default=256, show_default=True, help="Transformer width.")
+@click.option("--layers", type=int, default=4, show_default=True, help="Transformer layers.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def teacher_train(manifest, out, split, clusters, max_minutes, max_steps, hidden, layers, seed, device) -> None:
+    """Train an offline teacher (HuBERT's first iteration: MFCC k-means targets, masked prediction).
+
+    Use it as alignment.teacher=semlat:OUT. Its features are far weaker than WavLM's; it exists so
+    the pipeline runs without downloading a pretrained model.
+    """
+    from semlat.semantic.hubert_teacher import train_teacher
+
+    folder = train_teacher(manifest, out, split=split, clusters=clusters, max_minutes=max_minutes,
+                           max_steps=max_steps, seed=seed, hidden=hidden, layers=layers, device=device)
+    click.echo(f"wrote teacher {folder}: use alignment.teacher=semlat:{folder}")
+
+
+@cli.group()
+def features() -> None:
+    """Teacher feature caches."""
+
+
+@features.command("extract")
+@click.option("--teacher", "teacher_spec", required=True, help="hf:/path/model@layer or semlat:/path[@layer]")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--split", default=None, help="Only this split of the manifest.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+def features_extract(teacher_spec, manifest, out, split, device, dtype) -> None:
+    """Precompute teacher features for a manifest (fp16 safetensors shards + index.json; resumable).
+
+    Under torchrun every rank extracts its share: torchrun --nproc_per_node 8 -m semlat.cli features extract ...
+    """
+    import torch
+
+    from semlat.semantic.feature_cache import extract_features
+    from semlat.training.distributed import init_distributed, shutdown
+
+    info = init_distributed(device)
+    try:
+        index = extract_features(teacher_spec, manifest, out, split=split, device=info.device,
+                                 dtype=getattr(torch, dtype), progress=info.is_main)
+    finally:
+        shutdown()
+    if info.is_main:
+        click.echo(f"wrote {index}")
+
+
 def _echo_rejects(rejects, out) -> None:
     if rejects:
         click.echo(f"skipped {len(rejects)} unreadable file(s), listed in {Path(out) / 'rejects.tsv'}")
@@ -243,20 +304,25 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @cli.command("demo")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")
-@click.option("--train-minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
+@click.option("--teacher-minutes", type=float, default=3.0, show_default=True, help="Offline teacher training.")
+@click.option("--train-minutes", type=float, default=5.0, show_default=True,
+              help="Training budget per autoencoder (three of them).")
 @click.argument("overrides", nargs=-1)
-def demo(out, corpus_minutes, train_minutes, overrides) -> None:
-    """The main job: demo corpus -> train the tiny VAE -> reconstruct held-out speech -> report.
+def demo(out, corpus_minutes, teacher_minutes, train_minutes, overrides) -> None:
+    """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> held-out report.
 
-    Extra key=value OVERRIDES go to the training recipe (configs/wave_vae/tiny.yaml).
+    Extra key=value OVERRIDES go to all three training recipes (configs/wave_vae/tiny.yaml,
+    semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. train.max_steps=500.
     """
     from semlat.demo_run import run_demo
 
-    report = run_demo(out, corpus_minutes=corpus_minutes, train_minutes=train_minutes, overrides=tuple(overrides))
-    click.echo(f"trained {report['steps']} steps; test mel distance {report['mel_distance']:.3f}, "
-               f"SI-SDR {report['si_sdr']:.2f} dB on {report['test_utterances']} utterances")
-    click.echo(f"report: {Path(out) / 'report.md'}  reconstructions: {report['reconstructions']}  "
-               f"tensorboard --logdir {report['tensorboard']}")
+    report = run_demo(out, corpus_minutes=corpus_minutes, teacher_minutes=teacher_minutes,
+                      train_minutes=train_minutes, overrides=tuple(overrides))
+    for m in report["models"]:
+        cosine = "" if m["alignment_cosine"] is None else f", alignment cosine {m['alignment_cosine']:.3f}"
+        click.echo(f"{m['name']:8s} {m['steps']} steps: test mel distance {m['mel_distance']:.3f}, "
+                   f"SI-SDR {m['si_sdr']:.2f} dB{cosine}")
+    click.echo(f"report: {Path(out) / 'report.md'}")
 
 
 def _split_counts(manifest) -> str:

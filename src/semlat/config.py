@@ -43,6 +43,24 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON object (e.g. a released model's config), with one-line errors."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({type(err).__name__})") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, not {type(data).__name__}")
+    return data
+
+
 def _describe(err: OmegaConfBaseException) -> str:
     message = str(err).splitlines()[0] if str(err) else type(err).__name__
     key = getattr(err, "full_key", None)

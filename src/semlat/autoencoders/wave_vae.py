@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from semlat.autoencoders.bottlenecks import AttnProjection, gaussian_kl, reparameterize
 from semlat.autoencoders.encoder import Encoder
+from semlat.autoencoders.regularizers import latent_layer_norm, sigma_vae_noise
 from semlat.errors import ConfigError
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.semantic.regulator import InterpolateRegulator
@@ -86,6 +87,10 @@ class WaveVAEConfig:
             the decoder's initial channels, as in the experimental ``vae64_attn_proj`` config; no
             reference numbers exist for it because the reference cannot run it).
         decoder_attn_heads: heads of that decoder attention projection.
+        latent_norm: LayerNorm (no affine, over D) on the posterior mean, DC-Speech-VAE's latent
+            normalisation (:mod:`semlat.autoencoders.regularizers`); usually with ``loss.kl: 0``.
+        noise_max_std: σ-VAE noise: in training, the decoded latent gets ``std * N(0, 1)`` with one
+            ``std ~ U(0, noise_max_std)`` per sample (0: off).
 
     The defaults are the published vae64 model (see :meth:`paper`).
     """
@@ -101,6 +106,8 @@ class WaveVAEConfig:
     regulator: RegulatorConfig | None = None
     decoder_input: str = "conv"
     decoder_attn_heads: int = 8
+    latent_norm: bool = False
+    noise_max_std: float = 0.0
 
     def __post_init__(self) -> None:
         self.encoder_rates = tuple(int(r) for r in self.encoder_rates)
@@ -208,7 +215,10 @@ class WaveVAE(nn.Module):
         """Encoder features ``[B, C, T]`` -> time-major ``(mu, logvar)``, each ``[B, T, D]``."""
         h = self.pre_block(rearrange(features, "b c t -> b t c"))
         limit = self.config.logvar_clamp
-        return self.fc_mu(h), self.fc_var(h).clamp(-limit, limit)
+        mu = self.fc_mu(h)
+        if self.config.latent_norm:
+            mu = latent_layer_norm(mu, dim=-1)
+        return mu, self.fc_var(h).clamp(-limit, limit)
 
     def posterior(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """``audio [B, 1, N]`` (N a multiple of the hop) -> ``(mu, logvar)``, each ``[B, D, N / hop]``."""
@@ -243,7 +253,8 @@ class WaveVAE(nn.Module):
             sample: decode ``z = mu + eps * std`` (True) or ``mu``.
         Returns:
             ``audio`` ``[B, 1, N]`` (the decoded signal cropped to N), ``z``, ``mu``, ``logvar`` (each
-            ``[B, D, T]``, T = ceil(N / hop); ``z`` is ``mu`` when ``sample`` is False), ``kl`` (scalar)
+            ``[B, D, T]``, T = ceil(N / hop); ``z`` is ``mu`` when ``sample`` is False, plus σ-VAE noise in
+            training when ``noise_max_std > 0``), ``kl`` (scalar)
             and ``encoder_out`` ``[B, C, T]``.
         """
         self._check_audio(audio)
@@ -256,6 +267,8 @@ class WaveVAE(nn.Module):
         else:
             z = mu
         z = _channel_major(z)
+        if self.training and self.config.noise_max_std > 0:
+            z, _ = sigma_vae_noise(z, self.config.noise_max_std)
         decoded = self.decoder(z)[..., :length]
         return {"audio": decoded, "z": z, "mu": _channel_major(mu), "logvar": _channel_major(logvar), "kl": kl,
                 "encoder_out": features}

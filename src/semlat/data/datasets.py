@@ -46,8 +46,8 @@ def rms_db(audio: torch.Tensor) -> float:
 class AudioCropDataset(Dataset):
     """Random ``segment_seconds`` crops at ``sample_rate``; shorter utterances are zero-padded.
 
-    Item: ``{"audio": [1, S] float32, "length": valid samples, "index": int}`` with
-    ``S = round(segment_seconds * sample_rate)``. Only the excerpt is read from disk, then
+    Item: ``{"audio": [1, S] float32, "length": valid samples, "index": int, "offset": seconds}``
+    with ``S = round(segment_seconds * sample_rate)`` and ``offset`` the crop's start in the file. Only the excerpt is read from disk, then
     resampled. With ``min_rms_db`` a crop quieter than that is redrawn (up to ``max_tries``
     times, keeping the loudest), which avoids training on silence.
     """
@@ -81,21 +81,23 @@ class AudioCropDataset(Dataset):
         total = round(u.duration * src_sr)
         need = math.ceil(self.segment * src_sr / self.sample_rate)
         rng = np.random.default_rng(seed)
+        start = 0
         if total <= need:
             audio = self._read(index, 0, total, src_sr)
         else:
             tries = self.max_tries if self.min_rms_db is not None else 1
             audio, level = None, float("-inf")
             for _ in range(tries):
-                crop = self._read(index, int(rng.integers(0, total - need + 1)), need, src_sr)
+                candidate = int(rng.integers(0, total - need + 1))
+                crop = self._read(index, candidate, need, src_sr)
                 if audio is None or rms_db(crop) > level:
-                    audio, level = crop, rms_db(crop)
+                    audio, level, start = crop, rms_db(crop), candidate
                 if self.min_rms_db is None or level >= self.min_rms_db:
                     break
         length = min(audio.shape[-1], self.segment)
         if audio.shape[-1] < self.segment:
             audio = torch.nn.functional.pad(audio, (0, self.segment - audio.shape[-1]))
-        return {"audio": audio, "length": length, "index": index}
+        return {"audio": audio, "length": length, "index": index, "offset": start / src_sr}
 
 
 class UtteranceDataset(Dataset):
@@ -120,8 +122,10 @@ class UtteranceDataset(Dataset):
 
 
 def collate_audio(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items into ``{"audio": [B, 1, N_max] zero-padded, "length": [B], "index": [B], ...}``;
-    other keys become lists (``None`` where an item lacks the key)."""
+    """Stack items into ``{"audio": [B, 1, N_max] zero-padded, "length": [B], "index": [B], ...}``.
+
+    Other keys: tensors of one shape are stacked, numbers become a tensor, anything else (text,
+    speaker, tensors of different shapes) a list (``None`` where an item lacks the key)."""
     longest = max(item["audio"].shape[-1] for item in items)
     audio = torch.zeros(len(items), items[0]["audio"].shape[0], longest)
     for row, item in enumerate(items):
@@ -132,7 +136,13 @@ def collate_audio(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
     }
     for key in sorted({k for item in items for k in item} - {"audio", "length", "index"}):
-        batch[key] = [item.get(key) for item in items]
+        values = [item.get(key) for item in items]
+        if all(isinstance(v, torch.Tensor) for v in values) and len({v.shape for v in values}) == 1:
+            batch[key] = torch.stack(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            batch[key] = torch.tensor(values)
+        else:
+            batch[key] = values
     return batch
 
 

@@ -215,6 +215,9 @@ class Activation1d(nn.Module):
 
     def _block_weights(self, x: Tensor, block: int) -> tuple[Tensor, Tensor]:
         up, down = self.upsample.filter, self.downsample.lowpass.filter
+        if up.is_inference() or down.is_inference():  # built under inference_mode: no version counter to key on
+            with torch.no_grad():
+                return tuple(w.to(x.dtype) for w in block_conv_weights(up, down, block))
         key = (up.data_ptr(), up._version, down.data_ptr(), down._version, x.dtype, x.device, block,
                torch.is_inference_mode_enabled())
         if self._weights_cache is None or self._weights_cache[0] != key:

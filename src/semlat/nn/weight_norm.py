@@ -32,17 +32,17 @@ def weight_norm(module: M) -> M:
     return _weight_norm(module, name="weight", dim=0)
 
 
-def WNConv1d(*args, **kwargs) -> nn.Conv1d:  # noqa: N802 (named like the class it builds)
+def WNConv1d(*args, **kwargs) -> nn.Conv1d:
     """``nn.Conv1d(*args, **kwargs)`` with weight norm."""
     return weight_norm(nn.Conv1d(*args, **kwargs))
 
 
-def WNConv2d(*args, **kwargs) -> nn.Conv2d:  # noqa: N802
+def WNConv2d(*args, **kwargs) -> nn.Conv2d:
     """``nn.Conv2d(*args, **kwargs)`` with weight norm."""
     return weight_norm(nn.Conv2d(*args, **kwargs))
 
 
-def WNConvTranspose1d(*args, **kwargs) -> nn.ConvTranspose1d:  # noqa: N802
+def WNConvTranspose1d(*args, **kwargs) -> nn.ConvTranspose1d:
     """``nn.ConvTranspose1d(*args, **kwargs)`` with weight norm (g over the input channel)."""
     return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
 

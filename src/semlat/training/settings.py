@@ -13,8 +13,14 @@ from semlat.errors import ConfigError
 
 @dataclass
 class OptimizerConfig:
-    """AdamW and its learning-rate schedule (linear warm-up, then constant/exponential/cosine)."""
+    """The optimiser and its learning-rate schedule (linear warm-up, then constant/exponential/cosine).
 
+    ``name``: ``adamw`` (every parameter) or ``muon`` (Muon for parameters with 2+ dims, AdamW with
+    ``betas``/``eps`` for the rest; see :mod:`semlat.training.optimizers`). ``momentum``,
+    ``nesterov`` and ``ns_steps`` are Muon's.
+    """
+
+    name: str = "adamw"
     lr: float = 1e-4
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.01
@@ -24,8 +30,13 @@ class OptimizerConfig:
     schedule: str = "exponential"
     gamma: float = 0.999996
     min_lr_ratio: float = 0.0
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_steps: int = 5
 
     def validate(self, where: str) -> None:
+        if self.name not in ("adamw", "muon"):
+            raise ConfigError(f"{where}.name must be adamw or muon, got {self.name!r}")
         if self.schedule not in ("constant", "exponential", "cosine"):
             raise ConfigError(f"{where}.schedule must be constant, exponential or cosine, got {self.schedule!r}")
         if self.lr <= 0:
@@ -54,6 +65,7 @@ class TrainConfig:
     max_minutes: float | None = None
     grad_accum: int = 1
     precision: str = "fp32"
+    tf32: bool = True
     compile: bool = False
     device: str = "auto"
     seed: int = 0

@@ -12,7 +12,7 @@ Run folder layout::
     <run_dir>/tensorboard/                  event files
     <run_dir>/checkpoints/step-00001000/    model.safetensors + config.json (the EMA model: a model
                                             folder any command loads), training.safetensors (raw
-                                            weights of every module), trainer_state.pt (optimisers,
+                                            weights of every module and of the EMA), trainer_state.pt (optimisers,
                                             schedulers, step, data position, RNG of every rank)
     <run_dir>/checkpoints/latest            the name of the newest checkpoint
 
@@ -54,12 +54,15 @@ from semlat.training.distributed import (
     shutdown,
 )
 from semlat.training.logging import RunLogger
+from semlat.training.optimizers import build_optimizer
 from semlat.training.schedules import lr_multiplier
 from semlat.training.settings import OptimizerConfig
 from semlat.utils.files import atomic_dir, atomic_write_text
 
 TRAINING_WEIGHTS = "training.safetensors"
 TRAINER_STATE = "trainer_state.pt"
+#: prefix of the EMA model's weights in ``training.safetensors`` (module names must not use it)
+EMA_PREFIX = "_ema"
 
 
 class Recipe(ABC):
@@ -98,6 +101,11 @@ class Recipe(ABC):
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """``(model_type, model config dict, extra config.json entries)`` of the exported model."""
 
+    def export_weights(self, model: nn.Module) -> nn.Module | dict[str, torch.Tensor]:
+        """The weights of the exported model folder (default: ``model`` itself; a recipe whose exported
+        model has parts that are not trained, such as a frozen vocoder, adds them here)."""
+        return model
+
     def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
         """Evaluate the exported model on a fixed validation batch (rank 0 only); log media."""
         return {}
@@ -126,6 +134,9 @@ class Trainer:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.dist: DistInfo = init_distributed(self.train_cfg.device)
         self.device = self.dist.device
+        if self.device.type == "cuda":  # TF32 matmuls/convs for fp32 work on Ampere and newer
+            torch.backends.cuda.matmul.allow_tf32 = self.train_cfg.tf32
+            torch.backends.cudnn.allow_tf32 = self.train_cfg.tf32
         self.step = self.epoch = self.batch_in_epoch = 0
         self._step_logs: dict[str, float] = {}
 
@@ -149,9 +160,7 @@ class Trainer:
             opt_cfg = self.recipe.optimizer_config(name)
             if opt_cfg is None:
                 continue
-            params = [p for p in module.parameters() if p.requires_grad]
-            optimizer = torch.optim.AdamW(params, lr=opt_cfg.lr, betas=tuple(opt_cfg.betas),
-                                          weight_decay=opt_cfg.weight_decay, eps=opt_cfg.eps)
+            optimizer = build_optimizer(module, opt_cfg)
             self.optimizers[name] = optimizer
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lr_multiplier(opt_cfg, self.train_cfg.max_steps))
@@ -361,9 +370,13 @@ class Trainer:
             model_type, model_config, extra = self.recipe.export(self.exported_model)
             extra = {**extra, "training": {"recipe": self.recipe.name, "step": self.step}}
             with atomic_dir(folder) as tmp:
-                write_model_files(tmp, self.exported_model, model_type=model_type, config=model_config, extra=extra)
+                write_model_files(tmp, self.recipe.export_weights(self.exported_model), model_type=model_type,
+                                  config=model_config, extra=extra)
+                modules = dict(self.raw)
+                if self.ema is not None:
+                    modules[EMA_PREFIX] = self.ema.module
                 raw = {f"{name}.{k}": v.detach().cpu().contiguous().clone()
-                       for name, module in self.raw.items() for k, v in module.state_dict().items()}
+                       for name, module in modules.items() for k, v in module.state_dict().items()}
                 save_file(raw, str(tmp / TRAINING_WEIGHTS))
                 torch.save(state, tmp / TRAINER_STATE)
             atomic_write_text(self.checkpoint_dir / "latest", folder.name + "\n")
@@ -392,8 +405,8 @@ class Trainer:
             optimizer.load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         if self.ema is not None:
-            ema_weights = load_file(str(folder / WEIGHTS_NAME))
-            check_state_dict(self.ema.module.state_dict(), ema_weights, str(folder / WEIGHTS_NAME))
+            ema_weights = {k[len(EMA_PREFIX) + 1:]: v for k, v in raw.items() if k.startswith(EMA_PREFIX + ".")}
+            check_state_dict(self.ema.module.state_dict(), ema_weights, f"{folder / TRAINING_WEIGHTS} [ema]")
             self.ema.module.load_state_dict(ema_weights)
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]

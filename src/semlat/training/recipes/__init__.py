@@ -15,6 +15,9 @@ from semlat.errors import ConfigError
 
 RECIPES = MappingProxyType({
     "wave_vae": "semlat.training.recipes.wave_vae:WaveVAERecipe",
+    "semantic_vae": "semlat.training.recipes.semantic_vae:SemanticVAERecipe",
+    "bigvgan": "semlat.training.recipes.bigvgan:BigVGANRecipe",
+    "mel_dcae": "semlat.training.recipes.mel_dcae:MelDCAERecipe",
 })
 
 
@@ -26,11 +29,33 @@ def recipe_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_recipe_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file with its ``extends:`` chain resolved: ``extends: paper.yaml`` (relative to the
+    file) loads that file first and merges this one over it, key by key."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must name one YAML file")
+    return _merge(read_recipe_yaml(path.parent / parent, (*_seen, path)), data)
+
+
 def load_recipe(config_path: str | os.PathLike, overrides: Sequence[str] = ()) -> tuple[type, Any]:
     """Read a recipe YAML (or a run folder's ``config.yaml``), apply overrides, and return
     ``(Recipe class, config dataclass)``."""
     path = Path(config_path)
-    data = read_yaml(path)
+    data = read_recipe_yaml(path)
     name = data.get("recipe")
     for item in overrides:
         if item.startswith("recipe="):

@@ -19,33 +19,35 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
+from semlat.autoencoders.regularizers import dispersive_loss
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
 from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance, si_sdr
-from semlat.losses.adversarial import (
-    discriminate_pair,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-)
 from semlat.losses.discriminators import WaveDiscriminator, WaveDiscriminatorConfig
 from semlat.losses.mel import SEMANTIC_VAE_MELS, SEMANTIC_VAE_WINDOWS, MultiScaleMelLoss
 from semlat.training.logging import RunLogger
+from semlat.training.recipes.gan import GANRecipe
 from semlat.training.settings import AudioDataConfig, OptimizerConfig, TrainConfig
-from semlat.training.trainer import Recipe
 
 
 @dataclass
 class WaveVAELossConfig:
-    """Loss weights (Semantic-VAE's defaults) and the multi-scale mel loss's scales."""
+    """Loss weights (Semantic-VAE's defaults) and the multi-scale mel loss's scales.
+
+    ``dispersive`` weights DC-Speech-VAE's dispersive loss on the posterior means (0: off; negatives
+    from every rank with ``dispersive_gather``), so teacher alignment and dispersion combine.
+    """
 
     mel: float = 15.0
     feature_matching: float = 2.0
     adversarial: float = 1.0
     kl: float = 0.01
+    dispersive: float = 0.0
+    dispersive_gather: bool = True
     disc_start_step: int = 0
     mel_windows: tuple[int, ...] = SEMANTIC_VAE_WINDOWS
     mel_bands: tuple[int, ...] = SEMANTIC_VAE_MELS
@@ -70,7 +72,14 @@ class WaveVAERecipeConfig:
             raise ConfigError(f"recipe must be 'wave_vae' for this config, got {self.recipe!r}")
         if self.model.regulator is not None:
             raise ConfigError("model.regulator is set, but the wave_vae recipe has no alignment loss to train it; "
-                              "set model.regulator: null")
+                              "set model.regulator: null (or use the semantic_vae recipe)")
+        self.check_audio_settings()
+
+    def check_audio_settings(self) -> None:
+        """Checks shared with recipes built on this one: rates agree, crops are whole latent frames,
+        a batch to disperse."""
+        if self.loss.dispersive > 0 and self.data.batch_size < 2:
+            raise ConfigError("loss.dispersive compares samples of a batch: data.batch_size must be >= 2")
         if self.discriminator.sample_rate != self.model.sample_rate:
             raise ConfigError(f"discriminator.sample_rate ({self.discriminator.sample_rate}) must equal "
                               f"model.sample_rate ({self.model.sample_rate})")
@@ -82,12 +91,11 @@ class WaveVAERecipeConfig:
                               f"({hop} samples at {self.model.sample_rate} Hz)")
 
 
-class WaveVAERecipe(Recipe):
+class WaveVAERecipe(GANRecipe):
     """Builds the VAE ("generator") and the MPD + multi-band STFT discriminator."""
 
     name = "wave_vae"
     Config = WaveVAERecipeConfig
-    exported = "generator"
 
     def __init__(self, config: WaveVAERecipeConfig, trainer):
         super().__init__(config, trainer)
@@ -100,77 +108,29 @@ class WaveVAERecipe(Recipe):
         return {"generator": WaveVAE(self.config.model),
                 "discriminator": WaveDiscriminator.from_config(self.config.discriminator)}
 
-    def optimizer_config(self, name: str) -> OptimizerConfig | None:
-        return {"generator": self.config.optim, "discriminator": self.config.optim_disc}.get(name)
-
-    def _manifest(self, path: str | None, split: str | None) -> Manifest:
-        manifest = Manifest.read(path or self.config.data.train, split=split)
-        if len(manifest) == 0:
-            raise ConfigError(f"{path or self.config.data.train}: no utterances in split {split!r}")
-        return manifest
+    def crop_dataset(self, manifest: Manifest, seconds: float, min_rms_db: float | None) -> Dataset:
+        """Random crops of ``seconds`` at the model's rate (subclasses add teacher features)."""
+        return AudioCropDataset(manifest, self.config.model.sample_rate, seconds, seed=self.config.train.seed,
+                                min_rms_db=min_rms_db)
 
     def train_dataset(self):
         data = self.config.data
-        manifest = self._manifest(data.train, data.train_split)
-        dataset = AudioCropDataset(manifest, self.config.model.sample_rate, data.segment_seconds,
-                                   seed=self.config.train.seed, min_rms_db=data.min_rms_db)
-        return dataset, collate_audio
+        manifest = self.manifest(data.train, data.train_split)
+        return self.crop_dataset(manifest, data.segment_seconds, data.min_rms_db), collate_audio
 
-    def train_step(self, batches, step: int) -> dict[str, float]:
-        t, w = self.trainer, self.config.loss
-        gen, disc = t.module("generator"), t.module("discriminator")
-        adversarial = step >= w.disc_start_step
-        reuse = len(batches) == 1  # keep the generator output for the generator step
-        outputs: list[dict[str, torch.Tensor] | None] = [None] * len(batches)
-        logs: dict[str, float] = {}
-
-        def add(key: str, value: torch.Tensor) -> None:
-            logs[key] = logs.get(key, 0.0) + float(value.detach()) / len(batches)
-
-        if adversarial:
-            with t.optimizer_step("discriminator"):
-                for i, batch in t.micro_batches(batches, "discriminator"):
-                    real = t.to_device(batch["audio"])
-                    with t.autocast(), torch.set_grad_enabled(reuse):
-                        out = gen(real)
-                    if reuse:
-                        outputs[i] = out
-                    with t.autocast():
-                        d_loss = discriminator_loss(*discriminate_pair(disc, out["audio"].detach(), real))
-                    (d_loss / len(batches)).backward()
-                    add("d_loss", d_loss)
-
-        with t.optimizer_step("generator"), t.frozen("discriminator") as plain_disc:
-            for i, batch in t.micro_batches(batches, "generator"):
-                real = t.to_device(batch["audio"])
-                with t.autocast():
-                    out = outputs[i] if outputs[i] is not None else gen(real)
-                    fake = out["audio"]
-                mel = self.mel_loss(fake.float(), real)
-                total = w.mel * mel + w.kl * out["kl"].float()
-                add("mel", mel)
-                add("kl", out["kl"])
-                if adversarial:
-                    with t.autocast():
-                        fake_maps = plain_disc(fake)
-                        with torch.no_grad():
-                            real_maps = plain_disc(real)
-                    adv = generator_adversarial_loss(fake_maps).float()
-                    fm = feature_matching_loss(fake_maps, real_maps).float()
-                    total = total + w.adversarial * adv + w.feature_matching * fm
-                    add("adversarial", adv)
-                    add("feature_matching", fm)
-                (total / len(batches)).backward()
-                add("loss", total)
-        return logs
+    def reconstruction_terms(self, batch, out, fake, real):
+        w = self.config.loss
+        terms = [("mel", self.mel_loss(fake.float(), real), w.mel), ("kl", out["kl"].float(), w.kl)]
+        if w.dispersive > 0:
+            terms.append(("dispersive", dispersive_loss(out["mu"].float(), gather=w.dispersive_gather), w.dispersive))
+        return terms
 
     def _validation_batch(self) -> dict[str, Any]:
         if self._valid_batch is None:
             data = self.config.data
-            manifest = self._manifest(data.valid, data.valid_split)
+            manifest = self.manifest(data.valid, data.valid_split)
             subset = fixed_subset(manifest, data.valid_items)
-            dataset = AudioCropDataset(subset, self.config.model.sample_rate, data.valid_seconds,
-                                       seed=self.config.train.seed)
+            dataset = self.crop_dataset(subset, data.valid_seconds, None)
             self._valid_batch = collate_audio([dataset[i] for i in range(len(dataset))])
         return self._valid_batch
 
@@ -193,6 +153,6 @@ class WaveVAERecipe(Recipe):
         return metrics
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        cfg = self.config.model
+        cfg = model.config
         extra = {"sample_rate": cfg.sample_rate, "latent_dim": cfg.latent_dim, "frame_rate": model.frame_rate}
         return "wave_vae", asdict(cfg), extra

@@ -1,0 +1,193 @@
+"""Recipe ``semantic_vae``: the waveform VAE plus alignment to a frozen teacher (Semantic-VAE).
+
+The generator loss of ``wave_vae`` gains ``alignment.weight * L_align`` (see
+:mod:`semlat.semantic.alignment`). As published: teacher WavLM-Large layer 23, features
+interpolated to the 40 Hz latent, projected by the regulator (``projectors``, part of the VAE's
+checkpoint, unused at inference) and pulled to the *sampled* latent by negative cosine, weight 1.
+
+Teacher features come from a cache (``alignment.cache``, made by ``semlat features extract``; it
+must match ``alignment.teacher``) or from the teacher run online on each training crop. With
+``alignment.weight: 0`` (or no teacher) this is the vanilla VAE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.utils.data import Dataset
+
+from semlat.autoencoders.wave_vae import RegulatorConfig, WaveVAE
+from semlat.data.datasets import AudioCropDataset
+from semlat.data.manifest import Manifest
+from semlat.errors import ConfigError
+from semlat.semantic.alignment import (
+    AlignmentConfig,
+    LatentToTeacher,
+    adaptive_weight,
+    distance_matrix_loss,
+    frame_loss,
+    frame_mask,
+    interpolate_features,
+    latent_valid_frames,
+    mean_cosine,
+)
+from semlat.training.logging import RunLogger
+from semlat.training.recipes.wave_vae import WaveVAERecipe, WaveVAERecipeConfig
+from semlat.training.settings import OptimizerConfig
+
+
+@dataclass
+class SemanticVAERecipeConfig(WaveVAERecipeConfig):
+    """The ``wave_vae`` config plus ``alignment``."""
+
+    recipe: str = "semantic_vae"
+    run_dir: str = "runs/semantic_vae"
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+
+    def validate(self, where: str) -> None:
+        if self.recipe != "semantic_vae":
+            raise ConfigError(f"recipe must be 'semantic_vae' for this config, got {self.recipe!r}")
+        self.check_audio_settings()
+
+
+class TeacherCropDataset(Dataset):
+    """An :class:`AudioCropDataset` whose items also carry the cached teacher features of the crop:
+    ``teacher [F, dim]`` (zero-padded) and ``teacher_frames`` (valid frames)."""
+
+    def __init__(self, crops: AudioCropDataset, cache):
+        self.crops, self.cache = crops, cache
+        self.seconds = crops.segment / crops.sample_rate
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, key):
+        item = self.crops[key]
+        features, valid = self.cache.crop(self.crops.manifest[item["index"]].audio, item["offset"], self.seconds)
+        item["teacher"] = features
+        item["teacher_frames"] = min(valid, math.ceil(item["length"] / self.crops.sample_rate * self.cache.frame_rate))
+        return item
+
+
+class SemanticVAERecipe(WaveVAERecipe):
+    """Waveform VAE + GAN + alignment to a teacher (online or cached)."""
+
+    name = "semantic_vae"
+    Config = SemanticVAERecipeConfig
+
+    def __init__(self, config: SemanticVAERecipeConfig, trainer):
+        super().__init__(config, trainer)
+        align = config.alignment
+        self.teacher = self.cache = None
+        self.teacher_dim = self.teacher_rate = None
+        if align.enabled:
+            if align.cache is not None:
+                from semlat.semantic.feature_cache import FeatureCache
+
+                self.cache = FeatureCache(align.cache)
+                self.cache.check(align.teacher)
+                self.teacher_dim, self.teacher_rate = self.cache.dim, self.cache.frame_rate
+            else:
+                from semlat.semantic.teachers import load_teacher
+
+                self.teacher = load_teacher(align.teacher, device=trainer.device)
+                self.teacher_dim, self.teacher_rate = self.teacher.dim, self.teacher.frame_rate
+            if align.direction == "teacher_to_latent":
+                regulator = config.model.regulator
+                if regulator is None:  # fill in the published projector for this teacher
+                    config.model.regulator = RegulatorConfig(teacher_dim=self.teacher_dim, num_blocks=2)
+                    config.model.regulator.channels = 2 * config.model.latent_dim
+                elif regulator.teacher_dim != self.teacher_dim:
+                    raise ConfigError(f"model.regulator.teacher_dim={regulator.teacher_dim} but the teacher "
+                                      f"{align.teacher} gives {self.teacher_dim}-dim features")
+
+    # ------------------------------------------------------------------ modules and data
+    def _model_config(self):
+        cfg = self.config.model
+        keep = self.config.alignment.enabled and self.config.alignment.direction == "teacher_to_latent"
+        return cfg if keep else dataclasses.replace(cfg, regulator=None)
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        modules = super().build_modules()
+        modules["generator"] = WaveVAE(self._model_config())
+        align = self.config.alignment
+        if align.enabled and align.direction == "latent_to_teacher":
+            modules["projector"] = LatentToTeacher(self.config.model.latent_dim, self.teacher_dim,
+                                                   align.projector_hidden)
+        return modules
+
+    def optimizer_config(self, name: str) -> OptimizerConfig | None:
+        return self.config.optim if name == "projector" else super().optimizer_config(name)
+
+    def crop_dataset(self, manifest: Manifest, seconds: float, min_rms_db: float | None) -> Dataset:
+        crops = super().crop_dataset(manifest, seconds, min_rms_db)
+        return TeacherCropDataset(crops, self.cache) if self.cache is not None else crops
+
+    # ------------------------------------------------------------------ alignment
+    def _teacher_features(self, batch: dict[str, Any], real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features [B, T_g, D_t], valid teacher frames [B])`` from the batch (cache) or the teacher."""
+        if self.cache is not None:
+            return self.trainer.to_device(batch["teacher"]), batch["teacher_frames"].to(real.device)
+        features, frames = self.teacher.extract(real, self.config.model.sample_rate, batch["length"])
+        return features.to(real.device), frames.to(real.device)
+
+    def _pair(self, generator: nn.Module, projector: nn.Module | None, latents: torch.Tensor,
+              batch: dict[str, Any], real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(a, b, mask)``: the two ``[B, T, C]`` sequences alignment compares, and the valid frames.
+
+        ``generator`` supplies the regulator (teacher_to_latent), ``projector`` the latent-to-teacher MLP.
+        """
+        z = rearrange(latents, "b d t -> b t d").float()
+        length = z.shape[1]
+        features, teacher_frames = self._teacher_features(batch, real)
+        hop = self.config.model.sample_rate / generator.frame_rate
+        audio_frames = torch.ceil(batch["length"].to(real.device) / hop).to(torch.long)
+        valid = torch.minimum(latent_valid_frames(teacher_frames, self.teacher_rate, generator.frame_rate, length),
+                              audio_frames)
+        mask = frame_mask(valid, length)
+        if self.config.alignment.direction == "teacher_to_latent":
+            target, _ = generator.projectors(features, valid, valid.new_full(valid.shape, length))
+            return z, target.float(), mask
+        return projector(z), interpolate_features(features, length), mask
+
+    def extra_generator_losses(self, batch, out, real, reconstruction):
+        align = self.config.alignment
+        if not align.enabled:
+            return []
+        generator = self.trainer.unwrapped("generator")
+        projector = self.trainer.module("projector") if "projector" in self.trainer.modules else None
+        a, b, mask = self._pair(generator, projector, out["z"], batch, real)
+        if align.loss != "vf":
+            return [("alignment", frame_loss(a, b, mask, align.loss), align.weight)]
+        vf = frame_loss(a, b, mask, "margin_cosine", align.vf_margin_cos) + \
+            distance_matrix_loss(a, b, mask, align.vf_margin_dist)
+        weight: float | torch.Tensor = align.weight
+        if align.vf_adaptive:
+            weight = align.weight * adaptive_weight(reconstruction, vf, last_encoder_weight(generator),
+                                                    align.vf_max_weight)
+        return [("alignment", vf, weight)]
+
+    def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
+        metrics = super().validate(step, model, logger)
+        if self.config.alignment.enabled:
+            batch = self._validation_batch()
+            real = self.trainer.to_device(batch["audio"])
+            mu, _ = model.posterior(torch.nn.functional.pad(real, (0, (-real.shape[-1]) % model.hop_length)))
+            projector = self.trainer.unwrapped("projector") if "projector" in self.trainer.raw else None
+            a, b, mask = self._pair(model, projector, mu, batch, real)
+            metrics["alignment_cosine"] = float(mean_cosine(a, b, mask))
+        return metrics
+
+
+def last_encoder_weight(model: WaveVAE) -> torch.Tensor:
+    """The weight (``v`` under weight norm) of the encoder's last convolution, VA-VAE's anchor for the
+    adaptive alignment weight."""
+    last = [m for m in model.encoder.modules() if isinstance(m, nn.Conv1d)][-1]
+    parametrized = getattr(last, "parametrizations", None)
+    return parametrized.weight.original1 if parametrized is not None else last.weight

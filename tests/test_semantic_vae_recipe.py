@@ -1,0 +1,96 @@
+"""The semantic_vae recipe: alignment with an online teacher and with a feature cache, cache
+mismatch refusal, the latent-to-teacher and VF variants, the vanilla special case, DDP."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from conftest import check_recipe_ddp, train_recorded
+from semlat.checkpoints import read_model_folder
+from semlat.configs import builtin_config
+from semlat.errors import ConfigError
+from semlat.semantic.feature_cache import extract_features
+from semlat.training.recipes import load_recipe
+from semlat.training.trainer import Trainer, latest_checkpoint
+
+
+def _config(corpus, run_dir, teacher, *extra):
+    return load_recipe(builtin_config("semantic_vae/tiny"), [
+        f"run_dir={run_dir}", f"data.train={corpus / 'manifest.jsonl'}", f"alignment.teacher={teacher}",
+        "data.batch_size=2", "data.segment_seconds=0.5", "data.valid_items=2", "data.valid_seconds=0.5",
+        "loss.disc_start_step=1", "train.num_workers=0", "train.progress=false", "train.log_every=1",
+        "train.valid_every=2", "train.checkpoint_every=100", "train.max_steps=2", *extra])
+
+
+def _run(recipe_cls, config):
+    run = train_recorded(recipe_cls, config, validate_at_end=True)
+    return run.losses, run.validations[-1], run.weights
+
+
+@pytest.fixture(scope="module")
+def cache(demo_corpus, tiny_wavlm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("features") / "wavlm1"
+    extract_features(f"hf:{tiny_wavlm}@1", demo_corpus / "manifest.jsonl", out, progress=False)
+    return out
+
+
+def test_online_teacher(demo_corpus, tiny_wavlm, tmp_path):
+    recipe_cls, config = _config(demo_corpus, tmp_path / "run", f"hf:{tiny_wavlm}@1")
+    logs, metrics, _ = _run(recipe_cls, config)
+    assert all("alignment" in step and torch.isfinite(torch.tensor(step["alignment"])) for step in logs)
+    assert -1.0 <= logs[0]["alignment"] <= 1.0 and -1.0 <= metrics["alignment_cosine"] <= 1.0
+    state, meta = read_model_folder(latest_checkpoint(tmp_path / "run"))
+    assert meta["config"]["regulator"]["teacher_dim"] == 32  # filled in from the teacher
+    assert "projectors.model.0.weight" in state  # the regulator ships in the checkpoint, as in the reference
+
+
+def test_cached_features_match_online(demo_corpus, tiny_wavlm, cache, tmp_path):
+    recipe_cls, config = _config(demo_corpus, tmp_path / "cached", f"hf:{tiny_wavlm}@1", f"alignment.cache={cache}")
+    logs, metrics, _ = _run(recipe_cls, config)
+    assert all(torch.isfinite(torch.tensor(step["alignment"])) for step in logs)
+    assert "alignment_cosine" in metrics
+
+
+def test_cache_made_by_another_teacher_is_refused(demo_corpus, tiny_wavlm, cache, tmp_path):
+    recipe_cls, config = _config(demo_corpus, tmp_path / "bad", f"hf:{tiny_wavlm}@2", f"alignment.cache={cache}")
+    with pytest.raises(ConfigError, match="@1.*@2|@2.*@1"):
+        Trainer(config, recipe_cls)
+
+
+@pytest.mark.parametrize("extra", [
+    ("alignment.direction=latent_to_teacher", "alignment.loss=mse", "alignment.projector_hidden=16"),
+    ("alignment.loss=vf",),
+    ("alignment.loss=l1",),
+    # teacher alignment combined with DC-Speech-VAE's regularisers
+    ("model.latent_norm=true", "model.noise_max_std=0.5", "loss.kl=0", "loss.dispersive=0.25"),
+])
+def test_variants_train(demo_corpus, tiny_wavlm, cache, tmp_path, extra):
+    recipe_cls, config = _config(demo_corpus, tmp_path / "v", f"hf:{tiny_wavlm}@1", f"alignment.cache={cache}",
+                                 *extra)
+    logs, _, weights = _run(recipe_cls, config)
+    assert all(torch.isfinite(torch.tensor(step["alignment"])) for step in logs)
+    if "loss.dispersive=0.25" in extra:
+        assert all(0 <= step["dispersive"] <= 1 for step in logs)
+    if "alignment.direction=latent_to_teacher" in extra:
+        assert any(k.startswith("projector.") for k in weights)
+        assert not any(k.startswith("generator.projectors.") for k in weights)
+
+
+def test_weight_zero_is_the_vanilla_vae(demo_corpus, tiny_wavlm, tmp_path):
+    recipe_cls, config = _config(demo_corpus, tmp_path / "vanilla", f"hf:{tiny_wavlm}@1", "alignment.weight=0")
+    logs, metrics, weights = _run(recipe_cls, config)
+    assert "alignment" not in logs[0] and "alignment_cosine" not in metrics
+    assert not any(".projectors." in k for k in weights)
+
+
+
+def _ddp_config(corpus, teacher, run_dir):
+    return _config(corpus, run_dir, teacher, "data.batch_size=4", "train.valid_every=1000")
+
+
+@pytest.mark.slow
+def test_ddp_with_online_teacher(demo_corpus, tiny_wavlm, tmp_path):
+    check_recipe_ddp(functools.partial(_ddp_config, demo_corpus, f"hf:{tiny_wavlm}@1"), tmp_path, log_key="alignment")

@@ -15,6 +15,8 @@ say() { printf '[install] %s\n' "$*"; }
 missing=()
 command -v flite >/dev/null 2>&1 || missing+=(flite)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+# pesq, pyworld and webrtcvad (the eval metrics, in the dev extra) compile C code at install time.
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd=(sudo); fi
@@ -58,7 +60,10 @@ trap 'rm -f "$constraints"' EXIT
 "$py" -W ignore -c 'import torch; print("torch==" + torch.__version__)' > "$constraints"
 extras=${SEMLAT_EXTRAS:-dev}
 say "installing semlat[$extras] (torch pinned: $(cat "$constraints"))"
-"$py" -m pip install -q -c "$constraints" -e ".[$extras]" 2>&1 | grep -v "is ignored: it is neither" || true
+if ! "$py" -m pip install -q -c "$constraints" -e ".[$extras]" 2>&1 | { grep -v "is ignored: it is neither" || true; }; then
+  say "ERROR: pip could not install semlat[$extras] (pesq, pyworld and webrtcvad need a C compiler and the Python headers)"
+  exit 1
+fi
 "$py" -c 'import semlat, torch; print("[install] semlat", semlat.__version__, "with torch", torch.__version__)'
 if [ "$py" = ".venv/bin/python" ]; then
   say "done: activate with   source .venv/bin/activate"

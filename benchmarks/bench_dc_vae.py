@@ -26,14 +26,13 @@ Train step: one step of the ``mel_dcae`` recipe (D then G, Muon) on the tiny con
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from timing import median_seconds, median_step_seconds, noise_corpus, print_table
+from timing import median_seconds, median_step_seconds, noise_corpus, print_table, run_in_subprocess
 
 REFERENCE = {"dcae_encode": "2.1 s", "dcae_decode": "3.65 s", "vocode": "23-24 s", "space_decode": "~30 s (3.65 + ~26)"}
 OPS = tuple(REFERENCE)
@@ -81,18 +80,9 @@ def _measure(operation: str, threads: int, repeats: int) -> dict[str, object]:
     return {"params": params, "seconds": seconds, "model": baseline, "peak": peak, "input": what}
 
 
-def _worker(queue, *args) -> None:
-    queue.put(_measure(*args))
-
-
-def measure_in_subprocess(*args) -> dict[str, object]:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_worker, args=(queue, *args))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+def measure_in_subprocess(*args: object) -> dict:
+    """Run :func:`_measure` in a fresh process so its peak RSS is its own."""
+    return run_in_subprocess(_measure, *args)
 
 
 def train_step_seconds(steps: int, threads: int) -> float:

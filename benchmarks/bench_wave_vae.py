@@ -3,6 +3,8 @@
     python benchmarks/bench_wave_vae.py [--threads 2] [--seconds 10] [--repeats 3] [--configs tiny paper]
                                         [--train-steps 3]
 
+Configs: ``tiny`` is ``configs/wave_vae/tiny.yaml`` (ConvNeXt + iSTFT decoder), ``tiny_bigvgan`` the same
+encoder with a tiny BigVGAN-v2 decoder (``WaveVAEConfig.tiny()``), ``paper`` the published vae64.
 Random weights, weight norm removed, ``torch.inference_mode()``, batch 1. Encode takes ``--seconds``
 of 16 kHz audio; decode takes the matching number of latent frames (40 per second). Times are
 medians of ``--repeats`` runs after one warm-up run.
@@ -21,18 +23,26 @@ of noise files; the median over ``--train-steps`` steps after one warm-up step. 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import resource
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from timing import median_seconds, median_step_seconds, noise_corpus, print_table
+from timing import median_seconds, median_step_seconds, noise_corpus, print_table, run_in_subprocess
 
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 
-CONFIGS = {"tiny": WaveVAEConfig.tiny, "paper": WaveVAEConfig.paper}
+
+def _tiny_yaml() -> WaveVAEConfig:
+    """The model of configs/wave_vae/tiny.yaml (ConvNeXt + iSTFT decoder)."""
+    from semlat.configs import builtin_config
+    from semlat.training.recipes import load_recipe
+
+    return load_recipe(builtin_config("wave_vae/tiny"))[1].model
+
+
+CONFIGS = {"tiny": _tiny_yaml, "tiny_bigvgan": WaveVAEConfig.tiny, "paper": WaveVAEConfig.paper}
 
 
 def _peak_mib() -> float:
@@ -58,19 +68,9 @@ def _measure(config_name: str, operation: str, seconds: float, threads: int, rep
     return {"params": params, "seconds": median, "model": baseline, "peak": peak}
 
 
-def _worker(queue: multiprocessing.Queue, *args: object) -> None:
-    queue.put(_measure(*args))
-
-
-def measure_in_subprocess(*args: object) -> dict[str, float]:
-    """Run :func:`_measure` in a fresh (spawned) process so its peak RSS is its own."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_worker, args=(queue, *args))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+def measure_in_subprocess(*args: object) -> dict:
+    """Run :func:`_measure` in a fresh process so its peak RSS is its own."""
+    return run_in_subprocess(_measure, *args)
 
 
 TRAIN_SHAPES = {"tiny": (8, 0.5), "paper": (1, 1.0)}
@@ -108,7 +108,7 @@ def main() -> None:
     print_table(["config", "params", "op", "input", "median", "x real time", "model", "peak", "work"], rows)
     if args.train_steps:
         rows = []
-        for name in args.configs:
+        for name in (n for n in args.configs if n in TRAIN_SHAPES):
             seconds, batch, segment = train_step_seconds(name, args.train_steps, args.threads)
             rows.append((name, f"{batch} x {segment:g} s", f"{seconds:.2f} s", f"{batch * segment / seconds:.1f}"))
         print()

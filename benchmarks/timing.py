@@ -75,3 +75,28 @@ def median_step_seconds(config: str, manifest, run_dir, steps: int, overrides: S
     finally:
         trainer.close()
     return statistics.median(times[1:])
+
+
+def run_in_subprocess(target, *args: object):
+    """``target(*args)`` in a fresh spawned process (so its peak RSS is its own); its return value.
+    Raises if the process dies without answering (its traceback is on stderr)."""
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")
+    answers = context.Queue()
+    process = context.Process(target=_answer, args=(answers, target, *args))
+    process.start()
+    while True:
+        try:
+            result = answers.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"{getattr(target, '__name__', target)}{args} died (exit code {process.exitcode})")
+    process.join()
+    return result
+
+
+def _answer(answers, target, *args: object) -> None:
+    answers.put(target(*args))

@@ -182,3 +182,17 @@ def check_recipe_ddp(configure, tmp_path: Path, log_key: str = "loss") -> list[d
         if name != key:
             assert torch.equal(ranks[0][name], ranks[1][name]), name  # identical parameters after DDP steps
     return ranks
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A random-weight tiny waveform VAE saved as a model folder."""
+    from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
+    from semlat.checkpoints import save_model
+    from semlat.config import to_dict
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    config = WaveVAEConfig.tiny()
+    save_model(folder, WaveVAE(config), model_type="wave_vae", config=to_dict(config))
+    return folder

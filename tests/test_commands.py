@@ -18,15 +18,6 @@ from semlat.data.latents import LatentReader
 from semlat.data.manifest import Manifest, Utterance
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    config = WaveVAEConfig.tiny()
-    save_model(folder, WaveVAE(config), model_type="wave_vae", config=to_dict(config))
-    return folder
-
-
 @pytest.fixture
 def corpus(tmp_path):
     utts = []

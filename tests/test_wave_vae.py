@@ -329,3 +329,26 @@ def test_latent_norm_and_sigma_noise_options():
     model.train()
     c = model(audio, sample=False)["audio"]
     assert not torch.allclose(a, c)  # sigma-VAE noise in training
+
+
+def test_istft_decoder_option():
+    """The tiny config's Vocos-style decoder: exact output length, bounded output, gradients, and a
+    config that survives config.json (asdict -> from_config)."""
+    from semlat.vocoders.istft_decoder import ISTFTDecoderConfig
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(WaveVAEConfig.tiny(), istft_decoder=ISTFTDecoderConfig(channels=32, hidden=64,
+                                                                                        layers=2, upsample=4))
+    model = WaveVAE(config)
+    assert model.decoder.hop == 100 and model.decoder.n_fft == 400
+    audio = 0.1 * torch.randn(2, 1, 4000)
+    out = model(audio)
+    assert out["audio"].shape == (2, 1, 4000) and out["audio"].abs().max() <= 1
+    out["audio"].square().mean().backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    assert model.decode(model.encode(audio)).shape == (2, 1, 4000)
+    rebuilt = WaveVAE.from_config(json.loads(json.dumps(dataclasses.asdict(config))))
+    assert rebuilt.config == config
+    rebuilt.load_state_dict(model.state_dict())
+    with pytest.raises(ConfigError, match="multiple of upsample"):
+        dataclasses.replace(WaveVAEConfig.tiny(), istft_decoder=ISTFTDecoderConfig(upsample=3))

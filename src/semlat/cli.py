@@ -301,6 +301,38 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
     _echo_rejects(rejects, out)
 
 
+@cli.group("eval")
+def eval_() -> None:
+    """Evaluate models (reconstruction metrics)."""
+
+
+@eval_.command("recon")
+@click.argument("model", type=click.Path())
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for reconstructions, utterances.jsonl and report.json/.md (a rerun resumes).")
+@click.option("--split", default=None, help="Only this split of the manifest (e.g. test).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--metrics", default="all", show_default=True,
+              help="Comma-separated groups: pesq,stoi,mel,stft,sisdr,f0,speaker.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Utterances per model call (zero-padded; 1 is exact).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+def eval_recon(model, manifest, out, split, device, metrics, batch_size, precision) -> None:
+    """Reconstruct MANIFEST with MODEL and score it: PESQ, STOI, mel/STFT distance, SI-SDR, F0, speaker."""
+    from semlat.evaluation.recon_eval import evaluate_reconstruction, markdown_table
+
+    report = evaluate_reconstruction(model, manifest, out, split=split, device=device, metrics=metrics,
+                                     batch_size=batch_size, precision=precision)
+    click.echo(markdown_table(report), nl=False)
+    data = report["data"]
+    click.echo(f"scored {data['scored']} of {data['utterances']} utterance(s) ({report['run']['resumed']} resumed); "
+               f"report: {Path(out) / 'report.md'}, {Path(out) / 'report.json'}")
+    if data["rejected"]:
+        click.echo(f"rejected {data['rejected']} unreadable file(s), listed in the report; first: "
+                   f"{report['rejects'][0]['reason']}")
+
+
 @cli.command("demo")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")

@@ -162,9 +162,9 @@ def render_report(report: dict[str, Any]) -> str:
     lines += [
         "",
         "- Mel distance: Semantic-VAE's multi-scale log-mel L1 (7 scales, summed; 0 = identical), at 16 kHz.",
+        "- SI-SDR: scale-invariant signal-to-distortion ratio of the waveform (phase-sensitive).",
         "- dc_vae decodes its mels with Griffin-Lim (no trained vocoder in a CPU demo), which caps its",
         "  waveform figures: SI-SDR especially, since Griffin-Lim does not recover the phase.",
-        "- SI-SDR: scale-invariant signal-to-distortion ratio of the waveform (phase-sensitive).",
         "- Alignment cosine: the mean cosine between the semantic VAE's latent means and its regulator's",
         "  projection of the teacher features on the test utterances (what training maximises; the",
         "  vanilla VAE has no regulator).",

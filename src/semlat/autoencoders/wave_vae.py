@@ -34,6 +34,7 @@ from semlat.errors import ConfigError
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.semantic.regulator import InterpolateRegulator
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
+from semlat.vocoders.istft_decoder import ISTFTDecoder, ISTFTDecoderConfig
 
 
 def _checked(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -89,6 +90,9 @@ class WaveVAEConfig:
         decoder_attn_heads: heads of that decoder attention projection.
         latent_norm: LayerNorm (no affine, over D) on the posterior mean, DC-Speech-VAE's latent
             normalisation (:mod:`semlat.autoencoders.regularizers`); usually with ``loss.kl: 0``.
+        istft_decoder: when set, a Vocos-style ConvNeXt + iSTFT decoder
+            (:mod:`semlat.vocoders.istft_decoder`) replaces BigVGAN (``decoder`` is then unused): the
+            tiny CPU config's choice, since it learns harmonics in minutes where BigVGAN needs hours.
         noise_max_std: σ-VAE noise: in training, the decoded latent gets ``std * N(0, 1)`` with one
             ``std ~ U(0, noise_max_std)`` per sample (0: off).
 
@@ -108,6 +112,7 @@ class WaveVAEConfig:
     decoder_attn_heads: int = 8
     latent_norm: bool = False
     noise_max_std: float = 0.0
+    istft_decoder: ISTFTDecoderConfig | None = None
 
     def __post_init__(self) -> None:
         self.encoder_rates = tuple(int(r) for r in self.encoder_rates)
@@ -115,17 +120,21 @@ class WaveVAEConfig:
             self.encoder_out_dim = self.encoder_dim * 2 ** len(self.encoder_rates)
         if isinstance(self.decoder, Mapping):
             self.decoder = _checked(BigVGANConfig, self.decoder, "WaveVAE config 'decoder'")
+        if isinstance(self.istft_decoder, Mapping):
+            self.istft_decoder = _checked(ISTFTDecoderConfig, self.istft_decoder, "WaveVAE config 'istft_decoder'")
+        if self.istft_decoder is not None:
+            self.istft_decoder.istft_hop(self.hop_length)
         if isinstance(self.regulator, Mapping):
             self.regulator = _checked(RegulatorConfig, self.regulator, "WaveVAE config 'regulator'")
         if self.regulator is not None and self.regulator.channels is None:
             self.regulator = dataclasses.replace(self.regulator, channels=2 * self.latent_dim)
-        if self.decoder.num_mels != self.latent_dim:
+        if self.istft_decoder is None and self.decoder.num_mels != self.latent_dim:
             raise ConfigError(f"WaveVAE config: decoder.num_mels ({self.decoder.num_mels}) must equal latent_dim "
                               f"({self.latent_dim})")
         if self.decoder_input not in ("conv", "attn_proj"):
             raise ConfigError("WaveVAE config: decoder_input must be 'conv' or 'attn_proj', "
                               f"got {self.decoder_input!r}")
-        if self.decoder.hop_length != self.hop_length:
+        if self.istft_decoder is None and self.decoder.hop_length != self.hop_length:
             raise ConfigError(f"WaveVAE config: decoder upsamples by {self.decoder.hop_length} but the encoder hop is "
                               f"{self.hop_length}")
 
@@ -170,7 +179,10 @@ class WaveVAE(nn.Module):
         if config.decoder_input == "attn_proj":
             input_layer = AttnProjection(config.latent_dim, config.decoder.upsample_initial_channel,
                                          config.decoder_attn_heads, channels_first=True)
-        self.decoder = BigVGAN(config.decoder, input_layer)
+        if config.istft_decoder is not None:
+            self.decoder = ISTFTDecoder(config.latent_dim, config.hop_length, config.istft_decoder)
+        else:
+            self.decoder = BigVGAN(config.decoder, input_layer)
         if config.regulator is not None:
             reg = config.regulator
             self.projectors = InterpolateRegulator(reg.teacher_dim, reg.channels, config.latent_dim, reg.num_blocks,

@@ -1,0 +1,339 @@
+"""``semlat eval recon``: reconstruct a manifest with a model and score every utterance.
+
+What is compared: each utterance is loaded resampled (soxr "HQ") to the **model's rate**, exactly
+the signal the model encodes, and its reconstruction (decoded, cropped to the input's length) is
+scored against it at that rate; each metric then resamples to its own rate (PESQ wb 16 kHz, nb 8 kHz,
+STOI 10 kHz, F0 and speaker 16 kHz, see :mod:`semlat.evaluation.metrics`). Scoring at the model's
+rate means a 16 kHz model is not charged for the band above 8 kHz that it never saw.
+
+Outputs in ``out``:
+
+- ``audio/<id>.wav``: every reconstruction as 32-bit float WAV (exactly the signal scored);
+- ``utterances.jsonl``: one row per scored utterance, appended as each is done, so a rerun with the
+  same model, manifest, split and metrics skips what is already there (resume);
+- ``run.json``: what the rows were computed with; a rerun of a different run into ``out`` is refused;
+- ``report.json``: every figure with its provenance (model folder and sha256 of its weights,
+  manifest and its sha256, split, judges and their versions, semlat version, date), the per-metric
+  aggregates and every row; ``report.md``: the same as a Markdown table. Both are written atomically.
+
+Aggregates: per metric, the mean over the utterances where it is defined (NaN scores are counted
+and their reasons tallied, never averaged), with a 95 % percentile-bootstrap confidence interval of
+the mean (2000 resamples, fixed seed, so reruns give the same interval), the standard deviation and
+the median. Unreadable audio is skipped and listed under ``rejects``; it is never fatal.
+
+Batching: ``batch_size`` utterances (of similar length: pending items are sorted by duration) are
+zero-padded to the longest and run through the model together. The default, 1, reconstructs every
+utterance alone; larger batches are faster on a GPU, and padding can change the last
+receptive-field's worth of samples slightly (and all of them for models with global attention).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import semlat
+from semlat.audio.io import load_audio, save_audio
+from semlat.checkpoints import WEIGHTS_NAME
+from semlat.data.manifest import Manifest
+from semlat.errors import AudioError, ConfigError, DataError
+from semlat.evaluation.metrics import ALL, COLUMNS, MetricSuite, Score, parse_metrics
+from semlat.inference import Codec, load_codec
+from semlat.utils.files import atomic_write_text
+
+ROWS_NAME = "utterances.jsonl"
+RUN_NAME = "run.json"
+CI_LEVEL = 0.95
+CI_RESAMPLES = 2000
+CI_SEED = 0
+#: What must match for a rerun into the same folder to resume.
+RUN_KEYS = ("model_sha256", "manifest", "split", "metrics", "f0_method", "precision", "sample_rate")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mean_ci(values: Sequence[float], level: float = CI_LEVEL, resamples: int = CI_RESAMPLES,
+            seed: int = CI_SEED) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of the finite ``values`` and its percentile-bootstrap interval.
+
+    NaN values are ignored. With no finite value all three are NaN; with one, the interval is NaN.
+    The generator is seeded, so the same values always give the same interval.
+    """
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) == 1:
+        return mean, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    step = max(1, 4_000_000 // len(x))  # bound memory: about 32 MB of indices per block
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        means[start:stop] = x[rng.integers(0, len(x), size=(stop - start, len(x)))].mean(axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return mean, float(low), float(high)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def aggregate(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per column: mean, 95 % bootstrap CI, std, median, n (defined), undefined count and reasons."""
+    out = {}
+    for name in columns:
+        values = [r["scores"].get(name) for r in rows]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        mean, low, high = mean_ci(finite)
+        reasons: dict[str, int] = {}
+        for r in rows:
+            reason = r.get("undefined", {}).get(name)
+            if reason:
+                reasons[reason] = reasons.get(reason, 0) + 1
+        info = COLUMNS[name]
+        out[name] = {
+            "label": info.label, "unit": info.unit, "range": info.range, "better": info.better,
+            "group": info.group, "description": info.description,
+            "mean": _finite_or_none(mean), "ci95": [_finite_or_none(low), _finite_or_none(high)],
+            "std": _finite_or_none(float(np.std(finite, ddof=1))) if len(finite) > 1 else None,
+            "median": _finite_or_none(float(np.median(finite))) if finite else None,
+            "n": len(finite), "undefined": len(values) - len(finite), "undefined_reasons": reasons,
+        }
+    return out
+
+
+def _recon_name(item_id: str) -> str:
+    """A safe relative path under ``audio/`` for an id (absolute and ``..`` parts dropped)."""
+    parts = [p for p in PurePosixPath(item_id.replace("\\", "/")).parts if p not in ("/", "", ".", "..")]
+    path = PurePosixPath(*parts) if parts else PurePosixPath("item")
+    return str(path.with_suffix(".wav") if path.suffix else path.with_name(path.name + ".wav"))
+
+
+def _items(manifest: Manifest) -> list[tuple[str, Path, float]]:
+    """``(id, audio path, duration)`` per utterance; the id is the manifest's ``audio`` (made unique)."""
+    seen: dict[str, int] = {}
+    items = []
+    for i, u in enumerate(manifest):
+        count = seen.get(u.audio, 0) + 1
+        seen[u.audio] = count
+        item_id = u.audio if count == 1 else f"{u.audio}#{count}"
+        items.append((item_id, manifest.audio_path(i), u.duration))
+    return items
+
+
+def _read_rows(path: Path, ids: set[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Rows already done (valid, for a current id, with every column); rewrites the file if it dropped any."""
+    if not path.exists():
+        return {}
+    rows, dropped = {}, 0
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if (isinstance(row, dict) and row.get("id") in ids and isinstance(row.get("scores"), dict)
+                    and all(c in row["scores"] for c in columns)):
+                rows[row["id"]] = row
+            else:
+                dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows.values()))
+    return rows
+
+
+def _check_run(out: Path, run: dict[str, Any]) -> None:
+    """Refuse to resume into a folder holding another run's rows; record this run's identity."""
+    path = out / RUN_NAME
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"{path}: unreadable; delete it or choose another --out") from None
+        for key in RUN_KEYS:
+            if old.get(key) != run.get(key):
+                raise ConfigError(f"{out}: holds an evaluation with a different {key} ({old.get(key)!r}, now "
+                                  f"{run.get(key)!r}); choose another --out or delete it")
+    elif (out / ROWS_NAME).exists():
+        raise ConfigError(f"{out}: has {ROWS_NAME} but no {RUN_NAME}; choose another --out or delete it")
+    atomic_write_text(path, json.dumps(run, indent=2) + "\n")
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _reconstruct(codec: Codec, audios: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Reconstruct ``[1, N_i]`` inputs as one zero-padded batch; each output is cropped to ``[N_i]``."""
+    longest = max(a.shape[-1] for a in audios)
+    batch = torch.zeros(len(audios), 1, longest)
+    for i, a in enumerate(audios):
+        batch[i, :, : a.shape[-1]] = a
+    recon = codec.decode(codec.encode(batch)).cpu()
+    return [recon[i, 0, : a.shape[-1]] for i, a in enumerate(audios)]
+
+
+def _row(item_id: str, path: Path, out: Path, recon: torch.Tensor, reference: torch.Tensor, sr: int,
+         suite: MetricSuite) -> dict[str, Any]:
+    scores: dict[str, Score] = suite(recon, reference, sr)
+    relative = None
+    if torch.isfinite(recon).all():
+        relative = f"audio/{_recon_name(item_id)}"
+        save_audio(out / relative, recon, sr, subtype="FLOAT")
+    return {"id": item_id, "audio": str(path), "reconstruction": relative,
+            "duration": round(reference.shape[-1] / sr, 6),
+            "scores": {k: _finite_or_none(v) for k, v in scores.items()},
+            "undefined": {k: v.reason or "undefined" for k, v in scores.items() if not math.isfinite(v)}}
+
+
+def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.PathLike, out: str | os.PathLike, *,
+                            split: str | None = None, device: str = "cpu", metrics: str | Sequence[str] = ALL,
+                            batch_size: int = 1, precision: str = "fp32", f0_method: str = "dio",
+                            progress: bool = True) -> dict[str, Any]:
+    """Reconstruct every utterance of ``manifest`` (optionally one ``split``) with the model folder and
+    score it against its input; write ``out/`` (see the module docstring) and return the report dict.
+
+    ``metrics`` is a list of metric groups or a comma-separated string (``"pesq,stoi"``; default all),
+    ``device`` as for :func:`~semlat.inference.load_codec` ("cpu", "cuda", "auto"); the speaker
+    encoder runs there too. Reruns into the same ``out`` resume: utterances already in
+    ``utterances.jsonl`` are not recomputed.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    groups = parse_metrics(metrics)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    data = Manifest.read(manifest, split=split)
+    if not len(data):
+        raise DataError(f"{manifest}: no utterances in split {split!r}")
+    codec = load_codec(model_folder, device=device, precision=precision)
+    suite = MetricSuite(groups, device=codec.device, f0_method=f0_method)
+    sr = codec.space.sample_rate
+    model_sha = sha256_file(Path(model_folder) / WEIGHTS_NAME)
+    run = {"model": str(Path(model_folder).resolve()), "model_sha256": model_sha,
+           "manifest": str(Path(manifest).resolve()), "split": split, "metrics": list(groups),
+           "f0_method": f0_method, "precision": precision, "sample_rate": sr}
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, run)
+
+    items = _items(data)
+    rows_path = out / ROWS_NAME
+    done = _read_rows(rows_path, {i for i, _, _ in items}, suite.columns)
+    pending = [item for item in items if item[0] not in done]
+    if batch_size > 1:
+        pending.sort(key=lambda item: item[2])
+    rejects: list[dict[str, str]] = []
+    computed = 0
+    with rows_path.open("a", encoding="utf-8") as rows_file, \
+            tqdm(total=len(pending), desc="evaluating", unit="utt", disable=not progress or not pending) as bar:
+        for batch in _batches(pending, batch_size):
+            loaded = []
+            for item_id, path, _ in batch:
+                try:
+                    audio, _ = load_audio(path, sr)
+                except AudioError as err:
+                    rejects.append({"id": item_id, "reason": str(err)})
+                    continue
+                loaded.append((item_id, path, audio))
+            recons = _reconstruct(codec, [a for _, _, a in loaded]) if loaded else []
+            for (item_id, path, audio), recon in zip(loaded, recons):
+                row = _row(item_id, path, out, recon, audio[0], sr, suite)
+                done[item_id] = row
+                rows_file.write(json.dumps(row, allow_nan=False) + "\n")
+                rows_file.flush()
+                computed += 1
+            bar.update(len(batch))
+
+    rows = [done[i] for i, _, _ in items if i in done]
+    space = codec.space
+    report = {
+        "kind": "reconstruction",
+        "semlat_version": semlat.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"folder": run["model"], "model_type": codec.model_type, "weights_sha256": model_sha,
+                  "sample_rate": sr, "frame_rate": space.frame_rate, "latent_dim": space.latent_dim},
+        "data": {"manifest": run["manifest"], "manifest_sha256": sha256_file(manifest), "split": split,
+                 "utterances": len(items), "scored": len(rows), "rejected": len(rejects)},
+        "settings": {
+            "compared_at": f"{sr} Hz, the model's rate (input resampled with soxr HQ; reconstruction cropped "
+                           "to the input's length; each metric resamples to its own rate)",
+            "aggregate": f"mean over utterances where defined; {round(CI_LEVEL * 100)} % percentile bootstrap "
+                         f"CI of the mean ({CI_RESAMPLES} resamples, seed {CI_SEED})",
+            "device": str(codec.device), "precision": precision, "batch_size": batch_size, "f0_method": f0_method,
+        },
+        "judges": suite.judges,
+        "metrics": aggregate(rows, suite.columns),
+        "rejects": rejects,
+        "run": {"computed": computed, "resumed": len(rows) - computed, "rows": ROWS_NAME},
+        "utterances": rows,
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "report.md", markdown_report(report))
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The metrics of a report as a Markdown table (mean, 95 % CI, median, n, direction)."""
+    lines = ["| metric | mean | 95 % CI | median | n | better |", "|---|---:|---:|---:|---:|---|"]
+    for m in report["metrics"].values():
+        label = f"{m['label']} ({m['unit']})" if m["unit"] else m["label"]
+        low, high = m["ci95"]
+        ci = "–" if low is None else f"{_fmt(low)} – {_fmt(high)}"
+        n = f"{m['n']}" + (f" (+{m['undefined']} undefined)" if m["undefined"] else "")
+        arrow = "↑ higher" if m["better"] == "higher" else "↓ lower"
+        lines.append(f"| {label} | {_fmt(m['mean'])} | {ci} | {_fmt(m['median'])} | {n} | {arrow} |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """``report.md``: provenance, the metrics table, judges, undefined scores and rejects."""
+    model, data = report["model"], report["data"]
+    lines = [
+        "# Reconstruction evaluation", "",
+        (f"- model: `{model['folder']}` ({model['model_type']}, weights sha256 `{model['weights_sha256'][:16]}`), "
+         f"{model['sample_rate']} Hz, {model['latent_dim']} x {model['frame_rate']:g} Hz latents"),
+        f"- data: `{data['manifest']}`" + (f", split {data['split']}" if data["split"] else "")
+        + f": {data['scored']} of {data['utterances']} utterances scored, {data['rejected']} rejected",
+        f"- compared at {report['settings']['compared_at']}",
+        f"- {report['settings']['aggregate']}",
+        f"- semlat {report['semlat_version']}, {report['created']}", "",
+        markdown_table(report),
+        "Judges:", "",
+    ]
+    lines += [f"- {group}: {judge}" for group, judge in report["judges"].items()]
+    undefined = [(m["label"], r, c) for m in report["metrics"].values() for r, c in m["undefined_reasons"].items()]
+    if undefined:
+        lines += ["", "Undefined scores (left out of the means):", ""]
+        lines += [f"- {label}: {count} x {reason}" for label, reason, count in undefined]
+    if report["rejects"]:
+        lines += ["", f"Rejected inputs ({len(report['rejects'])}):", ""]
+        lines += [f"- `{r['id']}`: {r['reason']}" for r in report["rejects"]]
+    return "\n".join(lines) + "\n"

@@ -301,9 +301,45 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
     _echo_rejects(rejects, out)
 
 
+@cli.group()
+def judge() -> None:
+    """Judges for generation metrics (the offline CTC recognizer)."""
+
+
+@judge.command("train")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--units", type=click.Choice(["phonemes", "chars"]), default="phonemes", show_default=True,
+              help="Recognise espeak IPA phonemes or the characters of the text.")
+@click.option("--minutes", "max_minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
+@click.option("--steps", "max_steps", type=int, default=None, help="Stop after this many steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads for the run (1 is often fastest on a busy machine).")
+def judge_train(manifest, out, units, max_minutes, max_steps, seed, device, threads) -> None:
+    """Train the offline CTC judge on MANIFEST's train split; use it as ctc:OUT.
+
+    It is far weaker than Whisper; its figures are labelled as the offline judge's.
+    """
+    import json
+
+    from semlat.evaluation.ctc_judge import JUDGE_JSON, train_judge
+
+    folder = train_judge(manifest, out, units=units, max_minutes=max_minutes, max_steps=max_steps, seed=seed,
+                         device=device, threads=threads)
+    training = json.loads((folder / JUDGE_JSON).read_text(encoding="utf-8"))["training"]
+    metric = training["metric"].upper()
+    for split, figures in training["heldout"].items():
+        value = figures[training["metric"]]
+        shown = "n/a" if value is None else f"{100 * value:.1f} %"
+        click.echo(f"held-out {split} {metric}: {shown} ({figures['utterances']} utterances)")
+    click.echo(f"wrote judge {folder} ({training['steps']} steps, {training['minutes']:.1f} min): use ctc:{folder}")
+
+
 @cli.group("eval")
 def eval_() -> None:
-    """Evaluate models (reconstruction metrics)."""
+    """Evaluate models (reconstruction metrics, latent diagnostics)."""
 
 
 @eval_.command("recon")
@@ -331,6 +367,31 @@ def eval_recon(model, manifest, out, split, device, metrics, batch_size, precisi
     if data["rejected"]:
         click.echo(f"rejected {data['rejected']} unreadable file(s), listed in the report; first: "
                    f"{report['rejects'][0]['reason']}")
+
+
+@eval_.command("latents")
+@click.argument("model", type=click.Path())
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.json/.md and the t-SNE plots.")
+@click.option("--split", default=None, help="Only this split of the manifest (e.g. test).")
+@click.option("--alignments", default=None, type=click.Path(dir_okay=False),
+              help='JSONL of {"id": audio as in the manifest, "segments": [[label, start_s, end_s], ...]} '
+                   "for the phoneme frame probe.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-utterances", type=click.IntRange(min=1), default=None,
+              help="Encode at most this many utterances (a seeded random subset).")
+def eval_latents(model, manifest, out, split, alignments, device, max_utterances) -> None:
+    """Diagnose MODEL's latents on MANIFEST: linear probes (with chance), dimension use, robustness, t-SNE."""
+    from semlat.evaluation.latent_eval import evaluate_latents, probe_table
+
+    report = evaluate_latents(model, manifest, out, split=split, alignments=alignments, device=device,
+                              max_utterances=max_utterances)
+    click.echo(probe_table(report), nl=False)
+    size, dims = report["size"], report["dimensions"]
+    click.echo(f"{size['latent_dim']} dims x {size['frame_rate']:g} Hz = {size['floats_per_second']:g} floats/s; "
+               f"{dims['active']} of {dims['latent_dim']} dims active; report: {Path(out) / 'report.md'}, "
+               f"{Path(out) / 'report.json'}")
 
 
 @cli.command("demo")

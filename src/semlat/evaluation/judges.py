@@ -1,0 +1,360 @@
+"""Judges for generation metrics: an ASR model (WER / CER / PER) and a speaker model (SIM).
+
+Every judge has a ``label`` that names what produced a figure; reports must print it next to the
+figure, so a number from an offline judge is never mistaken for one from Whisper.
+
+=====================  ==========================================================  =============
+spec                   judge                                                       needs
+=====================  ==========================================================  =============
+``whisper:/path``      :class:`WhisperJudge`: ``WhisperForConditionalGeneration``   a local folder
+                       + ``WhisperProcessor``, greedy decoding, English by default
+``ctc:/path``          :class:`~semlat.evaluation.ctc_judge.CTCJudge`, the offline   ``semlat judge
+                       recognizer trained by ``semlat judge train`` (phonemes or     train``
+                       characters)
+``wavlm-sv:/path``     :class:`WavLMSpeakerJudge`: ``WavLMForXVector`` x-vectors     a local folder
+``resemblyzer``        :class:`ResemblyzerJudge`: resemblyzer's bundled GE2E         nothing
+                       encoder (offline)
+=====================  ==========================================================  =============
+
+Nothing is downloaded: Hugging Face folders load with ``local_files_only=True``.
+
+Error rates (:func:`wer`, :func:`cer`, :func:`phoneme_error_rate`) are *corpus-level*: the sum of
+Levenshtein edits (substitutions + deletions + insertions) over all pairs divided by the number of
+reference units, so long references weigh more (the convention of jiwer and the TTS papers). They
+return a :class:`~semlat.evaluation.metrics.Score`, NaN with a reason when the references hold no
+unit. Text normalisation (:func:`normalize_text`): Unicode NFKC, lower case, curly apostrophes
+made straight, every character that is not a letter, digit, apostrophe or whitespace becomes a
+space (so "well-known" is two words), apostrophes not inside a word are dropped, whitespace
+collapsed. WER counts words of the normalised text; CER counts its characters, single spaces
+between words included (as jiwer's ``cer`` does). PER counts phoneme symbols from
+:func:`split_phonemes` (stress marks and word boundaries are ignored).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from semlat.errors import ConfigError
+from semlat.evaluation.metrics import Score, as_signal, resample_to, undefined
+
+JUDGE_RATE = 16000
+
+#: IPA primary / secondary stress and syllable marks, dropped from phoneme tokens.
+STRESS_MARKS = frozenset("ˈˌ.")
+#: Modifier letters that belong to the preceding symbol (length, aspiration, palatalisation, ...).
+IPA_MODIFIERS = frozenset("ːˑʰʲʷˠˤ˞ⁿˡ̩̯̃")
+_LANGUAGE_SWITCH = re.compile(r"\([a-z\-]+\)")
+
+
+# --- tokens and edit distance ---------------------------------------------------------------
+
+def split_phonemes(ipa: str) -> list[str]:
+    """espeak-ng IPA -> phoneme symbols: one per base letter, with its modifiers attached.
+
+    Stress marks (ˈ ˌ) and word boundaries are dropped; combining marks, length marks and
+    modifier letters (``IPA_MODIFIERS``) join the preceding symbol, and a tie bar (U+0361) joins
+    the two letters it ties (``t͡ʃ`` is one symbol). espeak's language-switch markers such as
+    ``(fr)`` are removed. Diphthongs written as two letters (``aɪ``) are two symbols. Idempotent:
+    ``split_phonemes(" ".join(split_phonemes(s))) == split_phonemes(s)``.
+    """
+    tokens: list[str] = []
+    for word in _LANGUAGE_SWITCH.sub(" ", ipa).split():
+        start = len(tokens)
+        for ch in word:
+            if ch in STRESS_MARKS:
+                continue
+            category = unicodedata.category(ch)
+            attach = ch in IPA_MODIFIERS or category == "Mn"
+            if len(tokens) > start and (attach or tokens[-1].endswith("\u0361")):
+                tokens[-1] += ch
+            elif category.startswith("L"):
+                tokens.append(ch)
+    return tokens
+
+
+def normalize_text(text: str) -> str:
+    """Normalise a transcript for WER / CER (see the module docstring)."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'").replace("\u2018", "'")
+    text = "".join(ch if ch.isalnum() or ch == "'" or ch.isspace() else " " for ch in text)
+    words = [w.strip("'") for w in text.split()]
+    return " ".join(w for w in words if w)
+
+
+def split_chars(text: str) -> list[str]:
+    """Characters of the normalised ``text``, a single ``" "`` between words."""
+    return list(normalize_text(text))
+
+
+def edit_distance(hyp: Sequence[Any], ref: Sequence[Any]) -> int:
+    """Levenshtein distance (unit costs) between two token sequences; O(len(hyp) * len(ref))."""
+    if len(hyp) < len(ref):
+        hyp, ref = ref, hyp
+    previous = list(range(len(ref) + 1))
+    for i, h in enumerate(hyp, start=1):
+        current = [i] + [0] * len(ref)
+        for j, r in enumerate(ref, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (h != r))
+        previous = current
+    return previous[-1]
+
+
+def _pairs(hyps: str | Sequence[Any], refs: str | Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    if isinstance(hyps, str):
+        hyps = [hyps]
+    if isinstance(refs, str):
+        refs = [refs]
+    hyps, refs = list(hyps), list(refs)
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses for {len(refs)} references")
+    return hyps, refs
+
+
+def error_rate(hyps: Sequence[Sequence[Any]], refs: Sequence[Sequence[Any]]) -> Score:
+    """Corpus error rate of token sequences: total edits / total reference tokens (0 .. inf)."""
+    hyps, refs = _pairs(hyps, refs)
+    total = sum(len(r) for r in refs)
+    if total == 0:
+        return undefined("the references hold no unit")
+    return Score(sum(edit_distance(h, r) for h, r in zip(hyps, refs, strict=True)) / total)
+
+
+def wer(hyps: str | Sequence[str], refs: str | Sequence[str]) -> Score:
+    """Word error rate of transcripts (one string or a list each), normalised; lower is better."""
+    hyps, refs = _pairs(hyps, refs)
+    return error_rate([normalize_text(h).split() for h in hyps], [normalize_text(r).split() for r in refs])
+
+
+def cer(hyps: str | Sequence[str], refs: str | Sequence[str]) -> Score:
+    """Character error rate of normalised transcripts (spaces between words count); lower is better."""
+    hyps, refs = _pairs(hyps, refs)
+    return error_rate([split_chars(h) for h in hyps], [split_chars(r) for r in refs])
+
+
+def phoneme_error_rate(hyps: str | Sequence[str | Sequence[str]],
+                       refs: str | Sequence[str | Sequence[str]]) -> Score:
+    """Phoneme error rate: each item an IPA string (split by :func:`split_phonemes`) or a token list."""
+    hyps, refs = _pairs(hyps, refs)
+
+    def tokens(x: str | Sequence[str]) -> list[str]:
+        return split_phonemes(x) if isinstance(x, str) else list(x)
+
+    return error_rate([tokens(h) for h in hyps], [tokens(r) for r in refs])
+
+
+# --- protocols ------------------------------------------------------------------------------
+
+@runtime_checkable
+class ASRJudge(Protocol):
+    """A recognizer: ``transcribe(audio, sample_rate) -> list[str]`` for one ``[N]`` signal or a list.
+
+    ``units`` says what the strings hold: ``"text"`` (score with :func:`wer` / :func:`cer`),
+    ``"phonemes"`` (space-separated IPA symbols, :func:`phoneme_error_rate`) or ``"chars"``.
+    """
+
+    label: str
+    units: str
+
+    def transcribe(self, audio: Any, sample_rate: int) -> list[str]: ...
+
+
+@runtime_checkable
+class SpeakerJudge(Protocol):
+    """A speaker model: ``embed(audio [N], sample_rate) -> [D]`` float tensor; ``similarity`` -> cosine."""
+
+    label: str
+
+    def embed(self, audio: Any, sample_rate: int) -> torch.Tensor: ...
+
+    def similarity(self, estimate: Any, reference: Any, sample_rate: int) -> Score: ...
+
+
+def as_batch(audio: Any, sample_rate: int, target: int = JUDGE_RATE) -> list[np.ndarray]:
+    """One signal (``[N]``, ``[1, N]``; numpy or torch) or a list of them -> float32 ``[N']`` at ``target`` Hz."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+    out = []
+    for i, item in enumerate(items):
+        x = resample_to(as_signal(item, f"audio[{i}]"), int(sample_rate), target)
+        if not np.isfinite(x).all():
+            raise ValueError(f"audio[{i}] has NaN or infinite samples")
+        out.append(x.astype(np.float32))
+    return out
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _folder(path: str | Path, kind: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{kind} judge: {folder} is not a folder (judges load from local folders)")
+    return folder
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class _CosineSimilarity:
+    """``similarity`` from ``embed``: the cosine of two embeddings, NaN with a reason when undefined."""
+
+    def embed(self, audio: Any, sample_rate: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def similarity(self, estimate: Any, reference: Any, sample_rate: int) -> Score:
+        """Cosine of the embeddings of ``estimate`` and ``reference`` (-1..1; 1 is the same voice)."""
+        embeddings = {}
+        for which, signal in (("reference", reference), ("estimate", estimate)):
+            try:
+                embeddings[which] = self.embed(signal, sample_rate).double()
+            except ValueError as err:
+                return undefined(f"{which}: {err}")
+        e, r = embeddings["estimate"], embeddings["reference"]
+        norm = float(e.norm() * r.norm())
+        if not norm > 0:
+            return undefined("zero embedding")
+        return Score(float(torch.dot(e, r)) / norm)
+
+
+# --- implementations ------------------------------------------------------------------------
+
+class WhisperJudge:
+    """Whisper (any size) from a local folder through ``transformers``: greedy decoding, no timestamps.
+
+    ``language`` (default ``"en"``) and ``task="transcribe"`` are forced when the checkpoint is
+    multilingual (its generation config has ``lang_to_id``); English-only checkpoints take none.
+    Each item is resampled to 16 kHz; Whisper hears at most its 30 s window (longer items are cut).
+    """
+
+    units = "text"
+
+    def __init__(self, folder: str | Path, *, language: str | None = "en", device: str | torch.device = "cpu",
+                 batch_size: int = 8, max_new_tokens: int = 128):
+        import transformers
+
+        self.folder = _folder(folder, "whisper")
+        try:
+            self.processor = transformers.WhisperProcessor.from_pretrained(self.folder, local_files_only=True)
+            self.model = transformers.WhisperForConditionalGeneration.from_pretrained(
+                self.folder, local_files_only=True).to(device).eval()
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"whisper judge: cannot load {self.folder}: {_first_line(err)}") from None
+        self.device = torch.device(device)
+        self.language = language
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.label = f"whisper ({self.folder.name}, transformers {_version('transformers')})"
+
+    @torch.no_grad()
+    def transcribe(self, audio: Any, sample_rate: int) -> list[str]:
+        """One ``[N]`` signal or a list -> one transcript per item (greedy, special tokens removed)."""
+        signals = as_batch(audio, sample_rate)
+        options: dict[str, Any] = {"do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens}
+        if self.language and getattr(self.model.generation_config, "lang_to_id", None):
+            options.update(language=self.language, task="transcribe")
+        texts: list[str] = []
+        for start in range(0, len(signals), self.batch_size):
+            chunk = signals[start:start + self.batch_size]
+            features = self.processor.feature_extractor(chunk, sampling_rate=JUDGE_RATE, return_tensors="pt")
+            input_features = features.input_features.to(self.device, self.model.dtype)
+            ids = self.model.generate(input_features, **options)
+            if not isinstance(ids, torch.Tensor):  # a ModelOutput with .sequences
+                ids = ids.sequences
+            texts.extend(t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True))
+        return texts
+
+
+class WavLMSpeakerJudge(_CosineSimilarity):
+    """A WavLM speaker-verification model (``WavLMForXVector``, e.g. wavlm-base-plus-sv) from a local
+    folder; the embedding is its x-vector ``[D]`` (float32), compared by cosine."""
+
+    def __init__(self, folder: str | Path, *, device: str | torch.device = "cpu"):
+        import transformers
+
+        self.folder = _folder(folder, "wavlm-sv")
+        try:
+            self.feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(
+                self.folder, local_files_only=True)
+            self.model = transformers.WavLMForXVector.from_pretrained(self.folder, local_files_only=True)
+        except (OSError, ValueError, KeyError) as err:
+            raise ConfigError(f"wavlm-sv judge: cannot load {self.folder}: {_first_line(err)}") from None
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device).eval()
+        self.label = f"wavlm-sv ({self.folder.name}, transformers {_version('transformers')})"
+
+    @torch.no_grad()
+    def embed(self, audio: Any, sample_rate: int) -> torch.Tensor:
+        """The x-vector ``[D]`` of one signal; ValueError (one line) for silence or under 0.1 s."""
+        (x,) = as_batch(audio, sample_rate)
+        if len(x) < JUDGE_RATE // 10:
+            raise ValueError("too short for a speaker embedding (under 0.1 s)")
+        if np.abs(x).max() < 1e-5:
+            raise ValueError("silent signal")
+        inputs = self.feature_extractor(x, sampling_rate=JUDGE_RATE, return_tensors="pt")
+        values = inputs.input_values.to(self.device, self.model.dtype)
+        embedding = self.model(input_values=values).embeddings[0]
+        return embedding.float().cpu()
+
+
+class ResemblyzerJudge(_CosineSimilarity):
+    """resemblyzer's bundled GE2E encoder (offline), as :class:`~semlat.evaluation.metrics.SpeakerEncoder`."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        from semlat.evaluation.metrics import SpeakerEncoder
+
+        self.encoder = SpeakerEncoder(device)
+        self.label = self.encoder.judge
+
+    def embed(self, audio: Any, sample_rate: int) -> torch.Tensor:
+        """The ``[256]`` d-vector of one signal; ValueError (one line) when it has none."""
+        embedding = self.encoder.embed(audio, sample_rate)
+        if isinstance(embedding, str):
+            raise ValueError(embedding)  # noqa: TRY004 (a reason string: the audio has no embedding)
+        return torch.from_numpy(embedding).float()
+
+
+# --- specs ----------------------------------------------------------------------------------
+
+ASR_SPECS = ("whisper:/path", "ctc:/path")
+SPEAKER_SPECS = ("wavlm-sv:/path", "resemblyzer")
+
+
+def _split_spec(spec: str, known: tuple[str, ...], what: str) -> tuple[str, str]:
+    kind, sep, path = str(spec).partition(":")
+    kind = kind.strip().lower()
+    takes_path = kind != "resemblyzer"
+    if kind not in {k.partition(":")[0] for k in known} or bool(sep) != takes_path or (sep and not path):
+        raise ConfigError(f"unknown {what} judge {spec!r}; use one of {', '.join(known)}")
+    return kind, path
+
+
+def load_asr_judge(spec: str, *, device: str | torch.device = "cpu") -> ASRJudge:
+    """An ASR judge from ``whisper:/path`` or ``ctc:/path``; a wrong spec is a one-line ConfigError."""
+    kind, path = _split_spec(spec, ASR_SPECS, "ASR")
+    if kind == "whisper":
+        return WhisperJudge(path, device=device)
+    from semlat.evaluation.ctc_judge import load_judge
+
+    return load_judge(path, device=device)
+
+
+def load_speaker_judge(spec: str, *, device: str | torch.device = "cpu") -> SpeakerJudge:
+    """A speaker judge from ``wavlm-sv:/path`` or ``resemblyzer``; a wrong spec is a one-line ConfigError."""
+    kind, path = _split_spec(spec, SPEAKER_SPECS, "speaker")
+    if kind == "wavlm-sv":
+        return WavLMSpeakerJudge(path, device=device)
+    return ResemblyzerJudge(device)

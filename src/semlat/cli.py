@@ -339,7 +339,22 @@ def judge_train(manifest, out, units, max_minutes, max_steps, seed, device, thre
 
 @cli.group("eval")
 def eval_() -> None:
-    """Evaluate models (reconstruction metrics, latent diagnostics)."""
+    """Evaluate models (reconstruction metrics, latent diagnostics, comparisons)."""
+
+
+@eval_.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--name", "names", multiple=True, help="Column names, one per RUN (default: run@step).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False), default=None, help="Also write the Markdown here.")
+def eval_compare(runs, names, out) -> None:
+    """Put several `eval recon` / `eval latents` output folders side by side (best value in bold)."""
+    from semlat.evaluation.compare import compare_reports
+    from semlat.utils.files import atomic_write_text
+
+    text = compare_reports(list(runs), list(names) or None)
+    if out:
+        atomic_write_text(Path(out), text)
+    click.echo(text, nl=False)
 
 
 @eval_.command("recon")

@@ -43,21 +43,22 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON object (e.g. a released model's config), with one-line errors."""
+def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
+    """Read a JSON object (a released model's config, a semlat folder's description...), with one-line
+    errors that call the file ``what``: missing, unreadable (invalid JSON, at which line), not an object."""
     import json
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        raise ConfigError(f"{path}: no such {what}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read ({type(err).__name__})") from None
+        raise ConfigError(f"{path}: unreadable {what} ({type(err).__name__})") from None
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+        raise ConfigError(f"{path}: unreadable {what} (invalid JSON: {err.msg} at line {err.lineno})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, not {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a JSON object in the {what}, not {type(data).__name__}")
     return data
 
 

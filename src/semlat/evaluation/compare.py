@@ -8,12 +8,12 @@ per kind, one column per run, with the best value of each row in bold.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from semlat.config import read_json_object
 from semlat.errors import ConfigError
 
 
@@ -24,11 +24,8 @@ def read_report(run: str | os.PathLike) -> dict[str, Any]:
         path = path / "report.json"
     if not path.is_file():
         raise ConfigError(f"{run}: no report.json (give a folder written by semlat eval recon/latents)")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable report ({type(err).__name__})") from None
-    if not isinstance(report, dict) or report.get("kind") not in ("reconstruction", "latents"):
+    report = read_json_object(path, "report")
+    if report.get("kind") not in ("reconstruction", "latents"):
         raise ConfigError(f"{path}: not a semlat evaluation report (kind {report.get('kind')!r})")
     return report
 

@@ -48,8 +48,10 @@ from torch import nn
 
 import semlat
 from semlat.audio.spectral import MelConfig, MelSpectrogram
+from semlat.config import read_json_object
 from semlat.errors import ConfigError, DataError
 from semlat.evaluation.judges import JUDGE_RATE, as_batch, error_rate, split_chars, split_phonemes
+from semlat.training.schedules import budget_progress, cosine_decay
 from semlat.utils.files import atomic_dir
 
 FORMAT = "semlat-ctc-judge/1"
@@ -380,11 +382,8 @@ def read_judge_info(folder: str | Path) -> dict[str, Any]:
     path = folder / JUDGE_JSON
     if not path.is_file():
         raise ConfigError(f"{folder} is not a CTC judge (no {JUDGE_JSON}; make one with `semlat judge train`)")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable judge description ({type(err).__name__})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    info = read_json_object(path, "judge description")
+    if info.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a {FORMAT} judge")
     return info
 
@@ -527,14 +526,10 @@ def evaluate(model: CTCRecognizer, items: Sequence[_Item], vocab: Sequence[str],
 
 def _learning_rate(opts: JudgeTrainOptions, step: int, elapsed: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine decay to ``final_lr_ratio * lr`` along the budget."""
-    progress = 0.0
-    if opts.max_steps:
-        progress = max(progress, step / opts.max_steps)
-    if opts.max_minutes:
-        progress = max(progress, elapsed / (60 * opts.max_minutes))
+    progress = budget_progress(step, elapsed, opts.max_steps, opts.max_minutes)
     if step < opts.warmup_steps and progress < 0.1:
         return opts.lr * (step + 1) / opts.warmup_steps
-    return opts.lr * (opts.final_lr_ratio + (1 - opts.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return cosine_decay(opts.lr, opts.final_lr_ratio, progress)
 
 
 def train_judge(manifest: str | Path, out: str | Path, *, units: str = "phonemes", max_minutes: float | None = 5.0,

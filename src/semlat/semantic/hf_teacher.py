@@ -44,7 +44,7 @@ and the windows are concatenated. Padding never reaches an item's features.
 Models run in their own dtype (``dtype="auto"``: the checkpoint's), in eval mode, without gradients;
 features come back as float32.
 
-WavLM-Large (the Semantic-VAE teacher, ``hf:/path/to/wavlm-large@23``; ``microsoft/wavlm-large``):
+WavLM-Large (the Semantic-VAE teacher, ``hf:/path/to/wavlm-large@23``, the released Large checkpoint):
 
 - ``config.json`` (last changed in commit 38b04af "correct", Dec 2021): ``model_type`` ``wavlm``,
   ``WavLMModel``, ``hidden_size`` 1024, ``num_hidden_layers`` 24 (so ``@23`` is the output of the

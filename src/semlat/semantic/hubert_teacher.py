@@ -61,8 +61,10 @@ from torch import nn
 import semlat
 from semlat.audio.io import load_audio
 from semlat.audio.spectral import MelConfig, MelSpectrogram
+from semlat.config import read_json_object
 from semlat.errors import ConfigError, DataError
 from semlat.semantic.teachers import Teacher, TeacherSpec
+from semlat.training.schedules import budget_progress, cosine_decay
 from semlat.utils.files import atomic_dir
 
 if TYPE_CHECKING:
@@ -492,15 +494,10 @@ def _learning_rate(opts: TeacherTrainOptions, step: int, elapsed: float) -> floa
     """Linear warm-up over ``warmup_steps`` (cut short at 10 % of the run, so a slow machine still
     leaves it), then a cosine decay to ``final_lr_ratio * lr`` along the run's progress (the larger of
     ``step / max_steps`` and ``elapsed / max_minutes``)."""
-    progress = 0.0
-    if opts.max_steps:
-        progress = max(progress, step / opts.max_steps)
-    if opts.max_minutes:
-        progress = max(progress, elapsed / (60 * opts.max_minutes))
+    progress = budget_progress(step, elapsed, opts.max_steps, opts.max_minutes)
     if step < opts.warmup_steps and progress < WARMUP_FRACTION:
         return opts.lr * max((step + 1) / opts.warmup_steps, progress / WARMUP_FRACTION)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return opts.lr * (opts.final_lr_ratio + (1 - opts.final_lr_ratio) * cosine)
+    return cosine_decay(opts.lr, opts.final_lr_ratio, progress)
 
 
 def _held_out(manifest: Manifest, opts: TeacherTrainOptions, labeler: _Labeler,
@@ -713,13 +710,9 @@ def read_teacher_info(folder: str | Path) -> dict[str, Any]:
     hint = "make one with `semlat teacher train`"
     if not path.is_file():
         raise ConfigError(f"{folder} is not a semlat teacher (no {TEACHER_JSON}; {hint})")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable teacher description ({type(err).__name__})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        found = info.get("format") if isinstance(info, dict) else None
-        raise ConfigError(f"{path}: not a semlat teacher (format {found!r}, expected {FORMAT!r})")
+    info = read_json_object(path, "teacher description")
+    if info.get("format") != FORMAT:
+        raise ConfigError(f"{path}: not a semlat teacher (format {info.get('format')!r}, expected {FORMAT!r})")
     for key in ("sample_rate", "frame_rate", "dim", "num_layers", "recommended_layer"):
         if isinstance(info.get(key), bool) or not isinstance(info.get(key), (int, float)):
             raise ConfigError(f"{path}: missing or invalid {key!r}")

@@ -7,6 +7,7 @@ missing fixture or synthesis tool skips the tests that need it, with the reason;
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -78,6 +79,55 @@ def demo_corpus(tmp_path_factory, synth_tools) -> Path:
     out = tmp_path_factory.mktemp("demo") / "corpus"
     make_demo_corpus(out, minutes=1.0, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ctc_judge(demo_corpus, tmp_path_factory) -> Path:
+    """An offline CTC phoneme judge trained for 3 steps on the demo corpus (32 channels, 1 block)."""
+    from semlat.evaluation.ctc_judge import train_judge
+
+    out = tmp_path_factory.mktemp("judge") / "ctc"
+    return train_judge(demo_corpus / "manifest.jsonl", out, max_steps=3, max_minutes=None, progress=False,
+                       channels=32, layers=1, batch_size=4, eval_seconds=0.0)
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2's byte-to-unicode table: the 256 symbols of a byte-level BPE vocabulary."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory):
+    """A random-weight Whisper with a byte-level tokenizer (no merges) built offline."""
+    import transformers
+
+    folder = tmp_path_factory.mktemp("whisper") / "tiny-whisper"
+    folder.mkdir()
+    vocab = {c: i for i, c in enumerate(_byte_symbols())}
+    for special in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"):
+        vocab[special] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    eot = "<|endoftext|>"
+    tokenizer = transformers.WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                              unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot)
+    processor = transformers.WhisperProcessor(feature_extractor=transformers.WhisperFeatureExtractor(feature_size=80),
+                                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    config = transformers.WhisperConfig(
+        vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+        max_source_positions=1500, max_target_positions=64, decoder_start_token_id=vocab["<|startoftranscript|>"],
+        eos_token_id=vocab[eot], pad_token_id=vocab[eot], bos_token_id=vocab[eot])
+    torch.manual_seed(0)
+    transformers.WhisperForConditionalGeneration(config).save_pretrained(folder)
+    return folder
 
 
 def save_tiny_wavlm(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:

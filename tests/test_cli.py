@@ -55,7 +55,7 @@ def test_info(tmp_path, capsys):
 
 def test_console_error_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "semlat.cli", "data", "stats", str(tmp_path / "none.jsonl")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("semlat: error:")
 

@@ -4,6 +4,7 @@ and one-line errors for bad arguments and bad audio."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,21 +89,31 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 def test_demo_main_job(synth_tools, tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--corpus-minutes", "0.5", "--teacher-minutes", "0.05",
-                 "--train-minutes", "0.02", "train.valid_every=2", "train.checkpoint_every=2",
-                 "train.num_workers=0", "data.batch_size=2", "train.progress=false"])
+                 "--train-minutes", "0.02", "--judge-minutes", "0.02", "train.valid_every=2",
+                 "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2", "train.progress=false"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     vanilla, semantic, dc_vae = report["models"]
     assert (vanilla["name"], semantic["name"], dc_vae["name"]) == ("vanilla", "semantic", "dc_vae")
     assert dc_vae["latent_dim"] == 80 and abs(dc_vae["frame_rate"] - 22050 / 4096) < 1e-9
     assert dc_vae["vocoder"] == "griffin_lim" and dc_vae["alignment_cosine"] is None
+    assert report["judge_label"].startswith("ctc-phonemes (offline") and 0 <= report["clean_per"]
     for m in report["models"]:
         assert m["steps"] >= 1
         assert (m["latent_dim"], m["frame_rate"]) == (16, 40.0) or m is dc_vae
         assert m["utterances"] >= 1 and m["unseen_speakers"]["utterances"] >= 1
-        assert all(item["output"].endswith(".wav") for item in m["items"])
+        assert m["per"] is not None and m["per"] >= 0 and m["stoi"] is not None
+        for kind in ("recon", "latents", "speech"):  # every latent space gets the full evaluation
+            assert json.loads((Path(m["evaluation"][kind]) / "report.json").read_text())["kind"] in (
+                "reconstruction", "latents", "tts")
+        assert (Path(m["evaluation"]["recon"]) / "spectrograms.png").is_file()
+        assert (Path(m["evaluation"]["latents"]) / "dimensions.png").is_file()
     assert vanilla["alignment_cosine"] is None and -1.0 <= semantic["alignment_cosine"] <= 1.0
     text = (out / "report.md").read_text()
     assert "| vanilla (wave_vae/tiny)" in text and "| semantic (semantic_vae/tiny)" in text
     assert "| dc_vae (mel_dcae/tiny)" in text
-    assert "report.md" in capsys.readouterr().out
+    for section in ("## Reconstruction", "## Latent diagnostics", "## Generated speech"):
+        assert section in text
+    assert "| figure | vanilla | semantic | dc_vae | clean audio | judge |" in text
+    printed = capsys.readouterr().out
+    assert "report.md" in printed and "clean test audio: PER" in printed

@@ -192,6 +192,8 @@ def test_eval_recon_end_to_end_and_resume(model_dir, corpus, tmp_path, capsys, o
     assert info.samplerate == 16000 and info.frames == 24000 and info.subtype == "FLOAT"
     md = (out / "report.md").read_text()
     assert "| metric | mean | 95 % CI |" in md and "Rejected inputs (1)" in md and "resemblyzer" in md
+    assert report["figures"] == {"spectrograms": "spectrograms.png"} and "](spectrograms.png)" in md
+    assert (out / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
 
     # A rerun resumes: nothing is recomputed and the rows stay as they were.
     rows_before = (out / "utterances.jsonl").read_text()

@@ -92,10 +92,8 @@ def test_error_rates_on_known_strings():
 # --- the offline CTC judge ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def ctc_folder(demo_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("judge") / "ctc"
-    return train_judge(demo_corpus / "manifest.jsonl", out, max_steps=3, max_minutes=None, progress=False,
-                       channels=32, layers=1, batch_size=4, eval_seconds=0.0)
+def ctc_folder(tiny_ctc_judge):
+    return tiny_ctc_judge
 
 
 def test_train_judge_writes_a_loadable_folder(ctc_folder, demo_corpus):
@@ -149,45 +147,6 @@ def test_wrong_specs_are_one_line_errors(tmp_path):
 
 
 # --- Hugging Face judges (tiny random weights) ----------------------------------------------
-
-def _byte_symbols() -> list[str]:
-    """GPT-2's byte-to-unicode table: the 256 symbols of a byte-level BPE vocabulary."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = list(printable), 0
-    for b in range(256):
-        if b not in printable:
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-@pytest.fixture(scope="module")
-def tiny_whisper(tmp_path_factory):
-    """A random-weight Whisper with a byte-level tokenizer (no merges) built offline."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("whisper") / "tiny-whisper"
-    folder.mkdir()
-    vocab = {c: i for i, c in enumerate(_byte_symbols())}
-    for special in ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"):
-        vocab[special] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    eot = "<|endoftext|>"
-    tokenizer = transformers.WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                                              unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot)
-    processor = transformers.WhisperProcessor(feature_extractor=transformers.WhisperFeatureExtractor(feature_size=80),
-                                              tokenizer=tokenizer)
-    processor.save_pretrained(folder)
-    config = transformers.WhisperConfig(
-        vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-        max_source_positions=1500, max_target_positions=64, decoder_start_token_id=vocab["<|startoftranscript|>"],
-        eos_token_id=vocab[eot], pad_token_id=vocab[eot], bos_token_id=vocab[eot])
-    torch.manual_seed(0)
-    transformers.WhisperForConditionalGeneration(config).save_pretrained(folder)
-    return folder
-
 
 def test_whisper_judge_transcribes_with_its_label(tiny_whisper):
     judge = load_asr_judge(f"whisper:{tiny_whisper}")
@@ -259,8 +218,12 @@ def test_write_alignments_for_the_phoneme_probe(ctc_folder, demo_corpus, tmp_pat
     assert written == len(rows) > 0 and isinstance(skipped, list)
     for row in rows:
         assert row["segments"] and all(0 <= a < b for _, a, b in row["segments"])
-    try:
-        from semlat.evaluation.latent_eval import read_alignments
-    except ImportError:
-        return
+    from semlat.cli import main
+    from semlat.evaluation.latent_eval import read_alignments
+
     assert len(read_alignments(out)) == written
+    cli_out = tmp_path / "cli.jsonl"
+    assert main(["judge", "align", str(ctc_folder), str(demo_corpus / "manifest.jsonl"), str(cli_out),
+                 "--split", "valid"]) == 0
+    assert cli_out.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+    assert main(["judge", "align", str(tmp_path), str(demo_corpus / "manifest.jsonl"), str(cli_out)]) == 1

@@ -176,7 +176,7 @@ def test_evaluate_latents_end_to_end(model_dir, tone_corpus, tmp_path, one_threa
     dims = report["dimensions"]
     assert dims["kl_source"] and len(dims["per_dim"]) == 16 and all(d["kl"] >= 0 for d in dims["per_dim"])
     assert set(report["robustness"]) == {"noise_40dB", "noise_30dB", "noise_20dB", "gain_x0.5", "gain_x2"}
-    assert set(report["figures"]) == {"speaker", "event", "phoneme"}
+    assert set(report["figures"]) == {"speaker", "event", "phoneme", "probes", "dimensions"}
     for file in report["figures"].values():
         assert (out / file).read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((out / "report.json").read_text())

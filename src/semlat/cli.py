@@ -337,9 +337,25 @@ def judge_train(manifest, out, units, max_minutes, max_steps, seed, device, thre
     click.echo(f"wrote judge {folder} ({training['steps']} steps, {training['minutes']:.1f} min): use ctc:{folder}")
 
 
+@judge.command("align")
+@click.argument("judge_folder", type=click.Path(file_okay=False))
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--split", default=None, help="Only this split of the manifest.")
+@click.option("--peaks", is_flag=True, help="Keep CTC's peaky segments instead of tiling the speech.")
+def judge_align(judge_folder, manifest, out, split, peaks) -> None:
+    """Force-align MANIFEST's phonemes (or text) with a CTC judge; write OUT for eval latents --alignments."""
+    from semlat.evaluation.ctc_judge import load_judge, write_alignments
+
+    written, skipped = write_alignments(load_judge(judge_folder), manifest, out, split=split, extend=not peaks)
+    click.echo(f"aligned {written} utterance(s) into {out}; skipped {len(skipped)}")
+    for reason in skipped[:5]:
+        click.echo(f"  skipped {reason}")
+
+
 @cli.group("eval")
 def eval_() -> None:
-    """Evaluate models (reconstruction metrics, latent diagnostics, comparisons)."""
+    """Evaluate models (reconstruction, latent diagnostics, generated speech and audio, comparisons)."""
 
 
 @eval_.command("compare")
@@ -409,15 +425,64 @@ def eval_latents(model, manifest, out, split, alignments, device, max_utterances
                f"{Path(out) / 'report.json'}")
 
 
+@eval_.command("tts")
+@click.argument("listing", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for utterances.jsonl and report.json/.md (a rerun resumes).")
+@click.option("--asr", default=None, help="ASR judge: whisper:/path or ctc:/path (WER/CER, or PER).")
+@click.option("--speaker", default=None, help="Speaker judge for SIM against each clip's prompt: "
+              "wavlm-sv:/path or resemblyzer.")
+@click.option("--reference", default=None, type=click.Path(),
+              help="Reference audio for FD: a folder, a JSONL list, or a .npz of saved statistics.")
+@click.option("--embedding", default=None,
+              help="Embedding model for FD: ctc:/path, panns:/file.pth or vggish:/file.pth "
+                   "(default: the ASR judge when it is ctc:).")
+@click.option("--pooling", type=click.Choice(["frames", "clip"]), default=None,
+              help="FD rows: every frame or one mean per clip (default: the embedding model's convention).")
+@click.option("--language", default="en-us", show_default=True, help="espeak-ng voice for target phonemes (PER).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per ASR call.")
+def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language, device, batch_size) -> None:
+    """Score generated speech in LISTING (JSONL: audio, text, [phonemes], [prompt]): WER/CER/PER, SIM, FD."""
+    from semlat.evaluation.generation_eval import evaluate_tts, metrics_table
+
+    report = evaluate_tts(listing, out, asr=asr, speaker=speaker, reference=reference, embedding=embedding,
+                          pooling=pooling, language=language, device=device, batch_size=batch_size)
+    click.echo(metrics_table(report), nl=False)
+    data = report["data"]
+    click.echo(f"scored {data['scored']} of {data['clips']} clip(s) ({report['run']['resumed']} resumed); "
+               f"report: {Path(out) / 'report.md'}, {Path(out) / 'report.json'}")
+
+
+@eval_.command("audio")
+@click.argument("generated", type=click.Path())
+@click.argument("reference", type=click.Path())
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.json/.md and both sets' statistics (.npz).")
+@click.option("--embedding", required=True, help="ctc:/path, panns:/file.pth or vggish:/file.pth.")
+@click.option("--pooling", type=click.Choice(["frames", "clip"]), default=None,
+              help="FD rows: every frame or one mean per clip (default: the embedding model's convention).")
+@click.option("--device", default="cpu", show_default=True)
+def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
+    """Fréchet distance between GENERATED and REFERENCE audio (folders, JSONL lists; REFERENCE may be a .npz)."""
+    from semlat.evaluation.generation_eval import evaluate_audio, metrics_table
+
+    report = evaluate_audio(generated, reference, out, embedding=embedding, pooling=pooling, device=device)
+    click.echo(metrics_table(report), nl=False)
+    click.echo(f"report: {Path(out) / 'report.md'}, {Path(out) / 'report.json'}")
+
+
 @cli.command("demo")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")
 @click.option("--teacher-minutes", type=float, default=3.0, show_default=True, help="Offline teacher training.")
 @click.option("--train-minutes", type=float, default=5.0, show_default=True,
               help="Training budget per autoencoder (three of them).")
+@click.option("--judge-minutes", type=float, default=3.0, show_default=True,
+              help="Offline CTC judge training (PER and the phoneme probe's alignments).")
 @click.argument("overrides", nargs=-1)
-def demo(out, corpus_minutes, teacher_minutes, train_minutes, overrides) -> None:
-    """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> held-out report.
+def demo(out, corpus_minutes, teacher_minutes, train_minutes, judge_minutes, overrides) -> None:
+    """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
     Extra key=value OVERRIDES go to all three training recipes (configs/wave_vae/tiny.yaml,
     semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. train.max_steps=500.
@@ -425,11 +490,16 @@ def demo(out, corpus_minutes, teacher_minutes, train_minutes, overrides) -> None
     from semlat.demo_run import run_demo
 
     report = run_demo(out, corpus_minutes=corpus_minutes, teacher_minutes=teacher_minutes,
-                      train_minutes=train_minutes, overrides=tuple(overrides))
+                      train_minutes=train_minutes, judge_minutes=judge_minutes, overrides=tuple(overrides))
+
+    def show(value, fmt):
+        return "n/a" if value is None else fmt.format(value)
+
     for m in report["models"]:
         cosine = "" if m["alignment_cosine"] is None else f", alignment cosine {m['alignment_cosine']:.3f}"
-        click.echo(f"{m['name']:8s} {m['steps']} steps: test mel distance {m['mel_distance']:.3f}, "
-                   f"SI-SDR {m['si_sdr']:.2f} dB{cosine}")
+        click.echo(f"{m['name']:8s} {m['steps']} steps: test mel distance {show(m['mel_distance'], '{:.3f}')}, "
+                   f"STOI {show(m['stoi'], '{:.3f}')}, PER {show(m['per'], '{:.1%}')}{cosine}")
+    click.echo(f"clean test audio: PER {show(report['clean_per'], '{:.1%}')} (offline judge)")
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 

@@ -104,7 +104,7 @@ def tool_versions() -> dict[str, str]:
     """Version strings of the synthesisers (recorded with the corpus: they determine the audio)."""
     out = {}
     for tool, flag in (("flite", "--version"), ("espeak-ng", "--version")):
-        proc = subprocess.run([tool, flag], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([tool, flag], capture_output=True, text=True, timeout=30, check=False)
         out[tool] = " ".join((proc.stdout or proc.stderr).split())[:120]
     return out
 
@@ -135,7 +135,7 @@ def plan(seed: int = 0, voices: tuple[DemoVoice, ...] = DEMO_VOICES) -> Iterator
 
 
 def _run(cmd: list[str]) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise SemlatError(f"{cmd[0]} failed (exit {proc.returncode}): {' '.join(proc.stderr.split())[:200]}")
     return proc.stdout

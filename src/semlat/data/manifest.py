@@ -125,7 +125,7 @@ class Manifest(Sequence[Utterance]):
         """Only the utterances whose ``split`` is one of ``names``."""
         unknown = set(names) - set(SPLITS)
         if unknown:
-            raise DataError(f"unknown split {sorted(unknown)[0]!r}; splits are {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {min(unknown)!r}; splits are {', '.join(SPLITS)}")
         return Manifest([u for u in self.utterances if u.split in names], self.root)
 
     def speakers(self) -> list[str]:

@@ -1,9 +1,11 @@
 """``semlat eval compare RUN...``: several evaluation reports side by side.
 
-Each RUN is an output folder of ``semlat eval recon`` or ``semlat eval latents`` (or its
-``report.json``). Reconstruction figures (mean and 95 % interval per metric) and latent figures
-(probe accuracies with their chance levels, latent size, active dimensions) become one Markdown table
-per kind, one column per run, with the best value of each row in bold.
+Each RUN is an output folder of ``semlat eval recon``, ``eval latents``, ``eval tts`` or ``eval audio``
+(or its ``report.json``). Reconstruction figures (mean and 95 % interval per metric), latent figures
+(probe accuracies with their chance levels, latent size, active dimensions) and generation figures
+(corpus error rates, SIM, FD, each with its judge) become one Markdown table per kind, one column per
+run, with the best value of each row in bold. Generation figures made by different judges are shown
+but not ranked: the row says they are not comparable.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from typing import Any
 from semlat.config import read_json_object
 from semlat.errors import ConfigError
 
+#: Report kinds and their section titles, in the order the comparison prints them.
+KINDS = {"reconstruction": "Reconstruction", "latents": "Latent diagnostics", "tts": "Generated speech",
+         "audio": "Generated audio"}
+
 
 def read_report(run: str | os.PathLike) -> dict[str, Any]:
     """The ``report.json`` of an evaluation folder (or the file itself); one-line errors otherwise."""
@@ -23,9 +29,9 @@ def read_report(run: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         path = path / "report.json"
     if not path.is_file():
-        raise ConfigError(f"{run}: no report.json (give a folder written by semlat eval recon/latents)")
+        raise ConfigError(f"{run}: no report.json (give a folder written by semlat eval recon/latents/tts/audio)")
     report = read_json_object(path, "report")
-    if report.get("kind") not in ("reconstruction", "latents"):
+    if report.get("kind") not in KINDS:
         raise ConfigError(f"{path}: not a semlat evaluation report (kind {report.get('kind')!r})")
     return report
 
@@ -36,6 +42,13 @@ def run_name(report: dict[str, Any], run: str | os.PathLike) -> str:
     if folder.parent.name == "checkpoints":
         return f"{folder.parent.parent.name}@{folder.name.removeprefix('step-').lstrip('0') or '0'}"
     return folder.name or str(run)
+
+
+def _source(report: dict[str, Any]) -> str:
+    if "model" in report:
+        return f"model `{report['model'].get('folder', '?')}`"
+    data = report.get("data", {})
+    return f"audio `{data.get('listing') or data.get('generated', '?')}`"
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -96,6 +109,40 @@ def latents_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def generation_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Markdown rows for ``eval tts`` / ``eval audio`` reports: error rates (corpus), SIM, FD, and the
+    judge behind each row (figures of different judges are not comparable; the row says so)."""
+    lines = ["| figure | " + " | ".join(name for name, _ in runs) + " | judge |", "|---|" + "---:|" * len(runs) + "---|"]
+    keys: list[str] = []
+    for _, report in runs:
+        keys += [k for k in (report.get("metrics") or {}) if k not in keys]
+    for key in [*keys, "fd"]:
+        cells, judges = [], []
+        for _, report in runs:
+            if key == "fd":
+                m = report.get("frechet")
+                value = None if not m else m["value"]
+                text = "—" if not m else f"{value:.3f} ({m['pooling']})"
+            else:
+                m = (report.get("metrics") or {}).get(key)
+                value = None if not m else (m.get("corpus") if m.get("corpus") is not None else m.get("mean"))
+                percent = key in ("wer", "cer", "per")
+                text = "—" if value is None else (f"{100 * value:.2f} %" if percent else _fmt(value))
+            cells.append((value, text))
+            if m:
+                judges.append(m["judge"])
+        if not judges:
+            continue
+        same = len(set(judges)) == 1
+        label = "FD" if key == "fd" else next(r["metrics"][key]["label"] for _, r in runs
+                                                if key in (r.get("metrics") or {}))
+        better = "lower" if key != "sim" else "higher"
+        shown = _bold_best(cells, better) if same else [text for _, text in cells]
+        judge = judges[0] if same else "differ: not comparable (" + "; ".join(sorted(set(judges))) + ")"
+        lines.append(f"| {label} {'↑' if better == 'higher' else '↓'} | " + " | ".join(shown) + f" | {judge} |")
+    return lines
+
+
 def compare_reports(runs: list[str | os.PathLike], names: list[str] | None = None) -> str:
     """Markdown with one table per report kind among ``runs``."""
     if not runs:
@@ -105,11 +152,12 @@ def compare_reports(runs: list[str | os.PathLike], names: list[str] | None = Non
     if len(labels) != len(loaded):
         raise ConfigError(f"{len(labels)} names for {len(loaded)} runs")
     sections = ["# semlat evaluation: comparison", ""]
-    for kind, title, table in (("reconstruction", "Reconstruction", reconstruction_table),
-                               ("latents", "Latent diagnostics", latents_table)):
+    tables = {"reconstruction": reconstruction_table, "latents": latents_table, "tts": generation_table,
+              "audio": generation_table}
+    for kind, title in KINDS.items():
+        table = tables[kind]
         chosen = [(label, report) for label, report in zip(labels, loaded) if report["kind"] == kind]
         if chosen:
             sections += [f"## {title}", "", *table(chosen), ""]
-    sources = [f"- {label}: `{run}` (model `{report.get('model', {}).get('folder', '?')}`)"
-               for label, report, run in zip(labels, loaded, runs)]
+    sources = [f"- {label}: `{run}` ({_source(report)})" for label, report, run in zip(labels, loaded, runs)]
     return "\n".join([*sections, *sources]) + "\n"

@@ -222,7 +222,8 @@ class CTCRecognizer(nn.Module):
         """Output frames for ``lengths [B]`` feature frames (the strided conv, padding 1, kernel 3)."""
         return torch.div(lengths - 1, self.config.stride, rounding_mode="floor") + 1
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's output before the classifier: ``h [B, T', C]`` (layer-normed) and ``lengths' [B]``."""
         out_lengths = self.output_lengths(lengths)
         x = F.gelu(self.conv_in(features))
         mask = (torch.arange(x.shape[-1], device=x.device)[None] < out_lengths[:, None]).to(x.dtype)
@@ -230,7 +231,11 @@ class CTCRecognizer(nn.Module):
         x = x * mask
         for block in self.blocks:
             x = block(x, mask)
-        return self.head(self.norm(rearrange(x, "b c t -> b t c"))).log_softmax(-1), out_lengths
+        return self.norm(rearrange(x, "b c t -> b t c")), out_lengths
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, out_lengths = self.hidden(features, lengths)
+        return self.head(h).log_softmax(-1), out_lengths
 
 
 class Features(nn.Module):
@@ -293,8 +298,7 @@ class CTCJudge:
         return tokenize(text, self.units)
 
     @torch.no_grad()
-    def log_probs(self, audio: Any, sample_rate: int) -> list[torch.Tensor]:
-        """Per item, the frame posteriors ``log_probs [T, V]`` (float32, CPU); ``T`` at 50 Hz."""
+    def _run(self, audio: Any, sample_rate: int, output: str) -> list[torch.Tensor]:
         signals = as_batch(audio, sample_rate, self.front.sample_rate)
         out: list[torch.Tensor] = []
         for start in range(0, len(signals), self.batch_size):
@@ -302,9 +306,20 @@ class CTCJudge:
                      for s in signals[start:start + self.batch_size]]
             wave, lengths = _pad(chunk, self.front.n_fft)
             feats, frames = self.features(wave.to(self.device), lengths.to(self.device))
-            lp, out_lengths = self.model(feats, frames)
-            out.extend(lp[i, :int(n)].float().cpu() for i, n in enumerate(out_lengths))
+            if output == "hidden":
+                y, out_lengths = self.model.hidden(feats, frames)
+            else:
+                y, out_lengths = self.model(feats, frames)
+            out.extend(y[i, :int(n)].float().cpu() for i, n in enumerate(out_lengths))
         return out
+
+    def log_probs(self, audio: Any, sample_rate: int) -> list[torch.Tensor]:
+        """Per item, the frame posteriors ``log_probs [T, V]`` (float32, CPU); ``T`` at 50 Hz."""
+        return self._run(audio, sample_rate, "log_probs")
+
+    def hidden_states(self, audio: Any, sample_rate: int) -> list[torch.Tensor]:
+        """Per item, the encoder's frames before the classifier ``[T, C]`` (float32, CPU; 50 Hz)."""
+        return self._run(audio, sample_rate, "hidden")
 
     def transcribe(self, audio: Any, sample_rate: int) -> list[str]:
         """One ``[N]`` signal or a list -> one greedy transcript per item (phonemes space-separated)."""

@@ -263,7 +263,10 @@ class WhisperJudge:
     def transcribe(self, audio: Any, sample_rate: int) -> list[str]:
         """One ``[N]`` signal or a list -> one transcript per item (greedy, special tokens removed)."""
         signals = as_batch(audio, sample_rate)
-        options: dict[str, Any] = {"do_sample": False, "num_beams": 1, "max_new_tokens": self.max_new_tokens}
+        # start, language, task and timestamp tokens take a few of the decoder's positions
+        room = int(getattr(self.model.config, "max_target_positions", 448)) - 8
+        options: dict[str, Any] = {"do_sample": False, "num_beams": 1,
+                                   "max_new_tokens": max(1, min(self.max_new_tokens, room))}
         if self.language and getattr(self.model.generation_config, "lang_to_id", None):
             options.update(language=self.language, task="transcribe")
         texts: list[str] = []

@@ -47,9 +47,10 @@ from semlat.checkpoints import WEIGHTS_NAME
 from semlat.data.manifest import Manifest
 from semlat.errors import AudioError, ConfigError, DataError
 from semlat.evaluation import latent_probes as P
-from semlat.evaluation.recon_eval import sha256_file
+from semlat.evaluation.plots import dimension_bars as plot_dimension_bars
+from semlat.evaluation.plots import probe_bars as plot_probe_bars
 from semlat.inference import Codec, load_codec
-from semlat.utils.files import atomic_write_text
+from semlat.utils.files import atomic_write_text, sha256_file
 
 #: Utterances the robustness check encodes (each six more times).
 ROBUST_UTTERANCES = 4
@@ -241,6 +242,10 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
         path = P.embedding_plot(np.stack([f for f, _ in frames]), [v for _, v in frames], out / "tsne_phoneme.png",
                                 "latent frames by phoneme", method=plot_method, seed=SEED)
         figures["phoneme"] = path.name
+
+    if any("accuracy" in p for p in probes.values()):
+        figures["probes"] = plot_probe_bars(probes, out / "probes.png", "linear probes on frozen latents").name
+    figures["dimensions"] = plot_dimension_bars(dims["per_dim"], out / "dimensions.png").name
 
     report = {
         "kind": "latents",

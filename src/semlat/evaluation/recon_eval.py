@@ -12,6 +12,7 @@ Outputs in ``out``:
 - ``utterances.jsonl``: one row per scored utterance, appended as each is done, so a rerun with the
   same model, manifest, split and metrics skips what is already there (resume);
 - ``run.json``: what the rows were computed with; a rerun of a different run into ``out`` is refused;
+- ``spectrograms.png``: log-mel of input and reconstruction for the first three utterances;
 - ``report.json``: every figure with its provenance (model folder and sha256 of its weights,
   manifest and its sha256, split, judges and their versions, semlat version, date), the per-metric
   aggregates and every row; ``report.md``: the same as a Markdown table. Both are written atomically.
@@ -30,11 +31,10 @@ receptive-field's worth of samples slightly (and all of them for models with glo
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -47,26 +47,19 @@ from semlat.audio.io import load_audio, save_audio
 from semlat.checkpoints import WEIGHTS_NAME
 from semlat.data.manifest import Manifest
 from semlat.errors import AudioError, ConfigError, DataError
-from semlat.evaluation.metrics import ALL, COLUMNS, MetricSuite, Score, parse_metrics
+from semlat.evaluation.metrics import ALL, COLUMNS, MetricInfo, MetricSuite, Score, parse_metrics
 from semlat.inference import Codec, load_codec
-from semlat.utils.files import atomic_write_text
+from semlat.utils.files import atomic_write_text, sha256_file
 
 ROWS_NAME = "utterances.jsonl"
 RUN_NAME = "run.json"
 CI_LEVEL = 0.95
 CI_RESAMPLES = 2000
 CI_SEED = 0
+#: Utterances drawn in spectrograms.png.
+SPECTROGRAM_ITEMS = 3
 #: What must match for a rerun into the same folder to resume.
 RUN_KEYS = ("model_sha256", "manifest", "split", "metrics", "f0_method", "precision", "sample_rate")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mean_ci(values: Sequence[float], level: float = CI_LEVEL, resamples: int = CI_RESAMPLES,
@@ -93,12 +86,17 @@ def mean_ci(values: Sequence[float], level: float = CI_LEVEL, resamples: int = C
     return mean, float(low), float(high)
 
 
-def _finite_or_none(value: float | None) -> float | None:
+def finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def aggregate(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per column: mean, 95 % bootstrap CI, std, median, n (defined), undefined count and reasons."""
+def aggregate(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+              infos: Mapping[str, MetricInfo] = COLUMNS) -> dict[str, dict[str, Any]]:
+    """Per column: mean, 95 % bootstrap CI, std, median, n (defined), undefined count and reasons.
+
+    ``infos`` describes each column (label, unit, range, direction); the reconstruction metrics'
+    :data:`~semlat.evaluation.metrics.COLUMNS` by default.
+    """
     out = {}
     for name in columns:
         values = [r["scores"].get(name) for r in rows]
@@ -109,13 +107,13 @@ def aggregate(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[st
             reason = r.get("undefined", {}).get(name)
             if reason:
                 reasons[reason] = reasons.get(reason, 0) + 1
-        info = COLUMNS[name]
+        info = infos[name]
         out[name] = {
             "label": info.label, "unit": info.unit, "range": info.range, "better": info.better,
             "group": info.group, "description": info.description,
-            "mean": _finite_or_none(mean), "ci95": [_finite_or_none(low), _finite_or_none(high)],
-            "std": _finite_or_none(float(np.std(finite, ddof=1))) if len(finite) > 1 else None,
-            "median": _finite_or_none(float(np.median(finite))) if finite else None,
+            "mean": finite_or_none(mean), "ci95": [finite_or_none(low), finite_or_none(high)],
+            "std": finite_or_none(float(np.std(finite, ddof=1))) if len(finite) > 1 else None,
+            "median": finite_or_none(float(np.median(finite))) if finite else None,
             "n": len(finite), "undefined": len(values) - len(finite), "undefined_reasons": reasons,
         }
     return out
@@ -140,7 +138,7 @@ def _items(manifest: Manifest) -> list[tuple[str, Path, float]]:
     return items
 
 
-def _read_rows(path: Path, ids: set[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+def read_rows(path: Path, ids: set[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Rows already done (valid, for a current id, with every column); rewrites the file if it dropped any."""
     if not path.exists():
         return {}
@@ -162,15 +160,16 @@ def _read_rows(path: Path, ids: set[str], columns: Sequence[str]) -> dict[str, d
     return rows
 
 
-def _check_run(out: Path, run: dict[str, Any]) -> None:
-    """Refuse to resume into a folder holding another run's rows; record this run's identity."""
+def check_run(out: Path, run: dict[str, Any], keys: Sequence[str] = RUN_KEYS) -> None:
+    """Refuse to resume into a folder holding another run's rows (one of ``keys`` differs); record
+    this run's identity in ``run.json``."""
     path = out / RUN_NAME
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ConfigError(f"{path}: unreadable; delete it or choose another --out") from None
-        for key in RUN_KEYS:
+        for key in keys:
             if old.get(key) != run.get(key):
                 raise ConfigError(f"{out}: holds an evaluation with a different {key} ({old.get(key)!r}, now "
                                   f"{run.get(key)!r}); choose another --out or delete it")
@@ -203,7 +202,7 @@ def _row(item_id: str, path: Path, out: Path, recon: torch.Tensor, reference: to
         save_audio(out / relative, recon, sr, subtype="FLOAT")
     return {"id": item_id, "audio": str(path), "reconstruction": relative,
             "duration": round(reference.shape[-1] / sr, 6),
-            "scores": {k: _finite_or_none(v) for k, v in scores.items()},
+            "scores": {k: finite_or_none(v) for k, v in scores.items()},
             "undefined": {k: v.reason or "undefined" for k, v in scores.items() if not math.isfinite(v)}}
 
 
@@ -236,11 +235,11 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
            "manifest": str(Path(manifest).resolve()), "split": split, "metrics": list(groups),
            "f0_method": f0_method, "precision": precision, "sample_rate": sr}
     out.mkdir(parents=True, exist_ok=True)
-    _check_run(out, run)
+    check_run(out, run)
 
     items = _items(data)
     rows_path = out / ROWS_NAME
-    done = _read_rows(rows_path, {i for i, _, _ in items}, suite.columns)
+    done = read_rows(rows_path, {i for i, _, _ in items}, suite.columns)
     pending = [item for item in items if item[0] not in done]
     if batch_size > 1:
         pending.sort(key=lambda item: item[2])
@@ -267,6 +266,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
             bar.update(len(batch))
 
     rows = [done[i] for i, _, _ in items if i in done]
+    figures = {"spectrograms": spectrogram_figure(rows, out, sr)} if rows else {}
     space = codec.space
     report = {
         "kind": "reconstruction",
@@ -285,6 +285,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
         },
         "judges": suite.judges,
         "metrics": aggregate(rows, suite.columns),
+        "figures": {k: v for k, v in figures.items() if v},
         "rejects": rejects,
         "run": {"computed": computed, "resumed": len(rows) - computed, "rows": ROWS_NAME},
         "utterances": rows,
@@ -292,6 +293,25 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", markdown_report(report))
     return report
+
+
+def spectrogram_figure(rows: Sequence[dict[str, Any]], out: Path, sample_rate: int,
+                       count: int = SPECTROGRAM_ITEMS) -> str | None:
+    """``spectrograms.png``: input vs reconstruction for the first ``count`` rows with audio; its name."""
+    from semlat.evaluation.plots import spectrogram_comparison
+
+    items = []
+    for row in rows:
+        if row.get("reconstruction") and len(items) < count:
+            try:
+                reference, _ = load_audio(row["audio"], sample_rate)
+                estimate, _ = load_audio(out / row["reconstruction"], sample_rate)
+            except AudioError:
+                continue
+            items.append((row["id"], reference[0].numpy(), estimate[0].numpy()))
+    if not items:
+        return None
+    return spectrogram_comparison(items, sample_rate, out / "spectrograms.png").name
 
 
 def _fmt(value: float | None) -> str:
@@ -333,6 +353,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     if undefined:
         lines += ["", "Undefined scores (left out of the means):", ""]
         lines += [f"- {label}: {count} x {reason}" for label, reason, count in undefined]
+    if report.get("figures", {}).get("spectrograms"):
+        lines += ["", f"![input vs reconstruction]({report['figures']['spectrograms']})"]
     if report["rejects"]:
         lines += ["", f"Rejected inputs ({len(report['rejects'])}):", ""]
         lines += [f"- `{r['id']}`: {r['reason']}" for r in report["rejects"]]

@@ -314,9 +314,9 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                     saved_at = self.step
-                if cfg.max_minutes is not None:
-                    if any_rank(time.monotonic() - started > 60 * cfg.max_minutes, self.dist):
-                        break
+                if cfg.max_minutes is not None and any_rank(time.monotonic() - started > 60 * cfg.max_minutes,
+                                                            self.dist):
+                    break
             if saved_at != self.step:
                 self.save_checkpoint()
         finally:

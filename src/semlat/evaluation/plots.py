@@ -25,13 +25,13 @@ N_MELS = 80
 DYNAMIC_RANGE_DB = 80.0
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float, layout: str | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100)
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
@@ -58,7 +58,7 @@ def spectrogram_comparison(items: Sequence[tuple[str, Any, Any]], sample_rate: i
     on one shared colour scale per row (the row's loudest bin is 0 dB)."""
     if not items:
         raise ValueError("no items to plot")
-    fig = _figure(12, 2.6 * len(items))
+    fig = _figure(12, 2.6 * len(items), layout="constrained")
     axes = fig.subplots(len(items), 2, squeeze=False)
     seconds_per_frame = HOP / sample_rate
     for row, (title, reference, estimate) in enumerate(items):
@@ -73,10 +73,9 @@ def spectrogram_comparison(items: Sequence[tuple[str, Any, Any]], sample_rate: i
             ax.set_ylabel("mel band", fontsize=8)
             ax.tick_params(labelsize=7)
         fig.colorbar(image, ax=list(axes[row]), fraction=0.02, pad=0.01, label="dB")
-    fig.set_layout_engine("none")
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
+        fig.savefig(tmp, format="png")
     return path
 
 

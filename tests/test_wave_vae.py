@@ -331,6 +331,49 @@ def test_latent_norm_and_sigma_noise_options():
     assert not torch.allclose(a, c)  # sigma-VAE noise in training
 
 
+def test_logvar_init_option():
+    """``logvar_init`` starts every posterior log-variance at the given value (narrow posterior); the
+    default keeps PyTorch's init (log-variances spread around 0); the option survives config.json."""
+    torch.manual_seed(0)
+    audio = 0.1 * torch.randn(2, 1, 1600)
+    narrow = WaveVAE(dataclasses.replace(WaveVAEConfig.tiny(), logvar_init=-6.0))
+    _, logvar = narrow.posterior(audio)
+    torch.testing.assert_close(logvar, torch.full_like(logvar, -6.0))
+    out = narrow(audio, eps=torch.ones(2, 16, 4))
+    torch.testing.assert_close(out["z"], out["mu"] + torch.exp(torch.tensor(-3.0)))
+    _, default_logvar = WaveVAE(WaveVAEConfig.tiny()).posterior(audio)
+    assert default_logvar.abs().max() < 3 and default_logvar.std() > 0
+    again = WaveVAE.from_config(dataclasses.asdict(narrow.config))
+    assert again.config.logvar_init == -6.0
+
+
+def test_mel_encoder_option():
+    """The log-mel + ConvNeXt encoder: latent shape and rate as the DAC encoder's, gradients reach it,
+    it is used instead of the DAC encoder, and the config survives config.json."""
+    from semlat.autoencoders.wave_vae import MelEncoder, MelEncoderConfig
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(WaveVAEConfig.tiny(), encoder_out_dim=64,
+                                 mel_encoder=MelEncoderConfig(n_mels=20, channels=32, hidden=64, layers=1))
+    model = WaveVAE(config)
+    assert isinstance(model.encoder, MelEncoder)
+    audio = 0.1 * torch.randn(2, 1, 1800)  # padded to 2000 samples: 5 frames
+    out = model(audio)
+    assert out["mu"].shape == (2, 16, 5) and out["encoder_out"].shape == (2, 64, 5)
+    assert out["audio"].shape == audio.shape
+    out["audio"].square().mean().backward()
+    assert model.encoder.out.weight.grad.abs().sum() > 0
+    # the latent of a frame depends on that frame's audio (the mel frames are stacked per latent frame)
+    changed = audio.clone()
+    changed[..., 1200:1600] = 0
+    mu_a, mu_b = model.encode(audio), model.encode(changed)
+    assert not torch.allclose(mu_a[..., 3], mu_b[..., 3])
+    again = WaveVAE.from_config(json.loads(json.dumps(dataclasses.asdict(config))))
+    assert again.config.mel_encoder == config.mel_encoder
+    with pytest.raises(ConfigError, match="frames_per_latent"):
+        WaveVAE(dataclasses.replace(config, mel_encoder=MelEncoderConfig(frames_per_latent=3)))
+
+
 def test_istft_decoder_option():
     """The tiny config's Vocos-style decoder: exact output length, bounded output, gradients, and a
     config that survives config.json (asdict -> from_config)."""

@@ -5,6 +5,9 @@
     audio [B, 1, N] --encoder--> [B, C, T] --pre_block (AttnProjection)--> [B, T, D]
         --fc_mu / fc_var--> mu, logvar (clamped to +-12) --reparameterize--> z --decoder (BigVGAN)--> [B, 1, T*hop]
 
+The tiny CPU configuration swaps both ends for frame-rate networks that learn in minutes: a log-mel +
+ConvNeXt encoder (:class:`MelEncoder`, ``mel_encoder``) and a Vocos-style iSTFT decoder (``istft_decoder``).
+
 Submodules carry the reference's checkpoint names: ``encoder``, ``pre_block``, ``fc_mu``, ``fc_var``,
 ``decoder`` and, when a regulator is configured, ``projectors`` (the alignment projector that the
 training loss uses; the forward pass never calls it). Inside, the bottleneck is time-major like the
@@ -71,6 +74,51 @@ def _paper_decoder(latent_dim: int) -> BigVGANConfig:
 
 
 @dataclass
+class MelEncoderConfig:
+    """A log-mel front-end encoder (the tiny CPU config's choice instead of the DAC convolutions).
+
+    ``audio --log-mel (n_fft = 4 hop', hop' = hop / frames_per_latent, n_mels)--> stack
+    frames_per_latent frames per latent frame --ConvNeXt (channels, hidden, layers)--> Conv1d(k3)
+    --> [B, encoder_out_dim, N / hop]``. It runs at the latent rate, so it costs a fraction of the
+    waveform-rate convolutions and starts from features where formants are already visible.
+    """
+
+    n_mels: int = 80
+    frames_per_latent: int = 4
+    channels: int = 256
+    hidden: int = 768
+    layers: int = 4
+
+
+class MelEncoder(nn.Module):
+    """``[B, 1, N] -> [B, out_dim, N / hop]`` (N a multiple of ``hop``); see :class:`MelEncoderConfig`."""
+
+    def __init__(self, sample_rate: int, hop_length: int, out_dim: int, config: MelEncoderConfig):
+        super().__init__()
+        from semlat.audio.spectral import MelConfig, MelSpectrogram
+        from semlat.nn.convnext import ConvNeXtBackbone
+
+        if hop_length % config.frames_per_latent:
+            raise ConfigError(f"mel encoder: hop {hop_length} is not a multiple of frames_per_latent "
+                              f"{config.frames_per_latent}")
+        self.config = config
+        hop = hop_length // config.frames_per_latent
+        self.mel = MelSpectrogram(MelConfig(n_fft=4 * hop, hop_length=hop, center=True, pad_mode="reflect",
+                                            power=1.0, sample_rate=sample_rate, n_mels=config.n_mels,
+                                            log="ln", clamp_min=1e-5))
+        self.backbone = ConvNeXtBackbone(config.n_mels * config.frames_per_latent, config.channels,
+                                         config.hidden, config.layers)
+        self.out = nn.Conv1d(config.channels, out_dim, 3, padding=1)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        k = self.config.frames_per_latent
+        frames = audio.shape[-1] // (self.mel.config.hop_length * k) * k
+        mel = self.mel(audio[:, 0].float())[..., :frames]  # [B, n_mels, frames]
+        x = rearrange(mel, "b m (t k) -> b (k m) t", k=k)
+        return self.out(self.backbone(x))
+
+
+@dataclass
 class WaveVAEConfig:
     """Waveform VAE hyper-parameters in semlat's vocabulary (reference names in brackets).
 
@@ -95,6 +143,12 @@ class WaveVAEConfig:
             tiny CPU config's choice, since it learns harmonics in minutes where BigVGAN needs hours.
         noise_max_std: σ-VAE noise: in training, the decoded latent gets ``std * N(0, 1)`` with one
             ``std ~ U(0, noise_max_std)`` per sample (0: off).
+        mel_encoder: when set, a log-mel + ConvNeXt encoder (:class:`MelEncoder`) replaces the DAC
+            convolutions (``encoder_dim`` is then unused; the hop is still ``prod(encoder_rates)``).
+        logvar_init: when set, ``fc_var`` starts with zero weights and this bias, so every posterior
+            log-variance starts there instead of near 0 (std 1, as large as the prior): a negative value
+            (the tiny config's -6, std 0.05) lets the decoder see informative latents from the first
+            step instead of waiting for the posterior to narrow. None: PyTorch's default init.
 
     The defaults are the published vae64 model (see :meth:`paper`).
     """
@@ -113,6 +167,8 @@ class WaveVAEConfig:
     latent_norm: bool = False
     noise_max_std: float = 0.0
     istft_decoder: ISTFTDecoderConfig | None = None
+    logvar_init: float | None = None
+    mel_encoder: MelEncoderConfig | None = None
 
     def __post_init__(self) -> None:
         self.encoder_rates = tuple(int(r) for r in self.encoder_rates)
@@ -124,6 +180,8 @@ class WaveVAEConfig:
             self.istft_decoder = _checked(ISTFTDecoderConfig, self.istft_decoder, "WaveVAE config 'istft_decoder'")
         if self.istft_decoder is not None:
             self.istft_decoder.istft_hop(self.hop_length)
+        if isinstance(self.mel_encoder, Mapping):
+            self.mel_encoder = _checked(MelEncoderConfig, self.mel_encoder, "WaveVAE config 'mel_encoder'")
         if isinstance(self.regulator, Mapping):
             self.regulator = _checked(RegulatorConfig, self.regulator, "WaveVAE config 'regulator'")
         if self.regulator is not None and self.regulator.channels is None:
@@ -171,10 +229,16 @@ class WaveVAE(nn.Module):
     def __init__(self, config: WaveVAEConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config.encoder_dim, config.encoder_rates, config.encoder_out_dim)
+        if config.mel_encoder is not None:
+            self.encoder = MelEncoder(config.sample_rate, config.hop_length, config.encoder_out_dim, config.mel_encoder)
+        else:
+            self.encoder = Encoder(config.encoder_dim, config.encoder_rates, config.encoder_out_dim)
         self.pre_block = AttnProjection(config.encoder_out_dim, config.latent_dim, config.attn_heads)
         self.fc_mu = nn.Linear(config.latent_dim, config.latent_dim)
         self.fc_var = nn.Linear(config.latent_dim, config.latent_dim)
+        if config.logvar_init is not None:
+            nn.init.zeros_(self.fc_var.weight)
+            nn.init.constant_(self.fc_var.bias, config.logvar_init)
         input_layer = None
         if config.decoder_input == "attn_proj":
             input_layer = AttnProjection(config.latent_dim, config.decoder.upsample_initial_channel,

@@ -29,6 +29,7 @@ from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance, si_sdr
 from semlat.losses.discriminators import WaveDiscriminator, WaveDiscriminatorConfig
 from semlat.losses.mel import SEMANTIC_VAE_MELS, SEMANTIC_VAE_WINDOWS, MultiScaleMelLoss
+from semlat.losses.phase import ComplexSTFTLoss, PhaseLoss
 from semlat.training.logging import RunLogger
 from semlat.training.recipes.gan import GANRecipe
 from semlat.training.settings import AudioDataConfig, OptimizerConfig, TrainConfig
@@ -40,6 +41,19 @@ class WaveVAELossConfig:
 
     ``dispersive`` weights DC-Speech-VAE's dispersive loss on the posterior means (0: off; negatives
     from every rank with ``dispersive_gather``), so teacher alignment and dispersion combine.
+
+    Phase-aware terms (all 0: off, as in the paper), over STFTs with the window lengths ``stft_windows``
+    (:mod:`semlat.losses.phase`):
+
+    - ``phase``: APNet's anti-wrapped instantaneous-phase, group-delay and instantaneous-frequency
+      losses (:class:`~semlat.losses.phase.PhaseLoss`, magnitude-weighted), the first scaled by
+      ``phase_ip_weight``;
+    - ``complex_stft``: L1 between the magnitude-compressed complex spectra
+      (:class:`~semlat.losses.phase.ComplexSTFTLoss`);
+    - ``waveform``: L1 between the waveforms.
+
+    The mel loss ignores phase; these terms give an iSTFT decoder's phase a direct target from the
+    first step, before (or without) a discriminator.
     """
 
     mel: float = 15.0
@@ -51,6 +65,11 @@ class WaveVAELossConfig:
     disc_start_step: int = 0
     mel_windows: tuple[int, ...] = SEMANTIC_VAE_WINDOWS
     mel_bands: tuple[int, ...] = SEMANTIC_VAE_MELS
+    phase: float = 0.0
+    phase_ip_weight: float = 1.0
+    complex_stft: float = 0.0
+    waveform: float = 0.0
+    stft_windows: tuple[int, ...] = (512, 256, 128)
 
 
 @dataclass
@@ -102,6 +121,10 @@ class WaveVAERecipe(GANRecipe):
         loss = config.loss
         self.mel_loss = MultiScaleMelLoss(sample_rate=config.model.sample_rate, window_lengths=loss.mel_windows,
                                           n_mels=loss.mel_bands).to(trainer.device)
+        self.phase_loss = (PhaseLoss(loss.stft_windows, ip_weight=loss.phase_ip_weight).to(trainer.device)
+                           if loss.phase > 0 else None)
+        self.complex_stft_loss = (ComplexSTFTLoss(loss.stft_windows).to(trainer.device)
+                                  if loss.complex_stft > 0 else None)
         self._valid_batch: dict[str, Any] | None = None
 
     def build_modules(self) -> dict[str, nn.Module]:
@@ -121,6 +144,12 @@ class WaveVAERecipe(GANRecipe):
     def reconstruction_terms(self, batch, out, fake, real):
         w = self.config.loss
         terms = [("mel", self.mel_loss(fake.float(), real), w.mel), ("kl", out["kl"].float(), w.kl)]
+        if self.phase_loss is not None:
+            terms.append(("phase", self.phase_loss(fake.float(), real), w.phase))
+        if self.complex_stft_loss is not None:
+            terms.append(("complex_stft", self.complex_stft_loss(fake.float(), real), w.complex_stft))
+        if w.waveform > 0:
+            terms.append(("waveform", (fake.float() - real).abs().mean(), w.waveform))
         if w.dispersive > 0:
             terms.append(("dispersive", dispersive_loss(out["mu"].float(), gather=w.dispersive_gather), w.dispersive))
         return terms

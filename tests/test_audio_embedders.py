@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 
+from semlat.checkpoints import read_foreign_weights
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation import panns, vggish
 
@@ -221,7 +222,7 @@ def test_panns_errors_are_one_line_and_name_the_file(tiny_cnn14, tmp_path):
 def test_weights_only_load_refuses_arbitrary_objects(tmp_path):
     torch.save({"model": {"w": torch.zeros(1)}, "cfg": ConfigError("x")}, tmp_path / "obj.pth")
     with pytest.raises(CheckpointError, match="cannot read as a weights-only torch file"):
-        panns.read_weights(tmp_path / "obj.pth")
+        read_foreign_weights(tmp_path / "obj.pth")
 
 
 # --- VGGish -----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -172,27 +173,52 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.to(device).eval()
 
 
-def read_foreign_weights(path: str | os.PathLike) -> dict[str, Any]:
+_NUMPY_DTYPES = ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType", "UInt32DType",
+                 "Int64DType", "UInt64DType", "LongDType", "ULongDType", "LongLongDType", "ULongLongDType",
+                 "Float16DType", "Float32DType", "Float64DType")
+
+
+def _numpy_globals() -> list[Any]:
+    """numpy's array, dtype and scalar constructors (under the numpy 1 and numpy 2 pickle names): all a
+    pickled numeric array needs (released PANNs files hold their sampler state as arrays; VGGish's PCA
+    file is arrays), and nothing that runs other code."""
+    multiarray = (getattr(np, "_core", None) or np.core).multiarray
+    allowed: list[Any] = [np.ndarray, np.dtype]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    dtypes = getattr(np, "dtypes", None)
+    allowed += [getattr(dtypes, name) for name in _NUMPY_DTYPES if hasattr(dtypes, name)]
+    return allowed
+
+
+def read_foreign_weights(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
     """Read a released checkpoint file (``.safetensors``, or ``.pt``/``.pth``/``.bin`` through
-    ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects)."""
+    ``torch.load(weights_only=True)`` with numpy arrays allowed, which refuses any other pickled
+    object); every failure is a one-line CheckpointError naming the file (``what`` names its kind)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: no such {what} file")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+        raise CheckpointError(f"{path}: {what} file is empty (0 bytes)")
     if path.suffix == ".safetensors":
         try:
             return dict(load_file(str(path)))
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path}: unreadable safetensors file ({err})") from None
+            raise CheckpointError(f"{path}: unreadable safetensors file ({_first_line(err)})") from None
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({first})") from None
+        with torch.serialization.safe_globals(_numpy_globals()):
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
+            AttributeError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({_first_line(err)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
     return data
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def unwrap_state_dict(data: Mapping[str, Any], wrappers: tuple[str, ...] = ("state_dict", "generator",

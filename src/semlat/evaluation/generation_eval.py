@@ -47,6 +47,7 @@ from semlat.errors import AudioError, ConfigError, DataError, ToolMissingError
 from semlat.evaluation.embedders import default_pooling, embed_set, load_audio_embedder
 from semlat.evaluation.frechet import EmbeddingStats, frechet_distance
 from semlat.evaluation.judges import (
+    JUDGE_RATE,
     ASRJudge,
     SpeakerJudge,
     edit_distance,
@@ -57,12 +58,11 @@ from semlat.evaluation.judges import (
     split_phonemes,
 )
 from semlat.evaluation.metrics import MetricInfo
-from semlat.evaluation.recon_eval import aggregate, check_run, finite_or_none, read_rows
+from semlat.evaluation.recon_eval import aggregate, batches, check_run, finite_or_none, output_folder, read_rows
 from semlat.utils.files import atomic_write_text, sha256_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 ROWS_NAME = "utterances.jsonl"
-JUDGE_RATE = 16000
 TTS_RUN_KEYS = ("listing_sha256", "asr", "speaker")
 
 TTS_COLUMNS = MappingProxyType({info.name: info for info in (
@@ -171,11 +171,6 @@ def score_transcript(hypothesis: str, target: str, kind: str) -> tuple[float, in
     hyp, ref = _units(kind, hypothesis), _units(kind, target)
     edits = edit_distance(hyp, ref)
     return (edits / len(ref) if ref else math.nan), edits, len(ref)
-
-
-def _batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _tts_row(item: ListedAudio, audio: np.ndarray, hypothesis: str | None, columns: Sequence[str],
@@ -303,9 +298,7 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     items = read_audio_list(listing)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
+    out = output_folder(out)
     asr_judge = load_asr_judge(asr, device=device) if asr else None
     speaker_judge = load_speaker_judge(speaker, device=device) if speaker else None
     columns = asr_columns(asr_judge) + (["sim"] if speaker_judge else [])
@@ -326,7 +319,7 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
     computed = 0
     with rows_path.open("a", encoding="utf-8") as rows_file, \
             tqdm(total=len(pending), desc="scoring", unit="clip", disable=not progress or not pending) as bar:
-        for batch in _batches(pending if columns else [], batch_size):
+        for batch in batches(pending if columns else [], batch_size):
             loaded = []
             for item in batch:
                 try:
@@ -381,9 +374,7 @@ def evaluate_audio(generated: str | os.PathLike, reference: str | os.PathLike, o
                    embedding: str, pooling: str | None = None, device: str = "cpu",
                    progress: bool = True) -> dict[str, Any]:
     """Fréchet distance between generated audio and a reference set (folders, lists or a ``.npz``)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
+    out = output_folder(out)
     items = collect_audio(generated)
     out.mkdir(parents=True, exist_ok=True)
     frechet = frechet_section(items, reference, embedding, out, pooling=pooling, device=device, progress=progress)

@@ -49,6 +49,7 @@ from semlat.errors import AudioError, ConfigError, DataError
 from semlat.evaluation import latent_probes as P
 from semlat.evaluation.plots import dimension_bars as plot_dimension_bars
 from semlat.evaluation.plots import probe_bars as plot_probe_bars
+from semlat.evaluation.recon_eval import output_folder
 from semlat.inference import Codec, load_codec
 from semlat.utils.files import atomic_write_text, sha256_file
 
@@ -157,9 +158,7 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
                      progress: bool = True) -> dict[str, Any]:
     """Diagnose the latents of the model folder on ``manifest`` (see the module docstring); write
     ``out/report.json``, ``out/report.md`` and the PNGs, and return the report dict."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
+    out = output_folder(out)
     data = Manifest.read(manifest, split=split)
     if not len(data):
         raise DataError(f"{manifest}: no utterances in split {split!r}")

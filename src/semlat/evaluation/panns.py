@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +49,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from semlat.audio.filterbanks import mel_filterbank
+from semlat.checkpoints import check_state_dict, read_foreign_weights, unwrap_state_dict
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.metrics import as_signal, resample_to
 from semlat.utils.files import sha256_file
@@ -226,84 +223,6 @@ class Cnn14(nn.Module):
 
 # --- checkpoint files -------------------------------------------------------------------------
 
-_NUMPY_DTYPES = ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType", "UInt32DType",
-                 "Int64DType", "UInt64DType", "LongDType", "ULongDType", "LongLongDType", "ULongLongDType",
-                 "Float16DType", "Float32DType", "Float64DType")
-
-
-def _numpy_globals() -> list[Any]:
-    """numpy's array, dtype and scalar constructors (under the numpy 1 and numpy 2 pickle names):
-    all a pickled numeric array needs, and nothing that runs other code."""
-    multiarray = (getattr(np, "_core", None) or np.core).multiarray
-    allowed: list[Any] = [np.ndarray, np.dtype]
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
-    dtypes = getattr(np, "dtypes", None)
-    allowed += [getattr(dtypes, name) for name in _NUMPY_DTYPES if hasattr(dtypes, name)]
-    return allowed
-
-
-def read_weights(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
-    """Read a ``.safetensors`` file or a ``.pth``/``.pt`` through ``torch.load(weights_only=True)``
-    (numpy arrays allowed, nothing else); any failure is a one-line :class:`CheckpointError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such {what} file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: {what} file is empty (0 bytes)")
-    if path.suffix == ".safetensors":
-        try:
-            return dict(load_file(str(path)))
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path}: unreadable safetensors file ({_first_line(err)})") from None
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
-            AttributeError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({_first_line(err)})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a dict, found {type(data).__name__}")
-    return data
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def unwrap(data: Mapping[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensor dict of a bare state dict or one wrapped as ``{"model": ...}`` / ``{"state_dict": ...}``
-    (other top-level entries, such as the PANNs sampler state, are ignored when wrapped)."""
-    for key in ("model", "state_dict"):
-        inner = data.get(key)
-        if isinstance(inner, Mapping):
-            return unwrap(inner, path)
-    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-    others = sorted(k for k in data if k not in tensors)
-    if not tensors:
-        raise CheckpointError(f"{path}: no state dict found (top-level keys: {', '.join(sorted(data)[:8])})")
-    if others:
-        raise CheckpointError(f"{path}: state dict has non-tensor entries: {', '.join(others[:8])}")
-    return tensors
-
-
-def check_keys(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
-               path: str | os.PathLike) -> None:
-    """One-line :class:`CheckpointError` naming missing, unexpected and mis-shaped keys of ``state``."""
-    def listing(keys: list[str]) -> str:
-        return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-             for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems = [f"{len(keys)} {kind}: {listing(keys)}" for kind, keys in
-                (("missing key(s)", missing), ("unexpected key(s)", unexpected), ("wrong shape(s)", wrong)) if keys]
-    if problems:
-        raise CheckpointError(f"{path}: does not fit the model: " + "; ".join(problems))
-
-
 def _variant_of(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> FrontEnd:
     key = "spectrogram_extractor.stft.conv_real.weight"
     if key not in state:
@@ -326,13 +245,13 @@ def from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
             ``.safetensors`` in the reference key format.
         sample_rate: if given, the checkpoint must be the variant for this rate (ConfigError otherwise).
     """
-    state = unwrap(read_weights(path), path)
+    state = unwrap_state_dict(read_foreign_weights(path), ("model", "state_dict"), where=str(path))
     front = _variant_of(state, path)
     if sample_rate is not None and sample_rate != front.sample_rate:
         raise ConfigError(f"{path}: this Cnn14 is the {front.sample_rate} Hz variant (n_fft={front.n_fft}), "
                           f"not {sample_rate} Hz")
     model = Cnn14(front)
-    check_keys(model.state_dict(), state, path)
+    check_state_dict(model.state_dict(), state, str(path))
     for part in ("real", "imag"):
         key = f"spectrogram_extractor.stft.conv_{part}.weight"
         want = dict(zip(("real", "imag"), windowed_dft(front.n_fft)))[part]

@@ -178,9 +178,18 @@ def check_run(out: Path, run: dict[str, Any], keys: Sequence[str] = RUN_KEYS) ->
     atomic_write_text(path, json.dumps(run, indent=2) + "\n")
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
+def batches(items: list, size: int) -> Iterator[list]:
+    """Consecutive slices of ``items`` of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def output_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a Path; a one-line ConfigError when it exists and is not a folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
+    return out
 
 
 def _reconstruct(codec: Codec, audios: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -221,9 +230,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     groups = parse_metrics(metrics)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
+    out = output_folder(out)
     data = Manifest.read(manifest, split=split)
     if not len(data):
         raise DataError(f"{manifest}: no utterances in split {split!r}")
@@ -247,7 +254,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
     computed = 0
     with rows_path.open("a", encoding="utf-8") as rows_file, \
             tqdm(total=len(pending), desc="evaluating", unit="utt", disable=not progress or not pending) as bar:
-        for batch in _batches(pending, batch_size):
+        for batch in batches(pending, batch_size):
             loaded = []
             for item_id, path, _ in batch:
                 try:

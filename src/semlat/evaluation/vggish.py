@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from semlat.checkpoints import check_state_dict, read_foreign_weights, unwrap_state_dict
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.metrics import as_signal, resample_to
-from semlat.evaluation.panns import check_keys, read_weights, unwrap
 from semlat.utils.files import sha256_file
 
 SAMPLE_RATE = 16000
@@ -158,9 +158,9 @@ class VGGishPCA(nn.Module):
 def from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", final_relu: bool = False) -> VGGish:
     """Load ``vggish-10086976.pth`` (or the same state dict, bare or wrapped in ``model`` /
     ``state_dict``, as ``.pth`` or ``.safetensors``) strictly; eval mode on ``device``."""
-    state = unwrap(read_weights(path), path)
+    state = unwrap_state_dict(read_foreign_weights(path), ("model", "state_dict"), where=str(path))
     model = VGGish(final_relu)
-    check_keys(model.state_dict(), state, path)
+    check_state_dict(model.state_dict(), state, str(path))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.to(device).eval()
 
@@ -178,7 +178,7 @@ def pca_from_file(path: str | os.PathLike, device: str | torch.device = "cpu") -
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{path}: unreadable npz file ({str(err).splitlines()[0]})") from None
     else:
-        data = read_weights(path, "PCA parameter")
+        data = read_foreign_weights(path, "PCA parameter")
     state: dict[str, torch.Tensor] = {}
     for key, value in data.items():
         if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.number):
@@ -189,7 +189,7 @@ def pca_from_file(path: str | os.PathLike, device: str | torch.device = "cpu") -
     if "pca_means" in state and state["pca_means"].ndim == 2 and state["pca_means"].shape[-1] == 1:
         state["pca_means"] = state["pca_means"][:, 0]
     pca = VGGishPCA()
-    check_keys(pca.state_dict(), state, path)
+    check_state_dict(pca.state_dict(), state, str(path))
     pca.load_state_dict(state, strict=True)
     return pca.to(device).eval()
 

@@ -15,7 +15,7 @@ from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 from semlat.checkpoints import save_model
 from semlat.cli import main
 from semlat.config import to_dict
-from semlat.data.latents import LatentReader
+from semlat.data.store import TensorStore, read_latent_file
 from semlat.data.manifest import Manifest, Utterance
 
 
@@ -35,16 +35,79 @@ def test_encode_decode_manifest(model_dir, corpus, tmp_path, capsys):
     assert main(["encode", str(model_dir), str(corpus), str(latents)]) == 0
     out = capsys.readouterr().out
     assert "wrote 2 latent sequence(s) (16 x 40 Hz)" in out and "skipped 1 unreadable" in out
-    reader = LatentReader(latents)
+    reader = TensorStore(latents)
     items = {item["id"]: (item, z) for item, z in reader}
     assert set(items) == {"wavs/u0.wav", "wavs/u1.wav"}
     item, z = items["wavs/u1.wav"]
     assert z.shape == (16, 52) and item["text"] == "text 1" and item["frames"] == 52  # ceil(1.3 * 40)
     assert reader.index["frame_rate"] == 40.0 and "bad.wav" in (latents / "rejects.tsv").read_text()
+    assert reader.kind == "latents" and item["speaker"] == "s"
+    mean, std = reader.stats  # per-channel statistics over every stored frame
+    every = torch.cat([z for _, z in items.values()], dim=1)
+    torch.testing.assert_close(mean, every.mean(1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(std, every.std(1, unbiased=False), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(reader.get("wavs/u1.wav"), z)
     decoded = tmp_path / "decoded"
     assert main(["decode", str(model_dir), str(latents), str(decoded)]) == 0
     info = probe_audio(decoded / "wavs" / "u1.wav")
     assert info.sample_rate == 16000 and info.frames == round(1.3 * 16000)
+
+
+def test_file_in_file_out(model_dir, corpus, tmp_path, capsys):
+    """One input and a file-shaped OUT give that file (not a folder of that name), both ways."""
+    wav = corpus.parent / "wavs" / "u1.wav"
+    latent_file = tmp_path / "a.safetensors"
+    assert main(["encode", str(model_dir), str(wav), str(latent_file)]) == 0
+    assert latent_file.is_file()
+    z, meta = read_latent_file(latent_file)
+    assert z.shape == (16, 52) and meta["id"] == "u1.wav" and meta["frame_rate"] == 40.0
+    assert meta["duration"] == pytest.approx(1.3, abs=1e-3) and meta["input_rate"] == meta["output_rate"] == 16000
+    out_wav = tmp_path / "out.wav"
+    assert main(["decode", str(model_dir), str(latent_file), str(out_wav), "--seed", "3"]) == 0
+    assert out_wav.is_file() and probe_audio(out_wav).frames == round(1.3 * 16000)
+    # a latent file decoded into a folder lands as <folder>/<id>.wav
+    assert main(["decode", str(model_dir), str(latent_file), str(tmp_path / "dec")]) == 0
+    assert (tmp_path / "dec" / "u1.wav").is_file()
+    # one file into a folder OUT: a store of one item, which decodes to OUT.wav as well
+    assert main(["encode", str(model_dir), str(wav), str(tmp_path / "one")]) == 0
+    assert len(TensorStore(tmp_path / "one")) == 1
+    assert main(["decode", str(model_dir), str(tmp_path / "one"), str(tmp_path / "one.wav")]) == 0
+    assert probe_audio(tmp_path / "one.wav").frames == round(1.3 * 16000)
+    # a folder of audio is an input like a manifest (bad.wav is skipped and listed)
+    assert main(["encode", str(model_dir), str(corpus.parent / "wavs"), str(tmp_path / "from_folder")]) == 0
+    assert {item["id"] for item in TensorStore(tmp_path / "from_folder").items} == {"u0.wav", "u1.wav"}
+    assert main(["decode", str(model_dir), str(tmp_path / "from_folder"), str(tmp_path / "many.wav")]) == 1
+    assert "holds 2 latent sequences" in capsys.readouterr().err
+
+
+def test_encode_records_latent_statistics_in_the_model_folder(model_dir, corpus, tmp_path):
+    import semlat
+
+    assert main(["encode", str(model_dir), str(corpus), str(tmp_path / "z"), "--record-stats"]) == 0
+    meta = json.loads((model_dir / "config.json").read_text())
+    stats = TensorStore(tmp_path / "z").index["stats"]
+    assert meta["latent_stats"]["mean"] == stats["mean"] and meta["latent_stats"]["frames"] == 28 + 52
+    space = semlat.load(model_dir, device="cpu")
+    mean, std = space.latent_stats
+    assert mean.shape == std.shape == (16,) and bool((std > 0).all())
+
+
+def test_python_entry_point_takes_tensors_and_paths(model_dir, corpus, tmp_path):
+    import semlat
+
+    space = semlat.load(model_dir, device="cpu", precision="fp32")
+    wav = corpus.parent / "wavs" / "u0.wav"
+    z = space.encode(wav)
+    assert z.shape == (1, 16, 28) and (space.input_rate, space.output_rate, space.frame_rate) == (16000, 16000, 40.0)
+    audio = space.decode(z)
+    assert audio.shape == (1, 1, 28 * 400)
+    from semlat.audio import load_audio
+
+    same = space.encode(load_audio(wav, 16000)[0][None])
+    torch.testing.assert_close(same, z)
+    assert space.save(audio, tmp_path / "x.flac").is_file()
+    assert main(["encode", str(model_dir), str(wav), str(tmp_path / "z.safetensors")]) == 0
+    torch.testing.assert_close(space.decode(tmp_path / "z.safetensors"), audio)  # the CLI uses the same function
 
 
 def test_reconstruct_file_and_manifest(model_dir, corpus, tmp_path, capsys):
@@ -60,7 +123,14 @@ def test_reconstruct_file_and_manifest(model_dir, corpus, tmp_path, capsys):
     (["encode", "/no/model", "x.wav", "out"], "semlat: error: /no/model: no such model folder"),
     (["reconstruct", "{model}", "{bad}", "{tmp}/o.wav"], "unreadable or corrupt audio"),
     (["reconstruct", "{model}", "{tmp}/missing.wav", "{tmp}/o.wav"], "missing.wav: no such file"),
-    (["decode", "{model}", "{tmp}", "{tmp}/o"], "not a latent folder"),
+    (["decode", "{model}", "{tmp}", "{tmp}/o"], "not a tensor store"),
+    (["encode", "{model}", "{manifest}", "{tmp}/z.safetensors"], "OUT must be a folder, not a file like z.safetensors"),
+    (["encode", "{model}", "{good}", "{tmp}/z.wav"], "encode writes latents"),
+    (["reconstruct", "{model}", "{manifest}", "{tmp}/r.wav"], "OUT must be a folder"),
+    (["reconstruct", "{model}", "{good}", "{tmp}/r.safetensors"], "reconstruct writes audio"),
+    (["decode", "{model}", "{tmp}/none.safetensors", "{tmp}/o.wav"], "no such latent file or folder"),
+    (["decode", "{model}", "{manifest}", "{tmp}/o.wav"], "unreadable latent file"),
+    (["reconstruct", "{model}", "{good}", "{tmp}/r.wav", "--steps", "4"], "does not take decode option 'steps'"),
     (["train", "{tmp}/nope.yaml"], "no such config file, nor a shipped config"),
     (["train", "wave_vae/tiny", "model.bogus=1"], "model.bogus: Key 'bogus' not in 'WaveVAEConfig'"),
     (["train", "wave_vae/tiny", "train.max_steps=lots"], "train.max_steps: Value 'lots'"),
@@ -68,7 +138,8 @@ def test_reconstruct_file_and_manifest(model_dir, corpus, tmp_path, capsys):
     (["encode", "{model}", "x.wav", "out", "--precision", "fp8"], "Invalid value for '--precision'"),
 ])
 def test_bad_arguments_give_one_line_errors(model_dir, corpus, tmp_path, capsys, argv, pattern):
-    fill = {"model": str(model_dir), "bad": str(corpus.parent / "wavs" / "bad.wav"), "tmp": str(tmp_path)}
+    fill = {"model": str(model_dir), "bad": str(corpus.parent / "wavs" / "bad.wav"), "tmp": str(tmp_path),
+            "manifest": str(corpus), "good": str(corpus.parent / "wavs" / "u0.wav")}
     code = main([a.format(**fill) for a in argv])
     err = capsys.readouterr().err
     assert code in (1, 2) and pattern in err and "Traceback" not in err

@@ -79,10 +79,10 @@ def _write_corpus(root: Path, durations=DURATIONS, corrupt: bool = False, short:
 
 
 def _direct(teacher: Teacher, path: Path) -> torch.Tensor:
-    """The teacher run on a whole file, no cache: ``[T, dim]``."""
+    """The teacher run on a whole file, no cache: ``[dim, T]``."""
     audio, sr = load_audio(path)
     features, lengths = teacher.extract(audio, sr)
-    return features[0, : int(lengths[0])]
+    return features[0, : int(lengths[0])].T
 
 
 def _contents(folder: Path) -> dict[str, torch.Tensor]:
@@ -104,13 +104,13 @@ def test_round_trip_index_and_pickling(tmp_path):
     index_path = extract_features(teacher, manifest, tmp_path / "cache", shard_bytes=3000, progress=False)
     assert index_path == tmp_path / "cache" / "index.json"
     index = json.loads(index_path.read_text())
-    assert index["format"] == FORMAT == "semlat-features/1"
+    assert index["format"] == FORMAT == "semlat-store/1" and index["kind"] == "features"
     assert index["teacher"] == "hf:/fake/teacher@3"
     assert (index["sample_rate"], index["frame_rate"], index["dim"], index["dtype"]) == (16000, 50.0, 8, "float16")
     assert index["manifest"] == str(manifest.resolve()) and index["split"] is None
     assert [item["id"] for item in index["items"]] == [f"wavs/u{k}.wav" for k in range(len(DURATIONS))]
     shards = {item["shard"] for item in index["items"]}
-    assert len(shards) > 1 and all(s.startswith("features-r00-") for s in shards)
+    assert len(shards) > 1 and all(s.startswith("tensors-r00-") for s in shards)
     assert not (tmp_path / "cache" / "rejects.tsv").exists()
 
     cache = FeatureCache(tmp_path / "cache")
@@ -120,7 +120,7 @@ def test_round_trip_index_and_pickling(tmp_path):
     for item, (seconds, _) in zip(index["items"], DURATIONS):
         direct = _direct(teacher, tmp_path / "corpus" / item["id"])
         stored = cache.get(item["id"])
-        assert stored.dtype == torch.float16 and stored.shape == direct.shape == (item["frames"], 8)
+        assert stored.dtype == torch.float16 and stored.shape == direct.shape == (8, item["frames"])
         assert item["frames"] == teacher.num_frames(round(seconds * 16000))
         assert item["duration"] == pytest.approx(seconds, abs=1e-4)
         torch.testing.assert_close(stored.float(), direct, atol=2e-3, rtol=2e-3)
@@ -139,23 +139,25 @@ def test_crop_offsets_padding_and_valid_frames(tmp_path):
     extract_features(FakeTeacher(), manifest, tmp_path / "cache", dtype=torch.float32, progress=False)
     cache = FeatureCache(tmp_path / "cache")
     full = cache.get("wavs/u0.wav")
-    assert full.shape == (49, 8)  # (16000 - 400) // 320 + 1
-    crop, valid = cache.crop("wavs/u0.wav", 0.0, 0.5)
-    assert crop.shape == (25, 8) and valid == 25 and torch.equal(crop, full[:25])
-    crop, valid = cache.crop("wavs/u0.wav", 0.2, 0.3)  # starts at frame 10
-    assert valid == 15 and torch.equal(crop, full[10:25])
-    crop, valid = cache.crop("wavs/u0.wav", 0.113, 0.2)  # 5.65 frames: nearest is frame 6
-    assert valid == 10 and torch.equal(crop, full[6:16])
-    crop, valid = cache.crop("wavs/u0.wav", 0.8, 0.5)  # runs past the end: 49 - 40 = 9 valid frames
-    assert crop.shape == (25, 8) and valid == 9
-    assert torch.equal(crop[:9], full[40:]) and not crop[9:].any()
-    crop, valid = cache.crop("wavs/u0.wav", 0.0, 2.0)  # longer than the utterance
-    assert crop.shape == (100, 8) and valid == 49 and torch.equal(crop[:49], full) and not crop[49:].any()
-    crop, valid = cache.crop("wavs/u0.wav", 1.5, 0.4)
-    assert valid == 0 and crop.shape == (20, 8) and not crop.any()
+    assert full.shape == (8, 49)  # (16000 - 400) // 320 + 1
+    crop, valid = cache.crop_seconds("wavs/u0.wav", 0.0, 0.5)
+    assert crop.shape == (8, 25) and valid == 25 and torch.equal(crop, full[:, :25])
+    crop, valid = cache.crop_seconds("wavs/u0.wav", 0.2, 0.3)  # starts at frame 10
+    assert valid == 15 and torch.equal(crop, full[:, 10:25])
+    crop, valid = cache.crop_seconds("wavs/u0.wav", 0.113, 0.2)  # 5.65 frames: nearest is frame 6
+    assert valid == 10 and torch.equal(crop, full[:, 6:16])
+    crop, valid = cache.crop_seconds("wavs/u0.wav", 0.8, 0.5)  # runs past the end: 49 - 40 = 9 valid frames
+    assert crop.shape == (8, 25) and valid == 9
+    assert torch.equal(crop[:, :9], full[:, 40:]) and not crop[:, 9:].any()
+    crop, valid = cache.crop_seconds("wavs/u0.wav", 0.0, 2.0)  # longer than the utterance
+    assert crop.shape == (8, 100) and valid == 49 and torch.equal(crop[:, :49], full) and not crop[:, 49:].any()
+    crop, valid = cache.crop_seconds("wavs/u0.wav", 1.5, 0.4)
+    assert valid == 0 and crop.shape == (8, 20) and not crop.any()
     assert crop.dtype == torch.float32
+    crop, valid = cache.crop("wavs/u0.wav", 10, 15)  # the store's own crop, in frames
+    assert valid == 15 and torch.equal(crop, full[:, 10:25])
     with pytest.raises(ValueError):
-        cache.crop("wavs/u0.wav", -0.1, 0.5)
+        cache.crop_seconds("wavs/u0.wav", -0.1, 0.5)
 
 
 def test_chunked_extraction_matches_one_pass(tmp_path):
@@ -164,7 +166,7 @@ def test_chunked_extraction_matches_one_pass(tmp_path):
     whole = teacher_features(teacher, audio)  # 3.1 s < 34 s: one pass
     chunked = teacher_features(teacher, audio, chunk_seconds=0.5, context_seconds=0.1)
     assert teacher.calls == 1 + 7  # ceil(154 frames / 25)
-    assert chunked.shape == whole.shape == (teacher.num_frames(audio.numel()), 8)
+    assert chunked.shape == whole.shape == (8, teacher.num_frames(audio.numel()))
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
     manifest = _write_corpus(tmp_path / "corpus", durations=[(2.3, 22050)])
@@ -182,8 +184,8 @@ def test_resume_skips_finished_items(tmp_path):
     out = tmp_path / "cache"
     with pytest.raises(Interrupted):  # crash on the 4th item: the 3 finished ones are in shards
         extract_features(FakeTeacher(fail_after=3), manifest, out, shard_bytes=1, progress=False)
-    assert not (out / "index.json").exists() and (out / "cache.json").exists()
-    assert len(list(out.glob("features-r00-*.safetensors"))) == 3
+    assert not (out / "index.json").exists() and (out / "store.json").exists()
+    assert len(list(out.glob("tensors-r00-*.safetensors"))) == 3
     resumed = FakeTeacher()
     extract_features(resumed, manifest, out, shard_bytes=1, progress=False)
     assert resumed.calls == n - 3
@@ -193,7 +195,7 @@ def test_resume_skips_finished_items(tmp_path):
     victim = out / FeatureCache(out).items[1]["shard"]
     (out / "index.json").unlink()
     victim.unlink()
-    (out / ".features-r00-00099.abcd.tmp.safetensors").write_bytes(b"partial")
+    (out / ".tensors-r00-00099.abcd.tmp.safetensors").write_bytes(b"partial")
     again = FakeTeacher()
     extract_features(again, manifest, out, shard_bytes=1 << 20, progress=False)
     assert again.calls == 1 and not list(out.glob(".*.tmp.safetensors"))
@@ -228,7 +230,7 @@ def test_mismatched_teacher_or_settings_are_refused(tmp_path):
         extract_features(FakeTeacher(layer=3), manifest, out, dtype=torch.float32, progress=False)
     assert FeatureCache(out).teacher == TeacherSpec("hf", "/fake/teacher", (3,))  # untouched
 
-    (out / "cache.json").unlink()  # the shards themselves also record their teacher
+    (out / "store.json").unlink()  # the shards themselves also record their teacher
     with pytest.raises(DataError, match="shard made with teacher"):
         extract_features(FakeTeacher(layer=4), manifest, out, progress=False)
 
@@ -236,7 +238,10 @@ def test_mismatched_teacher_or_settings_are_refused(tmp_path):
         FeatureCache(tmp_path / "corpus")
     (tmp_path / "other").mkdir()
     (tmp_path / "other/index.json").write_text(json.dumps({"format": "semlat-latents/1", "items": []}))
-    with pytest.raises(DataError, match="unknown feature cache format"):
+    with pytest.raises(DataError, match="not a teacher feature cache"):
+        FeatureCache(tmp_path / "other")  # an old latent folder reads as a store, but holds no features
+    (tmp_path / "other/index.json").write_text(json.dumps({"format": "semlat-nonsense/9", "items": []}))
+    with pytest.raises(DataError, match="unknown store format.*semlat features extract"):
         FeatureCache(tmp_path / "other")
 
 
@@ -252,7 +257,7 @@ def test_bad_audio_is_rejected_not_fatal(tmp_path):
 
     only_bad = tmp_path / "bad.jsonl"
     only_bad.write_text(json.dumps({"audio": "corpus/wavs/bad.wav", "duration": 1.0, "sample_rate": 16000}) + "\n")
-    with pytest.raises(DataError, match="every utterance failed"):
+    with pytest.raises(DataError, match="every item failed"):
         extract_features(FakeTeacher(), only_bad, tmp_path / "bad", progress=False)
     assert (tmp_path / "bad/rejects.tsv").is_file() and not (tmp_path / "bad/index.json").exists()
 
@@ -275,12 +280,12 @@ def test_two_ranks_share_the_work(tmp_path):
     cache = FeatureCache(out)
     ids = [item["id"] for item in cache.items]
     assert ids == [f"wavs/u{k}.wav" for k in range(len(DURATIONS))]  # each exactly once, manifest order
-    ranks = {item["shard"][:len("features-r00")] for item in cache.items}
-    assert ranks == {"features-r00", "features-r01"}
+    ranks = {item["shard"][:len("tensors-r00")] for item in cache.items}
+    assert ranks == {"tensors-r00", "tensors-r01"}
     assert (out / "rejects.tsv").read_text().startswith("wavs/bad.wav\t")
     teacher = FakeTeacher()
     for item in cache.items:
-        rank = int(item["shard"][len("features-r"):len("features-r00")])
+        rank = int(item["shard"][len("tensors-r"):len("tensors-r00")])
         assert ids.index(item["id"]) % 2 == rank  # rank r took items r::2
         torch.testing.assert_close(cache.get(item["id"]).float(), _direct(teacher, tmp_path / "corpus" / item["id"]),
                                    atol=2e-3, rtol=2e-3)

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
-from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, hop_length
+from semlat.chunking import chunk_seed, run_chunked
+from semlat.errors import ConfigError
+from semlat.latent_space import (
+    LatentSpace,
+    OneRateSpace,
+    decode_chunked,
+    encode_chunked,
+    hop_length,
+    input_hop,
+    output_hop,
+    space_info,
+)
 from semlat.nn.weight_norm import remove_weight_norm
 
 
 class ConvSpace(nn.Module):
     """A latent space with a finite receptive field (a few frames): chunking must be exact."""
 
-    sample_rate, latent_dim, frame_rate = 1000, 3, 100.0
+    input_rate, output_rate, latent_dim, frame_rate = 1000, 1000, 3, 100.0
 
     def __init__(self):
         super().__init__()
@@ -23,7 +35,7 @@ class ConvSpace(nn.Module):
     def encode(self, audio):
         return self.enc(audio)
 
-    def decode(self, latents):
+    def decode(self, latents, **options):
         return self.dec(latents)
 
 
@@ -58,3 +70,73 @@ def test_wave_vae_chunking_matches_unchunked_within_tolerance():
         wave_chunked = decode_chunked(model, full, chunk_seconds=1.0, context_seconds=1.0)
         assert wave_chunked.shape == wave.shape
         torch.testing.assert_close(wave_chunked, wave, atol=1e-4, rtol=1e-3)
+
+
+class UpsamplingSampler(nn.Module):
+    """A toy sampling decoder that reads 100 Hz latents and writes 3 samples per frame (different
+    input and output rates), adding seeded noise: not bit-exact across chunks."""
+
+    input_rate, output_rate, latent_dim, frame_rate = 200, 300, 2, 100.0
+    decode_options = ("steps",)
+
+    def encode(self, audio):
+        return audio.reshape(audio.shape[0], 1, -1, 2).mean(-1).repeat(1, 2, 1)
+
+    def decode(self, latents, seed=None, steps=1):
+        gen = torch.Generator().manual_seed(seed if seed is not None else 0)
+        wave = latents.mean(1, keepdim=True).repeat_interleave(3, dim=-1)
+        return wave + 0.01 * steps * torch.randn(wave.shape, generator=gen)
+
+
+def test_rates_and_hops_of_a_space_with_two_rates():
+    space = UpsamplingSampler()
+    assert isinstance(space, LatentSpace)
+    assert (input_hop(space), output_hop(space)) == (2, 3)
+    with pytest.raises(ValueError, match="input_hop or output_hop"):
+        hop_length(space)
+    assert space_info(space) == {"input_rate": 200, "output_rate": 300, "latent_dim": 2, "frame_rate": 100.0}
+    assert space_info(ConvSpace())["sample_rate"] == 1000
+
+
+def test_sampling_decode_gets_one_seed_per_chunk_and_is_reproducible():
+    space = UpsamplingSampler()
+    latents = torch.zeros(1, 2, 250)
+    a = decode_chunked(space, latents, chunk_seconds=1.0, context_seconds=0.1, seed=7, steps=2)
+    b = decode_chunked(space, latents, chunk_seconds=1.0, context_seconds=0.1, seed=7, steps=2)
+    c = decode_chunked(space, latents, chunk_seconds=1.0, context_seconds=0.1, seed=8, steps=2)
+    assert a.shape == (1, 1, 750)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.equal(a, c)
+    # chunk 0 and chunk 1 used different seeds: their noise differs
+    assert not torch.allclose(a[..., :300], a[..., 300:600])
+    assert chunk_seed(7, 0) != chunk_seed(7, 1) != chunk_seed(8, 1)
+
+
+def test_crossfade_blends_overlapping_chunks_linearly():
+    # a function whose output is constant per window (the window's index): the crossfade must ramp
+    # from one constant to the next across the overlap and keep each chunk's own frames elsewhere
+    calls = []
+
+    def fn(piece, seed):
+        calls.append(seed)
+        return torch.full_like(piece, float(len(calls)))
+
+    source = torch.zeros(1, 30)
+    out = run_chunked(fn, source, frames=30, chunk=10, context=0, overlap=4, seed=0)
+    assert out.shape == (1, 30) and len(calls) == 3
+    torch.testing.assert_close(out[0, :10], torch.ones(10))
+    ramp = out[0, 10:14]
+    assert torch.all(ramp[1:] > ramp[:-1]) and 1 < float(ramp[0]) < float(ramp[-1]) < 2
+    torch.testing.assert_close(out[0, 14:20], torch.full((6,), 2.0))
+    torch.testing.assert_close(out[0, 24:], torch.full((6,), 3.0))
+
+
+def test_deterministic_spaces_accept_a_seed_and_refuse_other_options():
+    torch.manual_seed(0)
+    model = remove_weight_norm(WaveVAE(WaveVAEConfig.tiny())).eval()
+    assert isinstance(model, OneRateSpace) and model.input_rate == model.output_rate == 16000
+    z = torch.randn(1, model.latent_dim, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(z, seed=3), model.decode(z))
+        with pytest.raises(ConfigError, match="decode option 'steps'"):
+            model.decode(z, steps=4)

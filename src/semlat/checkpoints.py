@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import semlat
-from semlat.errors import CheckpointError
+from semlat.errors import CheckpointError, first_line
 from semlat.utils.files import atomic_dir, atomic_path
 
 WEIGHTS_NAME = "model.safetensors"
@@ -165,12 +165,32 @@ def build_model(model_type: str, config: Mapping[str, Any]) -> nn.Module:
     return _resolve(MODEL_TYPES[model_type]).from_config(config)
 
 
+def model_from_state(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], where: str = "checkpoint",
+                     device: str | torch.device = "cpu") -> nn.Module:
+    """Build the model ``meta`` (a config.json) describes, load ``state`` strictly, return it in eval mode."""
+    model = build_model(meta["model_type"], meta["config"])
+    load_state_dict_strict(model, state, where)
+    return model.to(device).eval()
+
+
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Build the model a folder describes, load its weights strictly, and return it in eval mode."""
     state, meta = read_model_folder(folder)
-    model = build_model(meta["model_type"], meta["config"])
-    load_state_dict_strict(model, state, str(folder))
-    return model.to(device).eval()
+    return model_from_state(state, meta, str(folder), device)
+
+
+def update_model_meta(folder: str | os.PathLike, **entries: Any) -> Path:
+    """Add or replace top-level ``config.json`` entries of a model folder (e.g. ``latent_stats``),
+    atomically; the weights are untouched. ``model_type``, ``config`` and ``semlat_version`` stay."""
+    path = Path(folder) / CONFIG_NAME
+    _, meta = read_model_folder(folder)
+    for key in entries:
+        if key in ("model_type", "config", "semlat_version"):
+            raise ValueError(f"{key!r} is a reserved config.json entry")
+    meta.update(entries)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 _NUMPY_DTYPES = ("BoolDType", "Int8DType", "UInt8DType", "Int16DType", "UInt16DType", "Int32DType", "UInt32DType",
@@ -204,21 +224,16 @@ def read_foreign_weights(path: str | os.PathLike, what: str = "checkpoint") -> d
         try:
             return dict(load_file(str(path)))
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path}: unreadable safetensors file ({_first_line(err)})") from None
+            raise CheckpointError(f"{path}: unreadable safetensors file ({first_line(err)})") from None
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile,
             AttributeError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: cannot read as a weights-only torch file ({first_line(err)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
     return data
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def unwrap_state_dict(data: Mapping[str, Any], wrappers: tuple[str, ...] = ("state_dict", "generator",

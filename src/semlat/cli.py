@@ -248,40 +248,73 @@ def _echo_rejects(rejects, out) -> None:
         click.echo(f"skipped {len(rejects)} unreadable file(s), listed in {Path(out) / 'rejects.tsv'}")
 
 
-def _codec(model, device, precision, chunk_seconds, context_seconds):
-    from semlat.inference import load_codec
+def _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds=0.0):
+    from semlat.inference import load
 
-    return load_codec(model, device=device, precision=precision, chunk_seconds=chunk_seconds,
-                      context_seconds=context_seconds)
+    return load(model, device=device, precision=precision, chunk_seconds=chunk_seconds,
+                context_seconds=context_seconds, overlap_seconds=overlap_seconds)
+
+
+def _decode_options(fn):
+    """--steps, --seed, --guidance and --overlap-seconds: options of decoders that sample."""
+    for option in reversed([
+        click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help="Sampling steps (decoders that sample, such as a flow-matching vocoder)."),
+        click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio)."),
+        click.option("--guidance", type=float, default=None, help="Guidance scale (decoders that take one)."),
+        click.option("--overlap-seconds", type=float, default=0.0, show_default=True,
+                     help="Crossfade between chunks (for decoders that sample)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _options(steps, seed, guidance) -> dict:
+    return {k: v for k, v in (("steps", steps), ("seed", seed), ("guidance", guidance)) if v is not None}
 
 
 @cli.command("encode")
 @click.argument("model", type=click.Path())
 @click.argument("source", type=click.Path())
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path())
 @click.option("--split", default=None, help="Only this split of a manifest.")
+@click.option("--record-stats", is_flag=True,
+              help="Copy the store's per-channel latent statistics into MODEL's config.json (latent_stats).")
 @_codec_options
-def encode(model, source, out, split, device, precision, chunk_seconds, context_seconds) -> None:
-    """Encode an audio file or a manifest (.jsonl) into a latent folder (safetensors + index.json)."""
-    from semlat.inference import encode_to_folder
+def encode(model, source, out, split, record_stats, device, precision, chunk_seconds, context_seconds) -> None:
+    """Encode audio into latents.
 
-    codec = _codec(model, device, precision, chunk_seconds, context_seconds)
-    count, rejects = encode_to_folder(codec, source, out, split=split)
-    click.echo(f"wrote {count} latent sequence(s) ({codec.space.latent_dim} x {codec.space.frame_rate:g} Hz) to {out}")
+    A file SOURCE with OUT ending in .safetensors writes that one file; a manifest (.jsonl) or a
+    folder of audio writes a latent store folder OUT (sharded safetensors + index.json with text,
+    speaker and per-channel statistics; a rerun resumes). Under torchrun every rank encodes its share.
+    """
+    from semlat.inference import encode as encode_files
+    from semlat.inference import record_stats as record
+
+    space = _load(model, device, precision, chunk_seconds, context_seconds)
+    count, rejects = encode_files(space, source, out, split=split)
+    click.echo(f"wrote {count} latent sequence(s) ({space.latent_dim} x {space.frame_rate:g} Hz) to {out}")
     _echo_rejects(rejects, out)
+    if record_stats:
+        if not Path(out).is_dir():
+            raise click.UsageError("--record-stats needs a latent folder (a manifest or folder SOURCE)")
+        stats = record(space, out)
+        click.echo(f"recorded latent statistics of {stats['frames']} frames in {Path(model) / 'config.json'}")
 
 
 @cli.command("decode")
 @click.argument("model", type=click.Path())
 @click.argument("latents", type=click.Path())
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path())
 @_codec_options
-def decode(model, latents, out, device, precision, chunk_seconds, context_seconds) -> None:
-    """Decode a latent folder (from semlat encode) into .wav files under OUT."""
-    from semlat.inference import decode_folder
+@_decode_options
+def decode(model, latents, out, device, precision, chunk_seconds, context_seconds, steps, seed, guidance,
+           overlap_seconds) -> None:
+    """Decode latents into audio: a latent file (.safetensors) into OUT.wav, a latent folder into OUT/<id>.wav."""
+    from semlat.inference import decode as decode_files
 
-    codec = _codec(model, device, precision, chunk_seconds, context_seconds)
-    count = decode_folder(codec, latents, out)
+    space = _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds)
+    count = decode_files(space, latents, out, **_options(steps, seed, guidance))
     click.echo(f"wrote {count} file(s) to {out}")
 
 
@@ -291,12 +324,14 @@ def decode(model, latents, out, device, precision, chunk_seconds, context_second
 @click.argument("out", type=click.Path())
 @click.option("--split", default=None, help="Only this split of a manifest.")
 @_codec_options
-def reconstruct_(model, source, out, split, device, precision, chunk_seconds, context_seconds) -> None:
-    """Encode and decode: IN.wav -> OUT.wav, or a manifest -> a folder of .wav files."""
+@_decode_options
+def reconstruct_(model, source, out, split, device, precision, chunk_seconds, context_seconds, steps, seed, guidance,
+                 overlap_seconds) -> None:
+    """Encode and decode: IN.wav -> OUT.wav, or a manifest or folder of audio -> a folder of .wav files."""
     from semlat.inference import reconstruct
 
-    codec = _codec(model, device, precision, chunk_seconds, context_seconds)
-    done, rejects = reconstruct(codec, source, out, split=split)
+    space = _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds)
+    done, rejects = reconstruct(space, source, out, split=split, **_options(steps, seed, guidance))
     click.echo(f"wrote {len(done)} reconstruction(s) to {out}")
     _echo_rejects(rejects, out)
 

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 
 from semlat.audio.io import load_audio
 from semlat.configs import builtin_config
 from semlat.data.demo import make_demo_corpus
 from semlat.data.manifest import Manifest
-from semlat.inference import Codec, load_codec
+from semlat.inference import LoadedSpace, load
+from semlat.latent_space import space_info
 from semlat.semantic.alignment import frame_mask, latent_valid_frames, mean_cosine
 from semlat.training.recipes import load_recipe
 from semlat.training.trainer import Trainer, latest_checkpoint
@@ -118,7 +120,7 @@ def _evaluate(name: str, checkpoint: Path, manifest: Manifest, judge: str, align
 
 
 @torch.no_grad()
-def held_out_alignment(codec: Codec, manifest: Manifest, cache) -> float:
+def held_out_alignment(codec: LoadedSpace, manifest: Manifest, cache) -> float:
     """Mean cosine between the VAE's latent means and its regulator's projection of the teacher
     features, over the test utterances (the alignment the paper trains, measured on unseen data)."""
     model = codec.model
@@ -126,7 +128,7 @@ def held_out_alignment(codec: Codec, manifest: Manifest, cache) -> float:
     for i, u in enumerate(manifest.split("test")):
         audio, _ = load_audio(manifest.split("test").audio_path(i), SAMPLE_RATE)
         mu = codec.encode(audio[None])
-        features = cache.get(u.audio).float()[None].to(mu.device)
+        features = rearrange(cache.get(u.audio).float(), "d t -> 1 t d").to(mu.device)
         length = mu.shape[-1]
         valid = latent_valid_frames(torch.tensor([features.shape[1]]), cache.frame_rate, model.frame_rate, length)
         target, _ = model.projectors(features, valid.to(mu.device), torch.tensor([length], device=mu.device))
@@ -190,15 +192,14 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0, train_minu
 
     models: list[dict[str, Any]] = []
     for name, (config_name, checkpoint) in checkpoints.items():
-        codec = load_codec(checkpoint, device="cpu")
+        codec = load(checkpoint, device="cpu")
         evaluation = _evaluate(name, checkpoint, manifest, judge, alignments, out / "eval" / name, reference_listing,
                                progress)
         recon, latents, speech = evaluation["recon"], evaluation["latents"], evaluation["speech"]
         state = json.loads((checkpoint / "config.json").read_text())
         models.append({
             "name": name, "recipe": config_name, "model": str(checkpoint), "steps": state["training"]["step"],
-            "latent_dim": codec.space.latent_dim, "frame_rate": codec.space.frame_rate,
-            "sample_rate": codec.space.sample_rate, "vocoder": state["config"].get("vocoder", {}).get("type"),
+            **space_info(codec.space), "vocoder": state["config"].get("vocoder", {}).get("type"),
             "alignment_cosine": held_out_alignment(codec, manifest, cache) if name == "semantic" else None,
             **_summary(recon, speakers, train_speakers),
             "stoi": _figure(recon, "stoi"), "pesq_wb": _figure(recon, "pesq_wb"),

@@ -29,3 +29,12 @@ class CheckpointError(SemlatError):
 
 class ToolMissingError(SemlatError):
     """An external program (flite, espeak-ng, ...) is not installed."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first line of an exception's message (or its type name when it has none), for messages
+    that must fit on one line."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from semlat.autoencoders.mel_dcae import MelDCAE, MelDCAEConfig
 from semlat.errors import ConfigError
+from semlat.latent_space import OneRateSpace, check_decode_options
 
 #: vocoder type -> "module:Class" (``from_config(dict)``, ``config``, ``encode``/``decode``, ``latent_dim``)
 VOCODERS = {
@@ -54,7 +55,7 @@ def vocoder_spec(vocoder: nn.Module) -> dict[str, Any]:
     raise ConfigError(f"{type(vocoder).__name__} is not a registered vocoder")
 
 
-class MelDCAESpace(nn.Module):
+class MelDCAESpace(OneRateSpace, nn.Module):
     """A mel DCAE plus the vocoder that turns its mels into audio: semlat's ``mel_dcae`` LatentSpace.
 
     Args:
@@ -104,9 +105,9 @@ class MelDCAESpace(nn.Module):
         """``[B, latent_dim, T]`` -> log-mel ``[B, n_mels, 16 T]``."""
         return self.autoencoder.decode(latents)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """``[B, latent_dim, T]`` -> audio ``[B, 1, T * hop]``."""
-        return self.vocoder.decode(self.decode_mel(latents))
+    def decode(self, latents: Tensor, **options: Any) -> Tensor:
+        """``[B, latent_dim, T]`` -> audio ``[B, 1, T * hop]`` (options go to the vocoder)."""
+        return self.vocoder.decode(self.decode_mel(latents), **options)
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.decode(self.encode(audio))

@@ -34,6 +34,7 @@ from semlat.autoencoders.bottlenecks import AttnProjection, gaussian_kl, reparam
 from semlat.autoencoders.encoder import Encoder
 from semlat.autoencoders.regularizers import latent_layer_norm, sigma_vae_noise
 from semlat.errors import ConfigError
+from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.semantic.regulator import InterpolateRegulator
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
@@ -223,7 +224,7 @@ class WaveVAEConfig:
         return cls(encoder_dim=16, latent_dim=latent_dim, decoder=decoder, regulator=regulator)
 
 
-class WaveVAE(nn.Module):
+class WaveVAE(OneRateSpace, nn.Module):
     """Semantic-VAE generator: ``[B, 1, N]`` audio <-> ``[B, D, T]`` latents at ``sample_rate / hop`` Hz."""
 
     def __init__(self, config: WaveVAEConfig) -> None:
@@ -314,8 +315,9 @@ class WaveVAE(nn.Module):
         mu, _ = self._bottleneck(self.encoder(self.pad_to_hop(audio)))
         return _channel_major(mu)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """``[B, D, T] -> [B, 1, T * hop]`` audio in [-1, 1]."""
+    def decode(self, latents: Tensor, **options: Any) -> Tensor:
+        """``[B, D, T] -> [B, 1, T * hop]`` audio in [-1, 1] (deterministic: ``seed`` is ignored)."""
+        check_decode_options(options, where="a waveform VAE")
         if latents.ndim != 3 or latents.shape[1] != self.latent_dim:
             raise ValueError(f"expected latents shaped [B, {self.latent_dim}, T], got {tuple(latents.shape)}")
         return self.decoder(latents)

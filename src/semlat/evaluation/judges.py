@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from semlat.errors import ConfigError
+from semlat.errors import ConfigError, first_line
 from semlat.evaluation.metrics import Score, as_signal, resample_to, undefined
 
 JUDGE_RATE = 16000
@@ -204,11 +204,6 @@ def _folder(path: str | Path, kind: str) -> Path:
     return folder
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 class _CosineSimilarity:
     """``similarity`` from ``embed``: the cosine of two embeddings, NaN with a reason when undefined."""
 
@@ -252,7 +247,7 @@ class WhisperJudge:
             self.model = transformers.WhisperForConditionalGeneration.from_pretrained(
                 self.folder, local_files_only=True).to(device).eval()
         except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"whisper judge: cannot load {self.folder}: {_first_line(err)}") from None
+            raise ConfigError(f"whisper judge: cannot load {self.folder}: {first_line(err)}") from None
         self.device = torch.device(device)
         self.language = language
         self.batch_size = batch_size
@@ -294,7 +289,7 @@ class WavLMSpeakerJudge(_CosineSimilarity):
                 self.folder, local_files_only=True)
             self.model = transformers.WavLMForXVector.from_pretrained(self.folder, local_files_only=True)
         except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"wavlm-sv judge: cannot load {self.folder}: {_first_line(err)}") from None
+            raise ConfigError(f"wavlm-sv judge: cannot load {self.folder}: {first_line(err)}") from None
         self.device = torch.device(device)
         self.model = self.model.to(self.device).eval()
         self.label = f"wavlm-sv ({self.folder.name}, transformers {_version('transformers')})"

@@ -122,7 +122,7 @@ def _posterior(codec: Codec, audio: torch.Tensor) -> tuple[np.ndarray, np.ndarra
     model = codec.model
     if not (hasattr(model, "posterior") and hasattr(model, "pad_to_hop")):
         return None
-    audio = audio[..., : round(codec.chunk_seconds * codec.space.sample_rate)]
+    audio = audio[..., : round(codec.chunk_seconds * codec.input_rate)]
     with torch.inference_mode():
         mu, logvar = model.posterior(model.pad_to_hop(audio[None].to(codec.device)))
     return mu[0].float().cpu().numpy(), logvar[0].float().cpu().numpy()
@@ -166,7 +166,7 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
     chosen = _select(data, max_utterances)
     codec = load_codec(model_folder, device=device)
     space = codec.space
-    sr, frame_rate, dim = space.sample_rate, float(space.frame_rate), int(space.latent_dim)
+    sr, frame_rate, dim = codec.input_rate, float(space.frame_rate), int(space.latent_dim)
     model_sha = sha256_file(Path(model_folder) / WEIGHTS_NAME)
 
     ids, latents, audios, mus, logvars, rejects = [], [], [], [], [], []

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 import semlat
 from semlat.audio.io import load_audio, save_audio
+from semlat.audio.processing import resample
 from semlat.checkpoints import WEIGHTS_NAME
 from semlat.data.manifest import Manifest
 from semlat.errors import AudioError, ConfigError, DataError
@@ -199,6 +200,8 @@ def _reconstruct(codec: Codec, audios: list[torch.Tensor]) -> list[torch.Tensor]
     for i, a in enumerate(audios):
         batch[i, :, : a.shape[-1]] = a
     recon = codec.decode(codec.encode(batch)).cpu()
+    if codec.output_rate != codec.input_rate:
+        recon = resample(recon, codec.output_rate, codec.input_rate)
     return [recon[i, 0, : a.shape[-1]] for i, a in enumerate(audios)]
 
 
@@ -236,7 +239,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
         raise DataError(f"{manifest}: no utterances in split {split!r}")
     codec = load_codec(model_folder, device=device, precision=precision)
     suite = MetricSuite(groups, device=codec.device, f0_method=f0_method)
-    sr = codec.space.sample_rate
+    sr = codec.input_rate  # metrics compare at the input's rate (decoded audio is resampled to it)
     model_sha = sha256_file(Path(model_folder) / WEIGHTS_NAME)
     run = {"model": str(Path(model_folder).resolve()), "model_sha256": model_sha,
            "manifest": str(Path(manifest).resolve()), "split": split, "metrics": list(groups),

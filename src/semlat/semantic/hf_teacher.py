@@ -75,18 +75,13 @@ import torch
 from einops import reduce
 from torch import Tensor, nn
 
-from semlat.errors import ConfigError
+from semlat.errors import ConfigError, first_line
 from semlat.semantic.teachers import Teacher, TeacherSpec
 
 WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 SUPPORTED_MODEL_TYPES = (*WAV2VEC2_FAMILY, "whisper")
 DEFAULT_SAMPLE_RATE = 16000
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_preprocessor_config(folder: Path) -> dict[str, Any]:
@@ -98,7 +93,7 @@ def read_preprocessor_config(folder: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ConfigError(f"teacher folder {folder}: cannot read preprocessor_config.json: "
-                          f"{_first_line(error)}") from None
+                          f"{first_line(error)}") from None
     if isinstance(data.get("feature_extractor"), dict):  # processor-style file: the extractor is nested
         data = data["feature_extractor"]
     return data
@@ -324,7 +319,7 @@ def _load_config(folder: Path) -> Any:
     try:
         model_type = json.loads(path.read_text(encoding="utf-8")).get("model_type")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
-        raise ConfigError(f"teacher folder {folder}: cannot read config.json: {_first_line(error)}") from None
+        raise ConfigError(f"teacher folder {folder}: cannot read config.json: {first_line(error)}") from None
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ConfigError(f"teacher folder {folder}: model_type {model_type!r} is not a supported speech model "
                           f"({', '.join(SUPPORTED_MODEL_TYPES)})")
@@ -333,7 +328,7 @@ def _load_config(folder: Path) -> Any:
     try:
         return AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
-        raise ConfigError(f"teacher folder {folder}: cannot read config.json: {_first_line(error)}") from None
+        raise ConfigError(f"teacher folder {folder}: cannot read config.json: {first_line(error)}") from None
 
 
 def _load_model(folder: Path) -> nn.Module:
@@ -343,4 +338,4 @@ def _load_model(folder: Path) -> nn.Module:
     try:
         return AutoModel.from_pretrained(str(folder), local_files_only=True, dtype="auto")
     except (OSError, ValueError) as error:
-        raise ConfigError(f"teacher folder {folder}: cannot load the model: {_first_line(error)}") from None
+        raise ConfigError(f"teacher folder {folder}: cannot load the model: {first_line(error)}") from None

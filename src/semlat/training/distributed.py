@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from semlat.errors import ConfigError
+from semlat.utils.devices import pick_device
 
 
 @dataclass(frozen=True)
@@ -34,24 +34,12 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _pick_device(preference: str, local_rank: int) -> torch.device:
-    if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device=cuda but no CUDA device is available")
-        return torch.device(f"cuda:{local_rank}")
-    if preference == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"train.device must be auto, cpu or cuda, got {preference!r}")
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Initialise the process group when ``WORLD_SIZE`` > 1 (set by torchrun) and pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = _pick_device(device, local_rank)
+    chosen = pick_device(device, local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if world > 1 and not dist.is_initialized():

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from semlat.audio.filterbanks import mel_filterbank
 from semlat.audio.spectral import MelConfig, MelSpectrogram, mel_preset
 from semlat.errors import ConfigError
+from semlat.latent_space import OneRateSpace, check_decode_options
 
 
 @dataclass
@@ -50,7 +51,7 @@ class GriffinLimConfig:
         return cls(**data)
 
 
-class GriffinLimVocoder(nn.Module):
+class GriffinLimVocoder(OneRateSpace, nn.Module):
     """Log-mel ``[B, M, T]`` -> waveform ``[B, 1, T * hop]``; also a LatentSpace whose latent is the mel."""
 
     def __init__(self, config: GriffinLimConfig | None = None):
@@ -90,8 +91,9 @@ class GriffinLimVocoder(nn.Module):
             spec = spec * numerator / (fb.T @ (fb @ spec) + 1e-10)
         return spec
 
-    def decode(self, log_mel: Tensor) -> Tensor:
-        """Log-mel ``[B, M, T]`` -> ``[B, 1, T * hop]``."""
+    def decode(self, log_mel: Tensor, **options: Any) -> Tensor:
+        """Log-mel ``[B, M, T]`` -> ``[B, 1, T * hop]`` (deterministic: zero initial phase)."""
+        check_decode_options(options, where="Griffin-Lim")
         c = self.mel_config
         spec = self.magnitude(log_mel)
         frames = spec.shape[-1]

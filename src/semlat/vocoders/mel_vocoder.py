@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from semlat.audio.spectral import MelConfig, MelSpectrogram
 from semlat.errors import ConfigError
+from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
 
 #: Mel front-end keys a BigVGAN ``config.json`` must have (``fmax`` may be null: Nyquist).
@@ -138,7 +139,7 @@ class MelVocoderConfig:
             raise ConfigError(f"{where}: {err}") from None
 
 
-class MelVocoder(nn.Module):
+class MelVocoder(OneRateSpace, nn.Module):
     """Log-mel front-end + BigVGAN generator, a semlat latent space whose latent is the mel.
 
     Attributes:
@@ -214,8 +215,9 @@ class MelVocoder(nn.Module):
         padded = max(frames, math.ceil(needed / hop)) * hop
         return self._log_mel(F.pad(audio[:, 0], (0, padded - audio.shape[-1])))[..., :frames]
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """``[B, num_mels, T] -> [B, 1, T * hop]`` audio in [-1, 1] (v2) or through tanh (v1)."""
+    def decode(self, latents: Tensor, **options: Any) -> Tensor:
+        """``[B, num_mels, T] -> [B, 1, T * hop]`` audio in [-1, 1] (v2) or through tanh (v1); deterministic."""
+        check_decode_options(options, where="a mel vocoder")
         if latents.ndim != 3 or latents.shape[1] != self.latent_dim:
             raise ValueError(f"expected mels shaped [B, {self.latent_dim}, T], got {tuple(latents.shape)}")
         return self.generator(latents)

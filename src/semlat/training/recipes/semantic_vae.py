@@ -69,8 +69,9 @@ class TeacherCropDataset(Dataset):
 
     def __getitem__(self, key):
         item = self.crops[key]
-        features, valid = self.cache.crop(self.crops.manifest[item["index"]].audio, item["offset"], self.seconds)
-        item["teacher"] = features
+        features, valid = self.cache.crop_seconds(self.crops.manifest[item["index"]].audio, item["offset"],
+                                                  self.seconds)
+        item["teacher"] = rearrange(features, "d t -> t d")
         item["teacher_frames"] = min(valid, math.ceil(item["length"] / self.crops.sample_rate * self.cache.frame_rate))
         return item
 

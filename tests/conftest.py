@@ -84,11 +84,10 @@ def demo_corpus(tmp_path_factory, synth_tools) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ctc_judge(demo_corpus, tmp_path_factory) -> Path:
     """An offline CTC phoneme judge trained for 3 steps on the demo corpus (32 channels, 1 block)."""
-    from semlat.evaluation.ctc_judge import train_judge
+    from semlat.training.run import train_judge
 
     out = tmp_path_factory.mktemp("judge") / "ctc"
-    return train_judge(demo_corpus / "manifest.jsonl", out, max_steps=3, max_minutes=None, progress=False,
-                       channels=32, layers=1, batch_size=4, eval_seconds=0.0)
+    return train_judge(demo_corpus / "manifest.jsonl", out, steps=3, config="judge/tiny", progress=False)
 
 
 def _byte_symbols() -> list[str]:

@@ -4,6 +4,7 @@ and one-line errors for bad arguments and bad audio."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -159,11 +160,15 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 @pytest.mark.slow
 def test_demo_main_job(synth_tools, tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--corpus-minutes", "0.5", "--teacher-minutes", "0.05",
-                 "--train-minutes", "0.02", "--judge-minutes", "0.02", "train.valid_every=2",
-                 "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2", "train.progress=false"])
+    argv = ["demo", "--corpus-minutes", "0.5", "--teacher-steps", "3", "--train-steps", "3", "--judge-steps", "3",
+            "train.valid_every=2", "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2",
+            "train.progress=false"]
+    code = main([argv[0], "--out", str(out), *argv[1:]])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
+    assert set(report["throughput"]) == {"teacher", "vanilla", "semantic", "dc_vae", "judge"}
+    assert all(stage["steps"] == 3 for stage in report["throughput"].values())  # step budgets, not time
+    assert all(stage["expected_steps_per_second"] > 0 for stage in report["throughput"].values())
     vanilla, semantic, dc_vae = report["models"]
     assert (vanilla["name"], semantic["name"], dc_vae["name"]) == ("vanilla", "semantic", "dc_vae")
     assert dc_vae["latent_dim"] == 80 and abs(dc_vae["frame_rate"] - 22050 / 4096) < 1e-9
@@ -188,3 +193,33 @@ def test_demo_main_job(synth_tools, tmp_path, capsys):
     assert "| figure | vanilla | semantic | dc_vae | clean audio | judge |" in text
     printed = capsys.readouterr().out
     assert "report.md" in printed and "clean test audio: PER" in printed
+    assert "expected 8.8 steps/s on an idle 2-core machine" in printed and "3 steps in" in printed
+
+    # the same command and seed again (same corpus): the same step counts and figures, to float noise
+    again = tmp_path / "again"
+    shutil.copytree(out / "corpus", again / "corpus")
+    assert main([argv[0], "--out", str(again), *argv[1:]]) == 0
+    second = json.loads((again / "report.json").read_text())
+    for a, b in zip(report["models"], second["models"], strict=True):
+        assert a["steps"] == b["steps"] == 3
+        for key in ("mel_distance", "stoi", "per", "speaker_probe", "fd"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert report["clean_per"] == second["clean_per"]
+
+
+def test_demo_warns_when_far_slower_than_expected():
+    import time
+
+    from semlat import demo_run
+
+    lines = []
+    slow = demo_run.Throughput(lines.append)
+    slow.start("vanilla", 10)
+    slow.finish("vanilla", 10, time.monotonic() - 1000.0)  # 0.01 steps/s against 8.8 expected
+    assert len(slow.warnings) == 1 and "of the expected" in slow.warnings[0] and "torch threads" in slow.warnings[0]
+    assert any(line.startswith("[demo] WARNING") for line in lines)
+    assert any("expected 8.8 steps/s" in line for line in lines)
+    quick = demo_run.Throughput(lines.append)
+    quick.finish("vanilla", 10, time.monotonic() - 0.1)  # 100 steps/s
+    assert quick.warnings == [] and quick.stages["vanilla"]["steps"] == 10
+    assert quick.stages["vanilla"]["steps_per_second"] > 50

@@ -24,15 +24,11 @@ from semlat.semantic.hubert_teacher import (
     hubert_config,
     mfcc,
     normalize_audio,
-    read_teacher_info,
     span_mask,
-    train_teacher,
 )
+from semlat.training.run import train_teacher
 from semlat.semantic.teachers import TeacherSpec, load_teacher
 
-# A model small enough to train a few steps in a second or two on a CPU.
-TINY = {"clusters": 8, "hidden": 32, "layers": 2, "heads": 2, "conv_dim": 16, "batch_size": 2, "crop_seconds": 1.0,
-        "warmup_steps": 2, "kmeans_init": 1, "heldout_crops": 2, "progress": False}
 
 
 def _noise(seconds: float, seed: int = 0, amplitude: float = 0.1) -> torch.Tensor:
@@ -155,30 +151,29 @@ def test_normalize_audio_matches_wav2vec2_feature_extractor():
 
 @pytest.fixture(scope="module")
 def tiny_teacher(demo_corpus: Path, tmp_path_factory) -> Path:
+    """The teacher recipe's tiny config, 3 steps; the latest checkpoint (a model folder)."""
     out = tmp_path_factory.mktemp("teacher") / "tiny"
-    return train_teacher(str(demo_corpus / "manifest.jsonl"), str(out), max_minutes=None, max_steps=3, **TINY)
+    return train_teacher(str(demo_corpus / "manifest.jsonl"), str(out), steps=3, config="teacher/tiny", progress=False)
 
 
-def test_train_teacher_writes_the_folder(tiny_teacher: Path, demo_corpus: Path):
+def test_train_teacher_writes_a_model_folder(tiny_teacher: Path, demo_corpus: Path):
     from safetensors.torch import load_file
 
-    assert sorted(p.name for p in tiny_teacher.iterdir()) == [
-        "head.safetensors", "hubert", "kmeans.safetensors", "options.json", "teacher.json"]
-    info = read_teacher_info(tiny_teacher)
-    assert info["format"] == FORMAT and info["kind"] == "hubert-iter1"
+    assert {"config.json", "model.safetensors", "training.safetensors", "trainer_state.pt"} <= {
+        p.name for p in tiny_teacher.iterdir()}
+    info = json.loads((tiny_teacher / "config.json").read_text())
+    assert info["model_type"] == "hubert_teacher" and info["training"] == {"recipe": "teacher", "step": 3}
     assert (info["sample_rate"], info["frame_rate"], info["dim"], info["num_layers"], info["clusters"]) == (
         16000, 50.0, 32, 2, 8)
-    assert info["recommended_layer"] == 1 and info["mfcc"]["n_mfcc"] == 13
-    training = info["training"]
-    assert training["steps"] == 3 and 0 <= training["final_accuracy"] <= 1
-    assert training["manifest"] == str((demo_corpus / "manifest.jsonl").resolve())
-    assert training["heldout"]["chance"] == 1 / 8
-    assert load_file(str(tiny_teacher / "kmeans.safetensors"))["centroids"].shape == (8, 39)
-    options = json.loads((tiny_teacher / "options.json").read_text())
-    assert options["max_steps"] == 3 and options["crop_seconds"] == 1.0 and options["mfcc"]["n_mels"] == 40
-    pre = json.loads((tiny_teacher / "hubert" / "preprocessor_config.json").read_text())
-    assert pre["do_normalize"] is True and pre["return_attention_mask"] is False
-    assert pre["sampling_rate"] == 16000
+    assert info["recommended_layer"] == 1 and info["mfcc"]["n_mfcc"] == 13 and info["mfcc"]["n_mels"] == 40
+    assert 0 <= info["heldout"]["accuracy"] <= 1 and info["heldout"]["chance"] == 1 / 8
+    assert info["manifest"] == str((demo_corpus / "manifest.jsonl").resolve())
+    assert info["config"]["clusters"] == 8 and info["kmeans"]["frames"] > 0
+    run = tiny_teacher.parent.parent
+    centroids = load_file(str(run / "kmeans.safetensors"))["centroids"]
+    assert centroids.shape == (8, 39)
+    assert torch.equal(load_file(str(tiny_teacher / "model.safetensors"))["centroids"], centroids)
+    assert (run / "config.yaml").is_file() and (run / "tensorboard").is_dir()  # an ordinary training run
 
 
 def test_load_semlat_teacher_gives_frozen_50hz_features(tiny_teacher: Path):
@@ -200,13 +195,16 @@ def test_load_semlat_teacher_gives_frozen_50hz_features(tiny_teacher: Path):
     torch.testing.assert_close(explicit.extract(audio, 16000)[0], teacher.extract(audio, 16000)[0])
     assert not torch.allclose(load_teacher(f"semlat:{tiny_teacher}@0").extract(audio, 16000)[0],
                               explicit.extract(audio, 16000)[0])
+    # the training run stands for its latest checkpoint
+    run = load_teacher(f"semlat:{tiny_teacher.parent.parent}")
+    torch.testing.assert_close(run.extract(audio, 16000)[0], teacher.extract(audio, 16000)[0])
 
 
 def test_loaded_teacher_sees_what_training_fed_the_model(tiny_teacher: Path):
     """The loader's normalisation and layer indexing match the training loop's."""
-    from transformers import HubertModel
+    from semlat.checkpoints import load_model
 
-    model = HubertModel.from_pretrained(str(tiny_teacher / "hubert"), local_files_only=True).eval()
+    model = load_model(tiny_teacher).predictor.hubert
     audio = _noise(1.0, 5, amplitude=0.3) + 0.05
     with torch.no_grad():
         states = model(normalize_audio(audio, torch.tensor([16000])), output_hidden_states=True).hidden_states
@@ -214,18 +212,24 @@ def test_loaded_teacher_sees_what_training_fed_the_model(tiny_teacher: Path):
     torch.testing.assert_close(features, states[2], atol=1e-4, rtol=1e-4)
 
 
-def test_retraining_replaces_a_teacher_but_not_another_folder(tiny_teacher: Path, demo_corpus: Path, tmp_path):
+def test_teacher_training_resumes_and_guards_folders(tiny_teacher: Path, demo_corpus: Path, tmp_path):
+    import shutil
+
     manifest = str(demo_corpus / "manifest.jsonl")
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher.parent.parent, run)
+    resumed = train_teacher(manifest, str(run), steps=5, config="teacher/tiny", progress=False)
+    assert json.loads((resumed / "config.json").read_text())["training"]["step"] == 5  # resumed at 3
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a semlat teacher; refusing"):
-        train_teacher(manifest, str(other), max_minutes=None, max_steps=1, **TINY)
-    assert (other / "keep.txt").read_text() == "mine"
-    with pytest.raises(ConfigError, match="max_minutes or max_steps"):
-        train_teacher(manifest, str(tmp_path / "x"), max_minutes=None, max_steps=None)
-    with pytest.raises(ConfigError, match="unknown teacher training option 'colour'"):
-        train_teacher(manifest, str(tmp_path / "x"), max_steps=1, colour="red")
+    with pytest.raises(ConfigError, match="not a training run; refusing"):
+        train_teacher(manifest, str(other), steps=1, config="teacher/tiny", progress=False)
+    assert sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+    with pytest.raises(ConfigError, match="model.colour"):
+        train_teacher(manifest, str(tmp_path / "x"), steps=1, config="teacher/tiny", overrides=["model.colour=red"])
+    with pytest.raises(ConfigError, match="mask_prob"):
+        train_teacher(manifest, str(tmp_path / "x"), steps=1, config="teacher/tiny", overrides=["masking.mask_prob=2"])
 
 
 def test_missing_and_invalid_teacher_folders_are_one_line_errors(tiny_teacher: Path, tmp_path):
@@ -242,9 +246,46 @@ def test_missing_and_invalid_teacher_folders_are_one_line_errors(tiny_teacher: P
     (empty / "teacher.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ConfigError, match="not a semlat teacher"):
         load_teacher(f"semlat:{empty}")
-    info = json.loads((tiny_teacher / "teacher.json").read_text())
+    info = {"format": FORMAT, "sample_rate": 16000, "frame_rate": 50.0, "dim": 32, "num_layers": 2,
+            "recommended_layer": 1}
     (empty / "teacher.json").write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="hubert/ is missing"):
         load_teacher(f"semlat:{empty}")
     with pytest.raises(ConfigError, match="out of range"):
         load_teacher(f"semlat:{tiny_teacher}@7")
+    with pytest.raises(ConfigError, match="not a semlat teacher"):
+        load_teacher(f"semlat:{tiny_teacher.parent.parent.parent}")
+
+
+def test_teacher_folders_of_semlat_0_1_still_load(tiny_teacher: Path, tmp_path):
+    """A ``teacher.json`` + ``hubert/`` folder (the earlier format) gives the same features."""
+    from semlat.checkpoints import load_model
+
+    legacy = tmp_path / "legacy"
+    load_model(tiny_teacher).predictor.hubert.save_pretrained(legacy / "hubert")
+    (legacy / "hubert" / "preprocessor_config.json").write_text(json.dumps(
+        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000, "do_normalize": True,
+         "return_attention_mask": False, "feature_size": 1, "padding_value": 0.0}))
+    (legacy / "teacher.json").write_text(json.dumps({"format": FORMAT, "sample_rate": 16000, "frame_rate": 50.0,
+                                                     "dim": 32, "num_layers": 2, "recommended_layer": 1}))
+    audio = _noise(1.0, 7)
+    torch.testing.assert_close(load_teacher(f"semlat:{legacy}").extract(audio, 16000)[0],
+                               load_teacher(f"semlat:{tiny_teacher}").extract(audio, 16000)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_trains_through_semlat_train_and_resumes_exactly(demo_corpus: Path, tmp_path):
+    """The teacher is an ordinary recipe: `semlat train teacher/tiny`, then --resume, ends where a
+    straight run ends (weights equal; the k-means of the run is reused, not refitted)."""
+    from safetensors.torch import load_file
+
+    from semlat.cli import main
+
+    common = [f"data.train={demo_corpus / 'manifest.jsonl'}", "train.progress=false", "train.checkpoint_every=2"]
+    assert main(["train", "teacher/tiny", f"run_dir={tmp_path / 'straight'}", "train.max_steps=4", *common]) == 0
+    assert main(["train", "teacher/tiny", f"run_dir={tmp_path / 'split'}", "train.max_steps=2", *common]) == 0
+    kmeans = (tmp_path / "split" / "kmeans.safetensors").stat().st_mtime_ns
+    assert main(["train", "--resume", str(tmp_path / "split"), "train.max_steps=4"]) == 0
+    assert (tmp_path / "split" / "kmeans.safetensors").stat().st_mtime_ns == kmeans
+    a = load_file(str(tmp_path / "straight/checkpoints/step-00000004/model.safetensors"))
+    b = load_file(str(tmp_path / "split/checkpoints/step-00000004/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

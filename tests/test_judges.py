@@ -13,14 +13,13 @@ import torch
 
 from semlat.errors import ConfigError
 from semlat.evaluation.ctc_judge import (
-    JUDGE_JSON,
     CTCJudge,
     ctc_forced_align,
     greedy_decode,
     load_judge,
     min_frames,
-    train_judge,
 )
+from semlat.training.run import train_judge
 from semlat.evaluation.judges import (
     ASRJudge,
     SpeakerJudge,
@@ -100,10 +99,13 @@ def test_train_judge_writes_a_loadable_folder(ctc_folder, demo_corpus):
     from semlat.audio.io import load_audio
     from semlat.data.manifest import Manifest
 
-    info = json.loads((ctc_folder / JUDGE_JSON).read_text(encoding="utf-8"))
-    assert info["units"] == "phonemes" and info["vocab"][0] == "<blank>"
-    assert info["training"]["steps"] == 3 and set(info["training"]["heldout"]) == {"valid", "test"}
+    info = json.loads((ctc_folder / "config.json").read_text(encoding="utf-8"))
+    assert info["model_type"] == "ctc_judge" and info["units"] == "phonemes" and info["config"]["vocab"][0] == "<blank>"
+    assert info["training"]["step"] == 3 and set(info["heldout"]) == {"valid", "test"}
+    assert info["metric"] == "per" and all(0 <= f["per"] for f in info["heldout"].values() if f["per"] is not None)
     assert (ctc_folder / "model.safetensors").is_file()
+    run = ctc_folder.parent.parent  # the training run stands for its latest checkpoint
+    assert load_judge(run).vocab == load_judge(ctc_folder).vocab
 
     judge = load_asr_judge(f"ctc:{ctc_folder}")
     assert isinstance(judge, CTCJudge) and isinstance(judge, ASRJudge)
@@ -129,8 +131,8 @@ def test_train_judge_writes_a_loadable_folder(ctc_folder, demo_corpus):
 
 
 def test_train_judge_on_characters(demo_corpus, tmp_path):
-    folder = train_judge(demo_corpus / "manifest.jsonl", tmp_path / "chars", units="chars", max_steps=1,
-                         max_minutes=None, progress=False, channels=16, layers=1, batch_size=4)
+    folder = train_judge(demo_corpus / "manifest.jsonl", tmp_path / "chars", units="chars", steps=1,
+                         config="judge/tiny", overrides=["model.channels=16"], progress=False)
     judge = load_judge(folder)
     assert judge.units == "chars" and " " in judge.vocab and judge.label.startswith("ctc-chars (offline")
     assert isinstance(judge.transcribe(np.zeros(16000, dtype=np.float32), 16000)[0], str)
@@ -202,7 +204,7 @@ def test_cli_judge_train_prints_the_heldout_error(demo_corpus, tmp_path, capsys)
 
     out = tmp_path / "cli-judge"
     assert main(["judge", "train", str(demo_corpus / "manifest.jsonl"), str(out), "--units", "chars",
-                 "--steps", "1"]) == 0
+                 "--steps", "1", "--config", "judge/tiny"]) == 0
     printed = capsys.readouterr().out
     assert "held-out valid CER" in printed and f"ctc:{out}" in printed
     assert load_judge(out).units == "chars"
@@ -227,3 +229,20 @@ def test_write_alignments_for_the_phoneme_probe(ctc_folder, demo_corpus, tmp_pat
                  "--split", "valid"]) == 0
     assert cli_out.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
     assert main(["judge", "align", str(tmp_path), str(demo_corpus / "manifest.jsonl"), str(cli_out)]) == 1
+
+
+def test_judge_trains_through_semlat_train_and_resumes_exactly(demo_corpus, tmp_path):
+    """The judge is an ordinary recipe: `semlat train judge/tiny`, then --resume, ends where a straight
+    run ends (weights equal)."""
+    from safetensors.torch import load_file
+
+    from semlat.cli import main
+
+    common = [f"data.train={demo_corpus / 'manifest.jsonl'}", "train.progress=false", "train.checkpoint_every=2"]
+    assert main(["train", "judge/tiny", f"run_dir={tmp_path / 'straight'}", "train.max_steps=4", *common]) == 0
+    assert main(["train", "judge/tiny", f"run_dir={tmp_path / 'split'}", "train.max_steps=2", *common]) == 0
+    assert main(["train", "--resume", str(tmp_path / "split"), "train.max_steps=4"]) == 0
+    a = load_file(str(tmp_path / "straight/checkpoints/step-00000004/model.safetensors"))
+    b = load_file(str(tmp_path / "split/checkpoints/step-00000004/model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert load_judge(tmp_path / "split").units == "phonemes"

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -17,6 +19,5 @@ if TYPE_CHECKING:
 
 def load(folder: Any, device: Any = "auto", precision: str = "fp32", **options: Any) -> LoadedSpace:
     """Load a semlat model folder for inference: see :func:`semlat.inference.load`."""
-    from semlat.inference import load as _load
-
-    return _load(folder, device, precision, **options)
+    inference = importlib.import_module("semlat.inference")  # imported on use: the package root stays light
+    return inference.load(folder, device, precision, **options)

@@ -16,7 +16,6 @@ SRC OUT``). Model types and importers are listed in :data:`MODEL_TYPES` and :dat
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import pickle
@@ -35,6 +34,7 @@ from torch import nn
 import semlat
 from semlat.errors import CheckpointError, first_line
 from semlat.utils.files import atomic_dir, atomic_path
+from semlat.utils.registry import resolve
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -44,6 +44,8 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "wave_vae": "semlat.autoencoders.wave_vae:WaveVAE",
     "bigvgan": "semlat.vocoders.mel_vocoder:MelVocoder",
     "mel_dcae": "semlat.autoencoders.mel_space:MelDCAESpace",
+    "hubert_teacher": "semlat.semantic.hubert_teacher:HubertTeacherModel",
+    "ctc_judge": "semlat.evaluation.ctc_judge:CTCJudgeModel",
 })
 
 #: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
@@ -54,11 +56,6 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
 })
 
 _MAX_LISTED = 8
-
-
-def _resolve(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _listing(keys: list[str]) -> str:
@@ -157,12 +154,44 @@ def read_model_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     return state, meta
 
 
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder of a training run (``checkpoints/latest``), or ``None``."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    return folder if folder.is_dir() else None
+
+
+def resolve_model_folder(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a model folder, else the latest checkpoint of the training run at ``path``
+    (so a run folder can stand for the model it trained); ``path`` unchanged when it is neither."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    return latest_checkpoint(path) or path
+
+
+def load_model_of_type(path: str | os.PathLike, model_type: str, what: str, hint: str,
+                       device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
+    """``(model, config.json, folder)`` of the model folder (or training run, see
+    :func:`resolve_model_folder`) at ``path``, which must hold a ``model_type`` model; otherwise a
+    one-line CheckpointError saying it is not ``what`` (and ``hint``: how to make one)."""
+    folder = resolve_model_folder(path)
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
+    state, meta = read_model_folder(folder)
+    if meta.get("model_type") != model_type:
+        raise CheckpointError(f"{folder}: a {meta.get('model_type')} model, not {what} ({model_type})")
+    return model_from_state(state, meta, str(folder), device), meta, folder
+
+
 def build_model(model_type: str, config: Mapping[str, Any]) -> nn.Module:
     """Construct a registered model type from its config (weights uninitialised/random)."""
     if model_type not in MODEL_TYPES:
         known = ", ".join(sorted(MODEL_TYPES)) or "none registered yet"
         raise CheckpointError(f"unknown model type {model_type!r} (known: {known})")
-    return _resolve(MODEL_TYPES[model_type]).from_config(config)
+    return resolve(MODEL_TYPES[model_type]).from_config(config)
 
 
 def model_from_state(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], where: str = "checkpoint",
@@ -255,7 +284,7 @@ def run_importer(kind: str, weights: str | os.PathLike, out: str | os.PathLike, 
     if kind not in IMPORTERS:
         known = ", ".join(sorted(IMPORTERS)) or "none yet"
         raise CheckpointError(f"unknown import kind {kind!r} (available: {known})")
-    fn: Callable[..., Path] = _resolve(IMPORTERS[kind])
+    fn: Callable[..., Path] = resolve(IMPORTERS[kind])
     return fn(weights, out, **options)
 
 

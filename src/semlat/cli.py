@@ -149,22 +149,17 @@ def train(args, resume) -> None:
     Overrides use dotted keys: train.max_steps=1000 data.batch_size=16 model.latent_dim=32.
     Under torchrun every process runs this same command.
     """
-    from semlat.configs import resolve_config
-    from semlat.training.recipes import load_recipe
-    from semlat.training.trainer import Trainer
+    from semlat.training.run import train_recipe
 
     if resume:
         config_path, overrides = Path(resume) / "config.yaml", [*args, f"run_dir={resume}"]
+        if not config_path.is_file():
+            raise SemlatError(f"{config_path}: no such config file (is {resume} a training run?)")
     else:
         if not args or "=" in args[0]:
             raise click.UsageError("give a CONFIG (a YAML file or a shipped name like wave_vae/tiny) or --resume RUN_DIR")
-        config_path, overrides = resolve_config(args[0]), list(args[1:])
-    recipe_cls, config = load_recipe(config_path, overrides)
-    trainer = Trainer(config, recipe_cls, resume=bool(resume))
-    try:
-        checkpoint = trainer.fit()
-    finally:
-        trainer.close()
+        config_path, overrides = args[0], list(args[1:])
+    checkpoint, trainer = train_recipe(config_path, overrides, resume=bool(resume))
     if trainer.dist.is_main:
         click.echo(f"trained {trainer.step} steps; latest checkpoint: {checkpoint}")
 
@@ -190,25 +185,29 @@ def teacher() -> None:
 @teacher.command("train")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--split", default="train", show_default=True, help="Manifest split to train on.")
-@click.option("--clusters", type=int, default=100, show_default=True, help="k-means clusters (targets).")
-@click.option("--minutes", "max_minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
-@click.option("--steps", "max_steps", type=int, default=None, help="Stop after this many steps.")
-@click.option("--hidden", type=int, default=256, show_default=True, help="Transformer width.")
-@click.option("--layers", type=int, default=4, show_default=True, help="Transformer layers.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-def teacher_train(manifest, out, split, clusters, max_minutes, max_steps, hidden, layers, seed, device) -> None:
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps [default: the config's, 400].")
+@click.option("--minutes", type=float, default=None, help="Also stop after this many minutes of training.")
+@click.option("--config", "config", default="teacher/default", show_default=True,
+              help="The teacher recipe (a YAML file or a shipped name such as teacher/tiny).")
+@click.argument("overrides", nargs=-1)
+def teacher_train(manifest, out, steps, minutes, config, overrides) -> None:
     """Train an offline teacher (HuBERT's first iteration: MFCC k-means targets, masked prediction).
 
-    Use it as alignment.teacher=semlat:OUT. Its features are far weaker than WavLM's; it exists so
-    the pipeline runs without downloading a pretrained model.
+    The same as `semlat train teacher/default data.train=MANIFEST run_dir=OUT [OVERRIDES]` (e.g.
+    model.clusters=50); OUT is a training run (a rerun resumes it) whose latest checkpoint is the
+    teacher. Use it as alignment.teacher=semlat:OUT. Its features are far weaker than WavLM's; it
+    exists so the pipeline runs without downloading a pretrained model.
     """
-    from semlat.semantic.hubert_teacher import train_teacher
+    import json
 
-    folder = train_teacher(manifest, out, split=split, clusters=clusters, max_minutes=max_minutes,
-                           max_steps=max_steps, seed=seed, hidden=hidden, layers=layers, device=device)
-    click.echo(f"wrote teacher {folder}: use alignment.teacher=semlat:{folder}")
+    from semlat.training.run import train_teacher
+
+    checkpoint = train_teacher(manifest, out, steps=steps, minutes=minutes, config=config, overrides=overrides)
+    meta = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+    held = meta.get("heldout", {})
+    click.echo(f"held-out masked accuracy {held.get('accuracy', float('nan')):.3f} (majority baseline "
+               f"{held.get('majority_baseline', float('nan')):.3f}, chance {held.get('chance', float('nan')):.3f})")
+    click.echo(f"wrote teacher {checkpoint} ({meta['training']['step']} steps): use alignment.teacher=semlat:{out}")
 
 
 @cli.group()
@@ -346,30 +345,31 @@ def judge() -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--units", type=click.Choice(["phonemes", "chars"]), default="phonemes", show_default=True,
               help="Recognise espeak IPA phonemes or the characters of the text.")
-@click.option("--minutes", "max_minutes", type=float, default=5.0, show_default=True, help="Training time budget.")
-@click.option("--steps", "max_steps", type=int, default=None, help="Stop after this many steps.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, default=None,
-              help="torch CPU threads for the run (1 is often fastest on a busy machine).")
-def judge_train(manifest, out, units, max_minutes, max_steps, seed, device, threads) -> None:
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps [default: the config's, 700].")
+@click.option("--minutes", type=float, default=None, help="Also stop after this many minutes of training.")
+@click.option("--config", "config", default="judge/default", show_default=True,
+              help="The judge recipe (a YAML file or a shipped name such as judge/tiny).")
+@click.argument("overrides", nargs=-1)
+def judge_train(manifest, out, units, steps, minutes, config, overrides) -> None:
     """Train the offline CTC judge on MANIFEST's train split; use it as ctc:OUT.
 
-    It is far weaker than Whisper; its figures are labelled as the offline judge's.
+    The same as `semlat train judge/default data.train=MANIFEST run_dir=OUT [OVERRIDES]`; OUT is a
+    training run (a rerun resumes it). It is far weaker than Whisper; its figures are labelled as
+    the offline judge's.
     """
     import json
 
-    from semlat.evaluation.ctc_judge import JUDGE_JSON, train_judge
+    from semlat.training.run import train_judge
 
-    folder = train_judge(manifest, out, units=units, max_minutes=max_minutes, max_steps=max_steps, seed=seed,
-                         device=device, threads=threads)
-    training = json.loads((folder / JUDGE_JSON).read_text(encoding="utf-8"))["training"]
-    metric = training["metric"].upper()
-    for split, figures in training["heldout"].items():
-        value = figures[training["metric"]]
+    checkpoint = train_judge(manifest, out, units=units, steps=steps, minutes=minutes, config=config,
+                             overrides=overrides)
+    meta = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+    metric = meta["metric"]
+    for split, figures in meta["heldout"].items():
+        value = figures[metric]
         shown = "n/a" if value is None else f"{100 * value:.1f} %"
-        click.echo(f"held-out {split} {metric}: {shown} ({figures['utterances']} utterances)")
-    click.echo(f"wrote judge {folder} ({training['steps']} steps, {training['minutes']:.1f} min): use ctc:{folder}")
+        click.echo(f"held-out {split} {metric.upper()}: {shown} ({figures['utterances']} utterances)")
+    click.echo(f"wrote judge {checkpoint} ({meta['training']['step']} steps): use ctc:{out}")
 
 
 @judge.command("align")
@@ -510,22 +510,29 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @cli.command("demo")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")
-@click.option("--teacher-minutes", type=float, default=3.0, show_default=True, help="Offline teacher training.")
-@click.option("--train-minutes", type=float, default=5.0, show_default=True,
-              help="Training budget per autoencoder (three of them).")
-@click.option("--judge-minutes", type=float, default=3.0, show_default=True,
-              help="Offline CTC judge training (PER and the phoneme probe's alignments).")
+@click.option("--teacher-steps", type=click.IntRange(min=1), default=400, show_default=True,
+              help="Offline teacher training steps.")
+@click.option("--train-steps", type=click.IntRange(min=1), default=2500, show_default=True,
+              help="Training steps per autoencoder (three of them).")
+@click.option("--judge-steps", type=click.IntRange(min=1), default=700, show_default=True,
+              help="Offline CTC judge training steps (PER and the phoneme probe's alignments).")
+@click.option("--teacher-minutes", type=float, default=None, help="Also cap the teacher's training time.")
+@click.option("--train-minutes", type=float, default=None, help="Also cap each autoencoder's training time.")
+@click.option("--judge-minutes", type=float, default=None, help="Also cap the judge's training time.")
 @click.argument("overrides", nargs=-1)
-def demo(out, corpus_minutes, teacher_minutes, train_minutes, judge_minutes, overrides) -> None:
+def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
+         overrides) -> None:
     """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
-    Extra key=value OVERRIDES go to all three training recipes (configs/wave_vae/tiny.yaml,
-    semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. train.max_steps=500.
+    Budgets are steps, so the same command gives the same models on any machine (a time cap makes the
+    result depend on the machine's speed). Extra key=value OVERRIDES go to all three training recipes
+    (configs/wave_vae/tiny.yaml, semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. data.batch_size=8.
     """
     from semlat.demo_run import run_demo
 
-    report = run_demo(out, corpus_minutes=corpus_minutes, teacher_minutes=teacher_minutes,
-                      train_minutes=train_minutes, judge_minutes=judge_minutes, overrides=tuple(overrides))
+    report = run_demo(out, corpus_minutes=corpus_minutes, teacher_steps=teacher_steps, train_steps=train_steps,
+                      judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
+                      judge_minutes=judge_minutes, overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):
         return "n/a" if value is None else fmt.format(value)
@@ -535,6 +542,8 @@ def demo(out, corpus_minutes, teacher_minutes, train_minutes, judge_minutes, ove
         click.echo(f"{m['name']:8s} {m['steps']} steps: test mel distance {show(m['mel_distance'], '{:.3f}')}, "
                    f"STOI {show(m['stoi'], '{:.3f}')}, PER {show(m['per'], '{:.1%}')}{cosine}")
     click.echo(f"clean test audio: PER {show(report['clean_per'], '{:.1%}')} (offline judge)")
+    for warning in report["warnings"]:
+        click.echo(f"WARNING: {warning}")
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 

@@ -18,7 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from semlat.errors import ConfigError
+from semlat.errors import ConfigError, first_line
 from semlat.utils.files import atomic_write_text
 
 T = TypeVar("T")
@@ -60,6 +60,37 @@ def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object in the {what}, not {type(data).__name__}")
     return data
+
+
+def check_keys(cls: type, keys: Any, where: str) -> None:
+    """One-line ConfigError naming every key of ``keys`` that is not a field of dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(keys) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
+    """Build dataclass ``cls`` from a plain dict (a config.json section): the one place that checks a
+    dict's keys against the fields (unknown keys are a one-line ConfigError naming ``where``), turns
+    JSON lists back into tuples for tuple-typed fields, and reports constructor errors in one line."""
+    where = where or f"{cls.__name__}"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    check_keys(cls, data, where)
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    values = {k: _tuples(v) if kinds[k].startswith(("tuple", "Tuple")) and isinstance(v, list) else v
+              for k, v in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {first_line(err)}") from None
 
 
 def _describe(err: OmegaConfBaseException) -> str:

@@ -15,13 +15,21 @@
    ``eval compare``'s side-by-side tables, and where every report, plot, audio file and log is.
 
 Every step reuses what an earlier run left in ``out`` (corpus, teacher, features, training runs,
-which resume and train for another budget; the judge; evaluations, which resume).
+which resume up to their step budget; the judge; evaluations, which resume).
+
+**Budgets are steps**, so the same command and seed give the same models on any machine, only
+slower or faster (time limits stay available as caps: ``--train-minutes`` and friends). Each stage
+prints its expected speed (measured on an idle 2-core machine, :data:`EXPECTED_STEPS_PER_SECOND`)
+and its measured one; a stage far slower than expected (below :data:`SLOW_FRACTION` of it) is
+warned about in the log and in the report, with the likely cause (more torch threads than free
+cores: a busy machine makes OpenMP threads wait on each other).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,32 +38,75 @@ import torch
 from einops import rearrange
 
 from semlat.audio.io import load_audio
-from semlat.configs import builtin_config
 from semlat.data.demo import make_demo_corpus
 from semlat.data.manifest import Manifest
 from semlat.inference import LoadedSpace, load
 from semlat.latent_space import space_info
 from semlat.semantic.alignment import frame_mask, latent_valid_frames, mean_cosine
-from semlat.training.recipes import load_recipe
-from semlat.training.trainer import Trainer, latest_checkpoint
+from semlat.training.run import train_recipe
+from semlat.training.trainer import latest_checkpoint
 from semlat.utils.files import atomic_write_text
 
 SAMPLE_RATE = 16000
+#: Steps per second of each demo stage on an idle 2-core machine (2 torch threads; README figures).
+EXPECTED_STEPS_PER_SECOND = {"teacher": 2.4, "vanilla": 8.8, "semantic": 8.2, "dc_vae": 6.0, "judge": 4.0}
+#: Default step budgets: about what 3 / 5 / 3 minutes gave on an idle machine.
+DEFAULT_STEPS = {"teacher": 400, "autoencoder": 2500, "judge": 700}
+#: A stage slower than this share of its expected speed gets a warning.
+SLOW_FRACTION = 0.5
 #: Utterances (a seeded subset of the whole corpus) that eval latents encodes for the probes.
 LATENT_UTTERANCES = 150
 
 
-def _train(config_name: str, out: Path, name: str, minutes: float, progress: bool,
-           overrides: tuple[str, ...]) -> Path:
-    recipe_cls, config = load_recipe(builtin_config(config_name), [
-        f"run_dir={out / 'runs' / name}", f"data.train={out / 'corpus' / 'manifest.jsonl'}",
-        f"train.max_minutes={minutes}", f"train.progress={progress}", *overrides])
-    trainer = Trainer(config, recipe_cls, resume=latest_checkpoint(config.run_dir) is not None)
-    try:
-        trainer.fit()
-    finally:
-        trainer.close()
-    return latest_checkpoint(config.run_dir)
+class Throughput:
+    """Expected and measured speed of the demo's stages; warnings when a stage is far too slow."""
+
+    def __init__(self, log=print):
+        self.log = log
+        self.stages: dict[str, dict[str, Any]] = {}
+        self.warnings: list[str] = []
+
+    @staticmethod
+    def machine() -> str:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        return f"{torch.get_num_threads()} torch threads, {cores} cores, load average {load:.1f}"
+
+    def start(self, stage: str, steps: int) -> float:
+        expected = EXPECTED_STEPS_PER_SECOND.get(stage)
+        if expected:
+            self.log(f"[demo] {stage}: {steps} steps; expected {expected:g} steps/s on an idle 2-core machine "
+                     f"(~{steps / expected / 60:.1f} min); here: {self.machine()}")
+        return time.monotonic()
+
+    def finish(self, stage: str, steps: int, started: float) -> None:
+        seconds = max(1e-9, time.monotonic() - started)
+        measured = steps / seconds
+        expected = EXPECTED_STEPS_PER_SECOND.get(stage)
+        self.stages[stage] = {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(measured, 3),
+                              "expected_steps_per_second": expected}
+        self.log(f"[demo] {stage}: {steps} steps in {seconds / 60:.1f} min ({measured:.2f} steps/s)")
+        if expected and steps > 0 and measured < SLOW_FRACTION * expected:
+            warning = (f"{stage} trained at {measured:.2f} steps/s, {measured / expected:.0%} of the expected "
+                       f"{expected:g} ({self.machine()}): the machine is busy or has fewer free cores than torch "
+                       "threads; the models are the same, only slower to make (set OMP_NUM_THREADS=1 or "
+                       "free the cores)")
+            self.warnings.append(warning)
+            self.log(f"[demo] WARNING: {warning}")
+
+
+def _train(config_name: str, run_dir: Path, name: str, steps: int, minutes: float | None, progress: bool,
+           overrides: tuple[str, ...], speed: Throughput, manifest: Path) -> tuple[Path, int]:
+    """Train (or resume up to ``steps``) one recipe; returns the checkpoint and the steps it has."""
+    cap = [f"train.max_minutes={minutes}"] if minutes is not None else []
+    done = latest_checkpoint(run_dir)
+    first = json.loads((done / "config.json").read_text())["training"]["step"] if done is not None else 0
+    started = speed.start(name, max(0, steps - first))
+    checkpoint, trainer = train_recipe(config_name, [
+        f"run_dir={run_dir}", f"data.train={manifest}", f"train.max_steps={steps}", *cap,
+        f"train.progress={progress}", *overrides])
+    speed.finish(name, trainer.step - trainer.start_step, started)
+    return checkpoint, trainer.step
 
 
 def _speech_listing(rows: list[dict[str, Any]], audio_root: Path | None, manifest: Manifest, path: Path) -> Path:
@@ -136,40 +187,57 @@ def held_out_alignment(codec: LoadedSpace, manifest: Manifest, cache) -> float:
     return sum(cosines) / len(cosines)
 
 
-def _judge(out: Path, manifest_path: Path, minutes: float, progress: bool) -> tuple[str, Path]:
-    """Train (or reuse) the offline CTC phoneme judge and force-align the corpus with it."""
-    from semlat.evaluation.ctc_judge import load_judge, train_judge, write_alignments
+def _fit_batch(config_name: str, manifest: Manifest) -> tuple[str, ...]:
+    """``data.batch_size=N`` when the recipe's batch is larger than the training split (a tiny corpus)."""
+    from semlat.configs import resolve_config
+    from semlat.training.recipes import load_recipe
 
-    judge_dir = out / "judge"
-    if not (judge_dir / "judge.json").is_file():
-        train_judge(manifest_path, judge_dir, max_minutes=minutes, progress=progress)
+    _, config = load_recipe(resolve_config(config_name))
+    items = len(manifest.split(config.data.train_split))
+    return (f"data.batch_size={max(1, items)}",) if config.data.batch_size > items else ()
+
+
+def _judge(out: Path, manifest_path: Path, steps: int, minutes: float | None, progress: bool,
+           speed: Throughput) -> tuple[str, Path]:
+    """Train (or resume up to ``steps``) the offline CTC phoneme judge and force-align the corpus with it."""
+    from semlat.evaluation.ctc_judge import load_judge, write_alignments
+
+    checkpoint, _ = _train("judge/default", out / "judge", "judge", steps, minutes, progress,
+                           _fit_batch("judge/default", Manifest.read(manifest_path)), speed, manifest_path)
     alignments = out / "eval" / "alignments.jsonl"
     if not alignments.is_file():
-        write_alignments(load_judge(judge_dir), manifest_path, alignments, progress=progress)
-    return f"ctc:{judge_dir}", alignments
+        write_alignments(load_judge(checkpoint), manifest_path, alignments, progress=progress)
+    return f"ctc:{checkpoint}", alignments
 
 
-def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0, train_minutes: float = 5.0,
-             teacher_minutes: float = 3.0, judge_minutes: float = 3.0, overrides: tuple[str, ...] = (),
-             progress: bool = True) -> dict[str, Any]:
-    """Run the whole demo into ``out``; returns the report as a dict."""
+def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
+             train_steps: int = DEFAULT_STEPS["autoencoder"], teacher_steps: int = DEFAULT_STEPS["teacher"],
+             judge_steps: int = DEFAULT_STEPS["judge"], train_minutes: float | None = None,
+             teacher_minutes: float | None = None, judge_minutes: float | None = None,
+             overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
+    """Run the whole demo into ``out``; returns the report as a dict.
+
+    Budgets are steps (``*_steps``); ``*_minutes`` cap a stage's time as well (a capped run is no
+    longer the same on every machine)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache, extract_features
-    from semlat.semantic.hubert_teacher import train_teacher
+    from semlat.semantic.teachers import TeacherSpec
 
     out = Path(out)
     started = time.monotonic()
+    speed = Throughput(log)
     corpus = out / "corpus"
     manifest_path = corpus / "manifest.jsonl"
     if not manifest_path.is_file():
         make_demo_corpus(corpus, corpus_minutes, sample_rate=SAMPLE_RATE, progress=progress)
     manifest = Manifest.read(manifest_path)
-    teacher_dir = out / "teacher"
-    if not (teacher_dir / "teacher.json").is_file():
-        train_teacher(str(manifest_path), str(teacher_dir), max_minutes=teacher_minutes, progress=progress)
-    teacher = f"semlat:{teacher_dir}"
+    teacher_checkpoint, _ = _train("teacher/default", out / "teacher", "teacher", teacher_steps, teacher_minutes,
+                                   progress, _fit_batch("teacher/default", manifest), speed, manifest_path)
+    teacher = f"semlat:{teacher_checkpoint}"
     features_dir = out / "features"
+    if (features_dir / "index.json").is_file() and FeatureCache(features_dir).teacher != TeacherSpec.parse(teacher):
+        shutil.rmtree(features_dir)  # made by an earlier teacher checkpoint: extract again
     if not (features_dir / "index.json").is_file():
         extract_features(teacher, manifest_path, features_dir, progress=progress)
     cache = FeatureCache(features_dir)
@@ -180,9 +248,10 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0, train_minu
         ("semantic", "semantic_vae/tiny", (f"alignment.teacher={teacher}", f"alignment.cache={features_dir}")),
         ("dc_vae", "mel_dcae/tiny", ()),
     ]:
-        checkpoints[name] = (config_name, _train(config_name, out, name, train_minutes, progress, (*extra, *overrides)))
+        checkpoints[name] = (config_name, _train(config_name, out / "runs" / name, name, train_steps, train_minutes,
+                                                 progress, (*extra, *overrides), speed, manifest_path)[0])
 
-    judge, alignments = _judge(out, manifest_path, judge_minutes, progress)
+    judge, alignments = _judge(out, manifest_path, judge_steps, judge_minutes, progress, speed)
     test = manifest.split("test")
     clean_rows = [{"id": u.audio} for u in test]
     reference_listing = _speech_listing(clean_rows, None, manifest, out / "eval" / "clean.jsonl")
@@ -215,7 +284,11 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0, train_minu
     names = [f"{m['name']}" for m in models for _ in range(3)]
     comparison = compare_reports([*runs, out / "eval" / "clean"], [*names, "clean audio"])
     report = {"corpus": str(corpus), "teacher": teacher, "judge": judge, "judge_label": clean["judges"]["asr"],
-              "train_minutes": train_minutes, "minutes": round((time.monotonic() - started) / 60, 2),
+              "train_steps": train_steps, "train_minutes": train_minutes,
+              "budgets": {"teacher_steps": teacher_steps, "train_steps": train_steps, "judge_steps": judge_steps,
+                          "caps_minutes": {"teacher": teacher_minutes, "train": train_minutes, "judge": judge_minutes}},
+              "throughput": speed.stages, "warnings": speed.warnings,
+              "minutes": round((time.monotonic() - started) / 60, 2),
               "threads": torch.get_num_threads(), "clean_per": _figure(clean, "per", "corpus"), "models": models,
               "comparison": comparison}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -235,9 +308,11 @@ def render_report(report: dict[str, Any]) -> str:
     """The report as Markdown: a summary, the notes on reading it, eval compare's tables, the paths."""
     lines = [
         "# semlat demo report", "",
-        (f"Tiny autoencoders trained for {report['train_minutes']:g} min each on the synthetic demo corpus "
+        (f"Tiny autoencoders trained for {report['train_steps']} steps each on the synthetic demo corpus "
          f"({report['minutes']} min in all, {report['threads']} threads). Test split: held-out sentences, "
          "including speakers never heard in training."), "",
+        *[f"> **Warning:** {w}" for w in report.get("warnings", [])],
+        *([""] if report.get("warnings") else []),
         ("| latent space | steps | latent | mel distance ↓ | STOI ↑ | PER ↓ | SIM ↑ | unseen speakers: mel ↓ | "
          "speaker probe ↑ | phoneme probe ↑ | alignment cosine ↑ |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -19,8 +19,8 @@ class DataError(SemlatError):
     """A manifest, corpus or dataset is malformed."""
 
 
-class ConfigError(SemlatError):
-    """A configuration key, value or type is wrong."""
+class ConfigError(SemlatError, ValueError):
+    """A configuration key, value or type is wrong (also a ValueError)."""
 
 
 class CheckpointError(SemlatError):

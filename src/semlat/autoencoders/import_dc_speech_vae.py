@@ -25,6 +25,7 @@ from semlat.autoencoders.mel_space import MelDCAESpace
 from semlat.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_model, load_state_dict_strict, read_foreign_weights
 from semlat.config import read_json_object
 from semlat.errors import ConfigError
+from semlat.latent_space import space_info
 from semlat.vocoders.griffin_lim import GriffinLimVocoder
 from semlat.vocoders.mel_vocoder import MelVocoder
 
@@ -80,6 +81,5 @@ def import_dc_speech_vae(weights: str | os.PathLike, out: str | os.PathLike, *,
     autoencoder = MelDCAE(cfg)
     load_state_dict_strict(autoencoder, state, where=str(weights))
     space = MelDCAESpace(autoencoder, load_mel_vocoder(vocoder))
-    extra = {"sample_rate": space.sample_rate, "latent_dim": space.latent_dim, "frame_rate": space.frame_rate,
-             "source": {"weights": Path(weights).name, "vocoder": Path(str(vocoder)).name}}
+    extra = {**space_info(space), "source": {"weights": Path(weights).name, "vocoder": Path(str(vocoder)).name}}
     return save_model(out, space, model_type="mel_dcae", config=space.config, extra=extra)

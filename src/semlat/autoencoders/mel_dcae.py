@@ -30,6 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from semlat.checkpoints import check_state_dict, unwrap_state_dict
+from semlat.config import check_keys
 from semlat.errors import CheckpointError, ConfigError
 from semlat.nn.weight_norm import has_weight_norm, legacy_to_parametrized
 from semlat.nn.weight_norm import remove_weight_norm as _remove_weight_norm
@@ -254,10 +255,7 @@ class MelDCAEConfig:
         (recognised by its ``_class_name``)."""
         if "_class_name" in data:  # a diffusers config.json
             return cls.from_reference_json(data, where)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        check_keys(cls, data, where)
         return cls.from_reference_json(data, where)
 
 

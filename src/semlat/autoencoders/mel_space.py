@@ -18,7 +18,6 @@ Checkpoint keys: ``autoencoder.model.â€¦`` (the DCAE) and ``vocoder.generator.â€
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 from semlat.autoencoders.mel_dcae import MelDCAE, MelDCAEConfig
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
+from semlat.utils.registry import resolve
 
 #: vocoder type -> "module:Class" (``from_config(dict)``, ``config``, ``encode``/``decode``, ``latent_dim``)
 VOCODERS = {
@@ -40,8 +40,7 @@ def build_vocoder(kind: str, config: Mapping[str, Any]) -> nn.Module:
     """The vocoder ``kind`` (a :data:`VOCODERS` key) built from its config dict."""
     if kind not in VOCODERS:
         raise ConfigError(f"unknown vocoder type {kind!r} (known: {', '.join(sorted(VOCODERS))})")
-    module, _, name = VOCODERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name).from_config(dict(config))
+    return resolve(VOCODERS[kind]).from_config(dict(config))
 
 
 def vocoder_spec(vocoder: nn.Module) -> dict[str, Any]:

@@ -33,22 +33,13 @@ from torch import Tensor, nn
 from semlat.autoencoders.bottlenecks import AttnProjection, gaussian_kl, reparameterize
 from semlat.autoencoders.encoder import Encoder
 from semlat.autoencoders.regularizers import latent_layer_norm, sigma_vae_noise
+from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.semantic.regulator import InterpolateRegulator
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
 from semlat.vocoders.istft_decoder import ISTFTDecoder, ISTFTDecoderConfig
-
-
-def _checked(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    return cls(**data)
 
 
 @dataclass
@@ -176,15 +167,15 @@ class WaveVAEConfig:
         if self.encoder_out_dim is None:
             self.encoder_out_dim = self.encoder_dim * 2 ** len(self.encoder_rates)
         if isinstance(self.decoder, Mapping):
-            self.decoder = _checked(BigVGANConfig, self.decoder, "WaveVAE config 'decoder'")
+            self.decoder = from_dict(BigVGANConfig, self.decoder, "WaveVAE config 'decoder'")
         if isinstance(self.istft_decoder, Mapping):
-            self.istft_decoder = _checked(ISTFTDecoderConfig, self.istft_decoder, "WaveVAE config 'istft_decoder'")
+            self.istft_decoder = from_dict(ISTFTDecoderConfig, self.istft_decoder, "WaveVAE config 'istft_decoder'")
         if self.istft_decoder is not None:
             self.istft_decoder.istft_hop(self.hop_length)
         if isinstance(self.mel_encoder, Mapping):
-            self.mel_encoder = _checked(MelEncoderConfig, self.mel_encoder, "WaveVAE config 'mel_encoder'")
+            self.mel_encoder = from_dict(MelEncoderConfig, self.mel_encoder, "WaveVAE config 'mel_encoder'")
         if isinstance(self.regulator, Mapping):
-            self.regulator = _checked(RegulatorConfig, self.regulator, "WaveVAE config 'regulator'")
+            self.regulator = from_dict(RegulatorConfig, self.regulator, "WaveVAE config 'regulator'")
         if self.regulator is not None and self.regulator.channels is None:
             self.regulator = dataclasses.replace(self.regulator, channels=2 * self.latent_dim)
         if self.istft_decoder is None and self.decoder.num_mels != self.latent_dim:
@@ -257,7 +248,7 @@ class WaveVAE(OneRateSpace, nn.Module):
     def from_config(cls, config: WaveVAEConfig | Mapping[str, Any]) -> WaveVAE:
         """Build from a :class:`WaveVAEConfig` or its ``dataclasses.asdict`` form (e.g. from config.json)."""
         if not isinstance(config, WaveVAEConfig):
-            config = _checked(WaveVAEConfig, config, "WaveVAE config")
+            config = from_dict(WaveVAEConfig, config, "WaveVAE config")
         return cls(config)
 
     @property

@@ -18,23 +18,23 @@ Units: ``phonemes`` are the manifest's espeak-ng IPA split by
 with ``" "`` as a token between words. The vocabulary is every unit of the training split, sorted;
 index 0 is the CTC blank.
 
-Training: ``torch.nn.CTCLoss`` (blank 0, ``zero_infinity``), AdamW, linear warm-up then cosine
-decay over the time (or step) budget, SpecAugment-style frequency and time masks, utterances
-batched whole. Every ``eval_seconds`` the held-out error rate (greedy decoding, corpus-level edit
-distance) on the ``valid`` split is logged; at the end, the ``valid`` and ``test`` figures are
-stored in ``judge.json``.
+Training is the ``judge`` recipe of the one Trainer (``semlat train judge/default`` or the
+``semlat judge train`` wrapper; :mod:`semlat.training.recipes.judge`): ``torch.nn.CTCLoss`` (blank 0,
+``zero_infinity``), AdamW, linear warm-up then cosine decay over the step budget, SpecAugment-style
+frequency and time masks, utterances batched whole; validation logs the held-out error rate (greedy
+decoding, corpus-level edit distance) on the ``valid`` split.
 
-Output folder (written atomically): ``model.safetensors`` (weights) and ``judge.json`` (format,
-units, vocabulary, front-end, model sizes, training figures, label).
+Output: an ordinary model folder (``model_type: ctc_judge``, :class:`CTCJudgeModel`) whose
+``config.json`` holds the units, vocabulary, front-end, sizes and label, and under ``training`` the
+``valid`` and ``test`` figures. ``ctc:PATH`` loads it (PATH may also be the training run, standing
+for its latest checkpoint, or a judge folder of semlat 0.1 with ``judge.json``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,13 +46,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-import semlat
 from semlat.audio.spectral import MelConfig, MelSpectrogram
-from semlat.config import read_json_object
-from semlat.errors import ConfigError, DataError
+from semlat.checkpoints import load_model_of_type
+from semlat.config import from_dict, read_json_object
+from semlat.errors import CheckpointError, ConfigError
+from semlat.evaluation.ctc_decoding import ctc_forced_align, greedy_decode, min_frames  # noqa: F401 (re-exported)
 from semlat.evaluation.judges import JUDGE_RATE, as_batch, error_rate, split_chars, split_phonemes
-from semlat.training.schedules import budget_progress, cosine_decay
-from semlat.utils.files import atomic_dir
 
 FORMAT = "semlat-ctc-judge/1"
 JUDGE_JSON = "judge.json"
@@ -78,78 +77,8 @@ def detokenize(tokens: Sequence[str], units: str) -> str:
     return " ".join(tokens) if units == "phonemes" else "".join(tokens).strip()
 
 
-def _source_text(utterance: Any, units: str) -> str | None:
+def source_text(utterance: Any, units: str) -> str | None:
     return utterance.phonemes if units == "phonemes" else utterance.text
-
-
-# --- decoding and alignment -----------------------------------------------------------------
-
-def greedy_decode(log_probs: torch.Tensor, blank: int = 0) -> list[int]:
-    """Best-path CTC decoding of ``log_probs [T, V]``: argmax per frame, repeats merged, blanks removed."""
-    best = log_probs.argmax(-1).tolist()
-    out, previous = [], None
-    for k in best:
-        if k != previous and k != blank:
-            out.append(k)
-        previous = k
-    return out
-
-
-def min_frames(targets: Sequence[int]) -> int:
-    """The fewest CTC frames that can emit ``targets``: one per label plus a blank between repeats."""
-    return len(targets) + sum(1 for a, b in itertools.pairwise(targets) if a == b)
-
-
-def ctc_forced_align(log_probs: torch.Tensor, targets: Sequence[int], blank: int = 0) -> list[tuple[int, int]]:
-    """Viterbi forced alignment of ``targets [L]`` to ``log_probs [T, V]`` under the CTC topology.
-
-    The standard trellis over the blank-extended sequence ``[blank, y1, blank, y2, ..., yL, blank]``
-    (``S = 2L + 1`` states): a state is entered from itself, from the previous state, or (for a label
-    that differs from the label two states back) skipping the blank between them; the path must start
-    in one of the first two states and end in one of the last two. Returns, per target, its frame span
-    ``(start, end)`` (``end`` exclusive): the frames on which the best path emits that label. Spans are
-    ordered and disjoint. ValueError when ``T`` is too short for the targets (``L`` plus repeats).
-    """
-    lp = log_probs.detach().double().cpu()
-    frames, length = lp.shape[0], len(targets)
-    if length == 0:
-        return []
-    if frames < min_frames(targets):
-        raise ValueError(f"{frames} frames cannot hold {length} tokens (and a blank between repeats); "
-                         "the audio is too short")
-    states = torch.full((2 * length + 1,), blank, dtype=torch.long)
-    states[1::2] = torch.as_tensor(list(targets), dtype=torch.long)
-    n = len(states)
-    can_skip = torch.zeros(n, dtype=torch.bool)
-    can_skip[2:] = (states[2:] != blank) & (states[2:] != states[:-2])
-    emit = lp[:, states]                                    # [T, S]
-    score = torch.full((n,), -math.inf, dtype=torch.float64)
-    score[:2] = emit[0, :2]
-    back = torch.zeros(frames, n, dtype=torch.long)         # 0: stay, 1: from s-1, 2: from s-2
-    for t in range(1, frames):
-        stay = score
-        step = torch.cat([score.new_full((1,), -math.inf), score[:-1]])
-        skip = torch.cat([score.new_full((2,), -math.inf), score[:-2]])
-        skip = torch.where(can_skip, skip, torch.full_like(skip, -math.inf))
-        candidates = torch.stack([stay, step, skip])        # [3, S]
-        best, back[t] = candidates.max(0)
-        score = best + emit[t]
-    end = n - 1 if score[n - 1] >= score[n - 2] else n - 2
-    if not math.isfinite(float(score[end])):
-        raise ValueError("no CTC alignment of the targets exists for these frames")
-    path = [0] * frames
-    s = end
-    for t in range(frames - 1, -1, -1):
-        path[t] = s
-        s -= int(back[t, s])
-    spans: list[list[int]] = [[-1, -1] for _ in range(length)]
-    for t, s in enumerate(path):
-        if s % 2 == 1:
-            i = s // 2
-            if spans[i][0] < 0:
-                spans[i][0] = t
-            spans[i][1] = t + 1
-    return [(a, b) for a, b in spans]
 
 
 # --- model ----------------------------------------------------------------------------------
@@ -374,7 +303,7 @@ def write_alignments(judge: CTCJudge, manifest: str | Path, out: str | Path, *, 
     lines, skipped = [], []
     for i in tqdm(range(len(data)), desc="aligning", unit="utt", disable=not progress, dynamic_ncols=True):
         utterance = data[i]
-        source = _source_text(utterance, judge.units)
+        source = source_text(utterance, judge.units)
         tokens = [t for t in judge.tokenize(source) if t in judge.index and t != BLANK] if source else []
         if not tokens:
             skipped.append(f"{utterance.audio}: no transcript in the judge's units")
@@ -391,8 +320,51 @@ def write_alignments(judge: CTCJudge, manifest: str | Path, out: str | Path, *, 
     return len(lines), skipped
 
 
+@dataclass
+class CTCJudgeConfig:
+    """What a judge model folder's ``config`` holds: the units, the vocabulary (index 0 the blank), the
+    label its figures carry, the front-end (:class:`FrontEnd` fields) and the recognizer's sizes
+    (:class:`ModelConfig` fields)."""
+
+    units: str
+    vocab: list[str]
+    label: str
+    front_end: dict[str, Any]
+    model: dict[str, Any]
+
+
+class CTCJudgeModel(nn.Module):
+    """The offline judge as an ordinary model folder (``model_type: ctc_judge``): a :class:`CTCRecognizer`
+    (``recognizer.*``) and its :class:`CTCJudgeConfig`. ``forward(features, lengths)`` as the recognizer."""
+
+    def __init__(self, config: CTCJudgeConfig):
+        super().__init__()
+        if config.units not in UNITS:
+            raise ConfigError(f"ctc_judge config: units must be one of {', '.join(UNITS)}, got {config.units!r}")
+        self.config = config
+        self.recognizer = CTCRecognizer(from_dict(ModelConfig, config.model, "ctc_judge config 'model'"))
+        if self.recognizer.config.vocab_size != len(config.vocab):
+            raise ConfigError(f"ctc_judge config: {len(config.vocab)} vocabulary entries for a "
+                              f"{self.recognizer.config.vocab_size}-way classifier")
+
+    @classmethod
+    def from_config(cls, config: CTCJudgeConfig | dict[str, Any]) -> CTCJudgeModel:
+        if not isinstance(config, CTCJudgeConfig):
+            config = from_dict(CTCJudgeConfig, config, "ctc_judge config")
+        return cls(config)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.recognizer(features, lengths)
+
+    def judge(self, info: dict[str, Any] | None = None, device: str | torch.device = "cpu") -> CTCJudge:
+        """This model as a :class:`CTCJudge` (eval mode, on ``device``)."""
+        cfg = self.config
+        return CTCJudge(self.recognizer, cfg.vocab, cfg.units, from_dict(FrontEnd, cfg.front_end, "front_end"),
+                        cfg.label, info, device)
+
+
 def read_judge_info(folder: str | Path) -> dict[str, Any]:
-    """``judge.json`` of a CTC judge folder, validated; one-line ConfigError otherwise."""
+    """``judge.json`` of a judge folder of semlat 0.1, validated; one-line ConfigError otherwise."""
     folder = Path(folder).expanduser()
     path = folder / JUDGE_JSON
     if not path.is_file():
@@ -404,10 +376,21 @@ def read_judge_info(folder: str | Path) -> dict[str, Any]:
 
 
 def load_judge(folder: str | Path, *, device: str | torch.device = "cpu") -> CTCJudge:
-    """Load a folder written by :func:`train_judge` (weights with ``safetensors``; nothing unpickled)."""
+    """The judge at ``folder``: a ``ctc_judge`` model folder, a ``judge`` training run (its latest
+    checkpoint), or a folder of semlat 0.1 (``judge.json``). Nothing is unpickled."""
+    given = Path(folder).expanduser()
+    if (given / JUDGE_JSON).is_file():
+        return _load_legacy_judge(given, device)
+    try:
+        model, meta, _ = load_model_of_type(given, "ctc_judge", "a CTC judge", "make one with `semlat judge train`")
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from None
+    return model.judge(meta, device)
+
+
+def _load_legacy_judge(folder: Path, device: str | torch.device) -> CTCJudge:
     from safetensors.torch import load_file
 
-    folder = Path(folder).expanduser()
     info = read_judge_info(folder)
     if not (folder / WEIGHTS).is_file():
         raise ConfigError(f"{folder}: no {WEIGHTS}")
@@ -420,49 +403,10 @@ def load_judge(folder: str | Path, *, device: str | torch.device = "cpu") -> CTC
     return CTCJudge(model, info["vocab"], info["units"], FrontEnd(**info["front_end"]), info["label"], info, device)
 
 
-# --- training -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class JudgeTrainOptions:
-    """Every option of :func:`train_judge` (stored under ``training.options`` in ``judge.json``)."""
-
-    units: str = "phonemes"
-    max_minutes: float | None = 5.0
-    max_steps: int | None = None
-    seed: int = 0
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    final_lr_ratio: float = 0.05
-    weight_decay: float = 0.01
-    grad_clip: float = 5.0
-    channels: int = 256
-    layers: int = 6
-    kernel_size: int = 5
-    dropout: float = 0.1
-    freq_masks: int = 2
-    freq_mask_width: int = 10
-    time_masks: int = 2
-    time_mask_width: int = 20
-    eval_seconds: float = 60.0
-    eval_items: int = 64
-    max_seconds: float = 20.0
-    threads: int | None = None
-    device: str = "cpu"
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.units not in UNITS:
-            raise ConfigError(f"units must be one of {', '.join(UNITS)}, got {self.units!r}")
-        if self.max_minutes is None and self.max_steps is None:
-            raise ConfigError("judge training needs max_minutes or max_steps")
-        for name in ("batch_size", "channels", "layers", "kernel_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"judge training: {name} must be >= 1, got {getattr(self, name)}")
-
+# --- training helpers (the ``judge`` recipe: semlat.training.recipes.judge) ---------------------
 
 @dataclass
-class _Item:
+class Item:
     """One utterance: normalised features ``[M, T]`` and its target ids."""
 
     features: torch.Tensor
@@ -470,8 +414,8 @@ class _Item:
     reference: list[str]
 
 
-def _load_split(manifest: Any, units: str, features: Features, index: dict[str, int] | None,
-                max_seconds: float, progress: bool, desc: str) -> list[_Item]:
+def load_split(manifest: Any, units: str, features: Features, index: dict[str, int] | None,
+                max_seconds: float, progress: bool, desc: str) -> list[Item]:
     """Load and featurise every utterance with a transcript (units missing from ``index`` are dropped
     from the targets but kept in the reference)."""
     from tqdm import tqdm
@@ -480,7 +424,7 @@ def _load_split(manifest: Any, units: str, features: Features, index: dict[str, 
 
     items = []
     for i in tqdm(range(len(manifest)), desc=desc, unit="utt", disable=not progress, dynamic_ncols=True):
-        source = _source_text(manifest[i], units)
+        source = source_text(manifest[i], units)
         if not source:
             continue
         reference = tokenize(source, units)
@@ -491,11 +435,11 @@ def _load_split(manifest: Any, units: str, features: Features, index: dict[str, 
         with torch.no_grad():
             feats, _ = features(audio[None], torch.tensor([audio.shape[0]]))
         targets = [index[t] for t in reference if t in index] if index is not None else []
-        items.append(_Item(feats[0], targets, reference))
+        items.append(Item(feats[0], targets, reference))
     return items
 
 
-def _collate(items: Sequence[_Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_items(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(features [B, M, T], frames [B], targets [sum L], target_lengths [B])``."""
     frames = torch.tensor([it.features.shape[-1] for it in items])
     feats = torch.zeros(len(items), items[0].features.shape[0], int(frames.max()))
@@ -505,7 +449,7 @@ def _collate(items: Sequence[_Item]) -> tuple[torch.Tensor, torch.Tensor, torch.
     return feats, frames, targets, torch.tensor([len(it.targets) for it in items])
 
 
-def _augment(feats: torch.Tensor, frames: torch.Tensor, opts: JudgeTrainOptions, rng: np.random.Generator) -> torch.Tensor:
+def augment(feats: torch.Tensor, frames: torch.Tensor, opts: Any, rng: np.random.Generator) -> torch.Tensor:
     """SpecAugment: zero ``freq_masks`` bands and ``time_masks`` spans per item of ``feats [B, M, T]``."""
     feats = feats.clone()
     bands = feats.shape[1]
@@ -522,7 +466,7 @@ def _augment(feats: torch.Tensor, frames: torch.Tensor, opts: JudgeTrainOptions,
 
 
 @torch.no_grad()
-def evaluate(model: CTCRecognizer, items: Sequence[_Item], vocab: Sequence[str], batch_size: int,
+def evaluate(model: nn.Module, items: Sequence[Item], vocab: Sequence[str], batch_size: int,
              device: torch.device) -> float:
     """Corpus error rate (greedy decoding, edit distance against the full references) on ``items``."""
     was_training = model.training
@@ -530,141 +474,10 @@ def evaluate(model: CTCRecognizer, items: Sequence[_Item], vocab: Sequence[str],
     hyps, refs = [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        feats, frames, _, _ = _collate(chunk)
+        feats, frames, _, _ = collate_items(chunk)
         lp, lengths = model(feats.to(device), frames.to(device))
         for i, it in enumerate(chunk):
             hyps.append([vocab[k] for k in greedy_decode(lp[i, :int(lengths[i])])])
             refs.append(it.reference)
     model.train(was_training)
     return float(error_rate(hyps, refs)) if refs else math.nan
-
-
-def _learning_rate(opts: JudgeTrainOptions, step: int, elapsed: float) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine decay to ``final_lr_ratio * lr`` along the budget."""
-    progress = budget_progress(step, elapsed, opts.max_steps, opts.max_minutes)
-    if step < opts.warmup_steps and progress < 0.1:
-        return opts.lr * (step + 1) / opts.warmup_steps
-    return cosine_decay(opts.lr, opts.final_lr_ratio, progress)
-
-
-def train_judge(manifest: str | Path, out: str | Path, *, units: str = "phonemes", max_minutes: float | None = 5.0,
-                max_steps: int | None = None, progress: bool = True, **options: Any) -> Path:
-    """Train the CTC judge on ``manifest``'s ``train`` split and write it to ``out`` (atomically).
-
-    Stops after ``max_minutes`` of training (loading and the final evaluation come on top) or
-    ``max_steps``, whichever comes first. The held-out error rate (PER for phonemes, CER for chars) is
-    logged every ``eval_seconds`` on up to ``eval_items`` of the ``valid`` split, and measured at the
-    end on all of ``valid`` and ``test``; ``judge.json`` keeps those figures under ``training``.
-    Other keyword options are the fields of :class:`JudgeTrainOptions`. Returns the folder.
-    """
-    from safetensors.torch import save_file
-    from tqdm import tqdm
-
-    from semlat.data.manifest import Manifest
-
-    unknown = set(options) - {f.name for f in dataclasses.fields(JudgeTrainOptions)}
-    if unknown:
-        raise ConfigError(f"unknown judge training option {min(unknown)!r}")
-    opts = JudgeTrainOptions(units=units, max_minutes=max_minutes, max_steps=max_steps, progress=progress, **options)
-    opts.validate()
-    manifest_path, out_path = Path(manifest).resolve(), Path(out).resolve()
-    if out_path.exists() and (not out_path.is_dir() or (any(out_path.iterdir())
-                                                        and not (out_path / JUDGE_JSON).is_file())):
-        raise ConfigError(f"{out_path} exists and is not a CTC judge; refusing to replace it")
-    full = Manifest.read(manifest_path)
-    train = full.split("train")
-    if not any(_source_text(u, opts.units) for u in train):
-        field = "phonemes" if opts.units == "phonemes" else "text"
-        raise DataError(f"{manifest_path}: the train split has no utterance with {field!r}")
-    device = torch.device(opts.device)
-    previous_threads = torch.get_num_threads()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    try:
-        front = FrontEnd()
-        features = Features(front)
-        vocab_tokens = sorted({t for u in train if _source_text(u, opts.units)
-                               for t in tokenize(_source_text(u, opts.units), opts.units)})
-        vocab = [BLANK, *vocab_tokens]
-        index = {t: i for i, t in enumerate(vocab)}
-        train_items = [it for it in _load_split(train, opts.units, features, index, opts.max_seconds, opts.progress,
-                                                "loading train") if it.targets]
-        held = {name: _load_split(full.split(name), opts.units, features, None, opts.max_seconds, opts.progress,
-                                  f"loading {name}") for name in ("valid", "test")}
-        # drop utterances whose targets cannot fit their frames (CTC needs T' >= L + repeats)
-        train_items = [it for it in train_items if (it.features.shape[-1] - 1) // 2 + 1 >= min_frames(it.targets)]
-        if not train_items:
-            raise DataError(f"{manifest_path}: no usable training utterance")
-        torch.manual_seed(opts.seed)
-        config = ModelConfig(vocab_size=len(vocab), n_mels=front.n_mels, channels=opts.channels, layers=opts.layers,
-                             kernel_size=opts.kernel_size, dropout=opts.dropout)
-        model = CTCRecognizer(config).to(device)
-        ctc = nn.CTCLoss(blank=0, zero_infinity=True)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-        rng = np.random.default_rng(opts.seed)
-        eval_set = held["valid"][:opts.eval_items] or held["test"][:opts.eval_items]
-        history: list[dict[str, float]] = []
-        recent: list[float] = []
-        step, started, last_eval = 0, time.monotonic(), time.monotonic()
-        metric = "per" if opts.units == "phonemes" else "cer"
-        bar = tqdm(total=opts.max_steps, desc="judge", unit="step", dynamic_ncols=True, disable=not opts.progress)
-        model.train()
-        try:
-            while opts.max_steps is None or step < opts.max_steps:
-                order = rng.permutation(len(train_items))
-                for start in range(0, len(order), opts.batch_size):
-                    elapsed = time.monotonic() - started
-                    if (opts.max_minutes is not None and elapsed > 60 * opts.max_minutes) or \
-                            (opts.max_steps is not None and step >= opts.max_steps):
-                        break
-                    for group in optimizer.param_groups:
-                        group["lr"] = _learning_rate(opts, step, elapsed)
-                    feats, frames, targets, target_lengths = _collate([train_items[k] for k in
-                                                                       order[start:start + opts.batch_size]])
-                    feats = _augment(feats, frames, opts, rng)
-                    lp, lengths = model(feats.to(device), frames.to(device))
-                    loss = ctc(rearrange(lp, "b t v -> t b v"), targets.to(device), lengths, target_lengths.to(device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-                    optimizer.step()
-                    step += 1
-                    recent = (recent + [float(loss.detach())])[-20:]
-                    bar.update(1)
-                    postfix = {"loss": f"{np.mean(recent):.3f}"}
-                    if eval_set and time.monotonic() - last_eval > opts.eval_seconds:
-                        rate = evaluate(model, eval_set, vocab, opts.batch_size, device)
-                        history.append({"step": step, "minutes": round((time.monotonic() - started) / 60, 3),
-                                        metric: round(rate, 4)})
-                        last_eval = time.monotonic()
-                    if history:
-                        postfix[f"valid_{metric}"] = f"{history[-1][metric]:.3f}"
-                    if opts.max_minutes is not None:
-                        postfix["budget"] = f"{(time.monotonic() - started) / 60:.1f}/{opts.max_minutes:g} min"
-                    bar.set_postfix(postfix, refresh=False)
-                else:
-                    continue
-                break
-        finally:
-            bar.close()
-        minutes = (time.monotonic() - started) / 60
-        heldout = {name: {metric: round(evaluate(model, items, vocab, opts.batch_size, device), 4)
-                          if items else None, "utterances": len(items)} for name, items in held.items()}
-    finally:
-        torch.set_num_threads(previous_threads)
-
-    label = f"ctc-{opts.units} (offline, trained on {manifest_path})"
-    info = {
-        "format": FORMAT, "kind": "ctc", "units": opts.units, "label": label, "vocab": vocab,
-        "front_end": dataclasses.asdict(front), "model": dataclasses.asdict(config),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "training": {"manifest": str(manifest_path), "train_utterances": len(train_items), "steps": step,
-                     "minutes": round(minutes, 3), "train_loss": float(np.mean(recent)) if recent else None,
-                     "metric": metric, "heldout": heldout, "history": history,
-                     "options": dataclasses.asdict(opts)},
-        "semlat_version": semlat.__version__,
-    }
-    with atomic_dir(out_path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS))
-        (tmp / JUDGE_JSON).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return out_path

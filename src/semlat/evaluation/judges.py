@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from semlat.errors import ConfigError, first_line
+from semlat.utils.registry import resolve
 from semlat.evaluation.metrics import Score, as_signal, resample_to, undefined
 
 JUDGE_RATE = 16000
@@ -328,6 +329,8 @@ class ResemblyzerJudge(_CosineSimilarity):
 # --- specs ----------------------------------------------------------------------------------
 
 ASR_SPECS = ("whisper:/path", "ctc:/path")
+#: ASR judge kind -> "module:callable(path, device=...)" (by name: ctc_judge imports this module)
+ASR_LOADERS = {"whisper": "semlat.evaluation.judges:WhisperJudge", "ctc": "semlat.evaluation.ctc_judge:load_judge"}
 SPEAKER_SPECS = ("wavlm-sv:/path", "resemblyzer")
 
 
@@ -343,11 +346,7 @@ def _split_spec(spec: str, known: tuple[str, ...], what: str) -> tuple[str, str]
 def load_asr_judge(spec: str, *, device: str | torch.device = "cpu") -> ASRJudge:
     """An ASR judge from ``whisper:/path`` or ``ctc:/path``; a wrong spec is a one-line ConfigError."""
     kind, path = _split_spec(spec, ASR_SPECS, "ASR")
-    if kind == "whisper":
-        return WhisperJudge(path, device=device)
-    from semlat.evaluation.ctc_judge import load_judge
-
-    return load_judge(path, device=device)
+    return resolve(ASR_LOADERS[kind])(path, device=device)
 
 
 def load_speaker_judge(spec: str, *, device: str | torch.device = "cpu") -> SpeakerJudge:

@@ -50,6 +50,7 @@ from semlat.data.manifest import Manifest
 from semlat.errors import AudioError, ConfigError, DataError
 from semlat.evaluation.metrics import ALL, COLUMNS, MetricInfo, MetricSuite, Score, parse_metrics
 from semlat.inference import Codec, load_codec
+from semlat.latent_space import space_info
 from semlat.utils.files import atomic_write_text, sha256_file
 
 ROWS_NAME = "utterances.jsonl"
@@ -283,7 +284,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
         "semlat_version": semlat.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"folder": run["model"], "model_type": codec.model_type, "weights_sha256": model_sha,
-                  "sample_rate": sr, "frame_rate": space.frame_rate, "latent_dim": space.latent_dim},
+                  **space_info(space), "sample_rate": sr},
         "data": {"manifest": run["manifest"], "manifest_sha256": sha256_file(manifest), "split": split,
                  "utterances": len(items), "scored": len(rows), "rejected": len(rejects)},
         "settings": {

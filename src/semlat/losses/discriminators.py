@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from semlat.config import check_keys
 from semlat.nn.weight_norm import WNConv2d
 
 #: Frequency bands of the MRD as fractions of the ``w // 2 + 1`` STFT bins.
@@ -193,10 +194,7 @@ class WaveDiscriminatorConfig:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> WaveDiscriminatorConfig:
         """Build from a dict (lists allowed where tuples are stored); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown WaveDiscriminator config key(s): {', '.join(unknown)}")
+        check_keys(cls, config, "WaveDiscriminator config")
         values = dict(config)
         for key in ("periods", "fft_sizes", "mpd_channels"):
             if key in values:

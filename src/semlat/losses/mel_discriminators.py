@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from semlat.config import check_keys
 from semlat.nn.weight_norm import WNConv2d
 
 LEAKY_SLOPE = 0.1
@@ -220,10 +221,7 @@ class MelDiscriminatorConfig:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> MelDiscriminatorConfig:
         """Build from a dict (lists allowed where tuples are stored); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"unknown MelDiscriminator config key(s): {', '.join(unknown)}")
+        check_keys(cls, config, "MelDiscriminator config")
         values = dict(config)
         for key in ("n_mels", "bands", "band_channels"):
             if key in values:

@@ -133,13 +133,20 @@ class HFTeacher(Teacher):
     wrapping teachers do, changes nothing). The folder is ``model_path`` if given, else ``spec.path``.
     """
 
-    def __init__(self, spec: TeacherSpec, *, model_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, spec: TeacherSpec, *, model_path: str | os.PathLike | None = None,
+                 model: nn.Module | None = None, preprocessor: dict[str, Any] | None = None) -> None:
+        """``model`` (with ``preprocessor``, a ``preprocessor_config.json``'s settings) wraps a model that is
+        already built, e.g. one a semlat model folder holds; otherwise the folder is loaded."""
         super().__init__()
         spec = TeacherSpec.parse(spec)
         folder = Path(model_path if model_path is not None else spec.path).expanduser().resolve()
-        if not folder.is_dir():
-            raise ConfigError(f"teacher {spec}: {folder} is not a folder (teachers load from local folders)")
-        config = _load_config(folder)
+        self.preprocessor = preprocessor
+        if model is None:
+            if not folder.is_dir():
+                raise ConfigError(f"teacher {spec}: {folder} is not a folder (teachers load from local folders)")
+            config = _load_config(folder)
+        else:
+            config = model.config
         model_type = str(config.model_type)
         if getattr(config, "add_adapter", False):
             raise ConfigError(f"teacher folder {folder}: models with an output adapter (add_adapter=true) are not "
@@ -152,7 +159,8 @@ class HFTeacher(Teacher):
         self.num_layers = num_layers
         self.layer_indices = resolve_layers(spec.layers, num_layers, str(spec))
         self.dim = int(config.d_model if self.is_whisper else config.hidden_size)
-        model = _load_model(folder)
+        if model is None:
+            model = _load_model(folder)
         if self.is_whisper:
             self._setup_whisper(folder, model.encoder)
         else:
@@ -166,9 +174,12 @@ class HFTeacher(Teacher):
         layer_norm_convs = getattr(config, "feat_extract_norm", "layer") == "layer"  # data2vec-audio: always
         # Wav2Vec2FeatureExtractor's defaults for a file without the keys; the fairseq convention without a file
         defaults = {"do_normalize": True, "return_attention_mask": False}
-        if not (folder / "preprocessor_config.json").is_file():
-            defaults = {"do_normalize": layer_norm_convs, "return_attention_mask": layer_norm_convs}
-        pre = {**defaults, **read_preprocessor_config(folder)}
+        if self.preprocessor is not None:
+            pre = {**defaults, **self.preprocessor}
+        else:
+            if not (folder / "preprocessor_config.json").is_file():
+                defaults = {"do_normalize": layer_norm_convs, "return_attention_mask": layer_norm_convs}
+            pre = {**defaults, **read_preprocessor_config(folder)}
         self.model = model
         self.sample_rate = int(pre.get("sampling_rate", DEFAULT_SAMPLE_RATE))
         self.do_normalize = bool(pre["do_normalize"])

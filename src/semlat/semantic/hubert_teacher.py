@@ -6,7 +6,7 @@ iteration did (Hsu et al., 2021):
 1. **MFCC targets** (:class:`MFCC`): 13 MFCCs with deltas and delta-deltas, 39 dims at 100 Hz.
 2. **k-means** (:func:`fit_kmeans`): ``clusters`` centroids (default 100) fitted with scikit-learn's
    ``MiniBatchKMeans`` on a seeded subsample of the training split's MFCC frames.
-3. **Masked prediction** (:func:`train_teacher`): a small ``transformers.HubertModel`` (a 50 Hz conv
+3. **Masked prediction** (:class:`HubertTeacherModel`): a small ``transformers.HubertModel`` (a 50 Hz conv
    feature extractor and a post-LN transformer) sees the waveform with spans of its frames replaced
    by a learned mask embedding, and a linear head predicts the k-means cluster of every masked frame
    (cross-entropy; unmasked frames weigh ``unmasked_weight``, 0 by default as in HuBERT).
@@ -25,30 +25,22 @@ and each masks ``mask_length`` frames, HuBERT's ``p = 0.8, l = 10`` by default (
 frames end up masked, as spans overlap). The saved config keeps HF's fine-tuning default
 ``mask_time_prob = 0.05``; inference (eval mode) never masks.
 
-**Output folder** (written atomically)::
+**Training** is the ``teacher`` recipe of the one Trainer (``semlat train teacher/default`` or the
+``semlat teacher train`` wrapper; :mod:`semlat.training.recipes.teacher`): resume, DDP, TensorBoard and
+the progress bar come with it. The k-means centroids are fitted once per run (``<run>/kmeans.safetensors``).
 
-    OUT/teacher.json          format, kind, rates, dim, layers, clusters, MFCC parameters, training
-                              summary (steps, minutes, held-out masked accuracy and its baselines),
-                              recommended_layer
-    OUT/hubert/               config.json + model.safetensors (HubertModel.save_pretrained) and
-                              preprocessor_config.json (Wav2Vec2FeatureExtractor, do_normalize=True)
-    OUT/kmeans.safetensors    "centroids" [clusters, 39] float32
-    OUT/head.safetensors      the masked-prediction head ("weight" [clusters, dim], "bias" [clusters])
-    OUT/options.json          the resolved training options
-
-``semlat:OUT[@layers]`` loads it (:func:`load_semlat_teacher`) as an ``HFTeacher`` over
-``OUT/hubert``; without ``@layers`` it uses ``recommended_layer``, by default the middle transformer
+**Output**: an ordinary model folder (``model_type: hubert_teacher``, :class:`HubertTeacherModel`: the
+HuBERT, the head and the centroids, with its config and held-out figures in ``config.json``).
+``semlat:PATH[@layers]`` loads it (:func:`load_semlat_teacher`; PATH may also be the training run,
+standing for its latest checkpoint, or a folder of semlat 0.1 with ``teacher.json``) as an
+``HFTeacher``; without ``@layers`` it uses the recommended layer, by default the middle transformer
 layer (``ceil(layers / 2)``), after HuBERT, whose second iteration clusters the middle (6th of 12)
 layer of the first.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,17 +50,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import semlat
 from semlat.audio.io import load_audio
-from semlat.audio.spectral import MelConfig, MelSpectrogram
-from semlat.config import read_json_object
-from semlat.errors import ConfigError, DataError
+from semlat.audio.mfcc import MFCC, MFCCConfig, dct_matrix, deltas, lifter_weights, mfcc
+from semlat.checkpoints import load_model_of_type
+from semlat.config import from_dict, read_json_object
+from semlat.errors import CheckpointError, ConfigError, DataError
 from semlat.semantic.teachers import Teacher, TeacherSpec
-from semlat.training.schedules import budget_progress, cosine_decay
-from semlat.utils.files import atomic_dir
 
 if TYPE_CHECKING:
     from semlat.data.manifest import Manifest
+
+#: MFCC lives in semlat.audio.mfcc; these names stay importable from here
+__all__ = ["MFCC", "HubertTeacherConfig", "HubertTeacherModel", "MFCCConfig", "assign_clusters", "collect_mfcc_frames",
+           "conv_frames", "dct_matrix", "deltas", "evaluate", "fit_kmeans", "frame_labels", "hubert_config",
+           "lifter_weights", "load_semlat_teacher", "mfcc", "normalize_audio", "read_teacher_info", "span_mask"]
 
 FORMAT = "semlat-teacher/1"
 KIND = "hubert-iter1"
@@ -78,130 +73,10 @@ CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 #: MFCC frames per model frame (100 Hz labels, 50 Hz features).
 LABEL_STRIDE = 2
-#: The warm-up never lasts longer than this share of the run.
-WARMUP_FRACTION = 0.1
+#: files of a teacher folder of semlat 0.1 (still loadable)
 TEACHER_JSON = "teacher.json"
 HUBERT_DIR = "hubert"
 KMEANS_FILE = "kmeans.safetensors"
-HEAD_FILE = "head.safetensors"
-OPTIONS_FILE = "options.json"
-
-
-# --------------------------------------------------------------------------------------------- MFCC
-
-
-@dataclass(frozen=True)
-class MFCCConfig:
-    """MFCC + Δ + ΔΔ parameters (Kaldi-like; what HuBERT's iteration 1 clustered).
-
-    Attributes:
-        sample_rate: input rate (Hz).
-        n_fft, hop_length: 25 ms periodic-Hann windows every 10 ms, *not* centred (frame ``k`` covers
-            samples ``[k * hop, k * hop + n_fft)``), so ``T = (N - n_fft) // hop + 1`` frames at 100 Hz.
-        n_mels, f_min, f_max: an HTK-scale triangular filterbank without area normalisation over
-            ``f_min``-``f_max`` Hz (``None``: Nyquist), applied to the power spectrum (``|X|^2``).
-        log_floor: the mel power is floored here before the natural log (audio in [-1, 1]; a floor of
-            1e-5 is about 110 dB below a full-scale tone's band power).
-        n_mfcc: cepstra kept from the orthonormal DCT-II of the log-mel (c0 included: it is the
-            log-mel mean times ``sqrt(n_mels)``, a log-energy term).
-        lifter: Kaldi/HTK sinusoidal cepstral liftering ``1 + L/2 sin(pi i / L)`` (0: none).
-        delta_window: ``N`` of the regression deltas ``sum_n n (c[t+n] - c[t-n]) / (2 sum_n n^2)``,
-            edges replicated (HTK, Kaldi, ``torchaudio.functional.compute_deltas``).
-    """
-
-    sample_rate: int = SAMPLE_RATE
-    n_fft: int = 400
-    hop_length: int = 160
-    n_mels: int = 40
-    f_min: float = 20.0
-    f_max: float | None = None
-    log_floor: float = 1e-5
-    n_mfcc: int = 13
-    lifter: int = 22
-    delta_window: int = 2
-
-    @property
-    def dim(self) -> int:
-        """Feature size: ``3 * n_mfcc``."""
-        return 3 * self.n_mfcc
-
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.hop_length
-
-    def frames(self, num_samples: int) -> int:
-        """MFCC frames of ``num_samples`` samples (0 when shorter than one window)."""
-        return max(0, (num_samples - self.n_fft) // self.hop_length + 1)
-
-    def mel_config(self) -> MelConfig:
-        """The log-mel front-end as a semlat :class:`MelConfig`."""
-        return MelConfig(
-            n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.n_fft, center=False, padding=0,
-            pad_mode="constant", power=2.0, magnitude_eps=0.0, sample_rate=self.sample_rate,
-            n_mels=self.n_mels, f_min=self.f_min, f_max=self.f_max, mel_scale="htk", norm=None,
-            filterbank="torchaudio", log="ln", clamp_min=self.log_floor,
-        )
-
-
-def dct_matrix(n_out: int, n_in: int) -> torch.Tensor:
-    """Orthonormal DCT-II as ``[n_out, n_in]`` (the first ``n_out`` rows of ``scipy.fft.dct(norm="ortho")``):
-    ``D[k, m] = s_k cos(pi k (m + 1/2) / n_in)`` with ``s_0 = sqrt(1/n_in)``, ``s_k = sqrt(2/n_in)``."""
-    k = torch.arange(n_out, dtype=torch.float64)[:, None]
-    m = torch.arange(n_in, dtype=torch.float64)[None, :]
-    basis = torch.cos(math.pi * k * (m + 0.5) / n_in) * math.sqrt(2.0 / n_in)
-    basis[0] /= math.sqrt(2.0)
-    return basis.float()
-
-
-def lifter_weights(n_mfcc: int, lifter: int) -> torch.Tensor:
-    """``[n_mfcc]`` cepstral lifter ``1 + L/2 sin(pi i / L)`` (all ones for ``L = 0``)."""
-    if lifter <= 0:
-        return torch.ones(n_mfcc)
-    i = torch.arange(n_mfcc, dtype=torch.float64)
-    return (1.0 + 0.5 * lifter * torch.sin(math.pi * i / lifter)).float()
-
-
-def deltas(features: torch.Tensor, window: int = 2) -> torch.Tensor:
-    """Regression deltas along time of ``[B, T, C]`` -> ``[B, T, C]``, edges replicated."""
-    if window < 1:
-        raise ValueError(f"delta window must be >= 1, got {window}")
-    padded = F.pad(features.transpose(1, 2), (window, window), mode="replicate")  # [B, C, T + 2w]
-    length = features.shape[1]
-    out = torch.zeros_like(features.transpose(1, 2))
-    for n in range(1, window + 1):
-        out = out + n * (padded[..., window + n:window + n + length] - padded[..., window - n:window - n + length])
-    denom = 2 * sum(n * n for n in range(1, window + 1))
-    return (out / denom).transpose(1, 2)
-
-
-class MFCC(nn.Module):
-    """``audio [B, N]`` (or ``[N]``) at ``config.sample_rate`` -> ``[B, T, 3 * n_mfcc]`` MFCC + Δ + ΔΔ,
-    ``T = config.frames(N)`` at 100 Hz (float32)."""
-
-    def __init__(self, config: MFCCConfig | None = None):
-        super().__init__()
-        self.config = config or MFCCConfig()
-        self.mel = MelSpectrogram(self.config.mel_config())
-        dct = dct_matrix(self.config.n_mfcc, self.config.n_mels)
-        dct = dct * lifter_weights(self.config.n_mfcc, self.config.lifter)[:, None]
-        self.register_buffer("dct", dct, persistent=False)  # [n_mfcc, n_mels], liftered
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        if audio.dim() == 1:
-            audio = audio[None]
-        if audio.shape[-1] < self.config.n_fft:
-            raise ValueError(f"audio of {audio.shape[-1]} samples is shorter than one MFCC window "
-                             f"({self.config.n_fft})")
-        log_mel = self.mel(audio.float())  # [B, n_mels, T]
-        cepstra = torch.matmul(self.dct, log_mel).transpose(1, 2)  # [B, T, n_mfcc]
-        d1 = deltas(cepstra, self.config.delta_window)
-        d2 = deltas(d1, self.config.delta_window)
-        return torch.cat([cepstra, d1, d2], dim=-1)
-
-
-def mfcc(audio: torch.Tensor, config: MFCCConfig | None = None) -> torch.Tensor:
-    """MFCC + Δ + ΔΔ of ``audio [B, N]`` at 16 kHz -> ``[B, T, 39]`` at 100 Hz (see :class:`MFCCConfig`)."""
-    return MFCC(config).to(audio.device)(audio)
 
 
 # ------------------------------------------------------------------------------------------ k-means
@@ -366,65 +241,72 @@ class MaskedPredictor(nn.Module):
 # ------------------------------------------------------------------------------------ training
 
 
-@dataclass(frozen=True)
-class TeacherTrainOptions:
-    """Every option of :func:`train_teacher` (written to ``options.json``)."""
+@dataclass
+class HubertTeacherConfig:
+    """The offline teacher's sizes: a ``hubert_config(hidden, layers, heads, conv_dim, dropout)`` model,
+    a head over ``clusters`` k-means targets, and the layer a ``semlat:`` spec without ``@layer`` uses
+    (``None``: the middle one, ``ceil(layers / 2)``)."""
 
-    manifest: str
-    out: str
-    split: str = "train"
-    heldout_split: str = "valid"
-    clusters: int = 100
-    max_minutes: float | None = 5.0
-    max_steps: int | None = None
-    seed: int = 0
     hidden: int = 256
     layers: int = 4
     heads: int = 4
     conv_dim: int = 128
     dropout: float = 0.0
-    batch_size: int = 8
-    crop_seconds: float = 3.0
-    lr: float = 5e-4
-    warmup_steps: int = 50
-    final_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 5.0
-    mask_prob: float = 0.8
-    mask_length: int = 10
-    unmasked_weight: float = 0.0
-    kmeans_frames: int = 200_000
-    kmeans_init: int = 3
-    heldout_crops: int = 32
+    clusters: int = 100
     recommended_layer: int | None = None
-    device: str = "cpu"
-    threads: int | None = None
-    progress: bool = True
-    mfcc: MFCCConfig = MFCCConfig()
 
-    def validate(self) -> None:
-        """One-line :class:`ConfigError` for an impossible option."""
-        if self.max_minutes is None and self.max_steps is None:
-            raise ConfigError("teacher training needs max_minutes or max_steps")
-        positive = {"clusters": self.clusters, "hidden": self.hidden, "layers": self.layers, "heads": self.heads,
-                    "conv_dim": self.conv_dim, "batch_size": self.batch_size, "mask_length": self.mask_length}
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"teacher training: {name} must be >= 1, got {value}")
+    def validate(self, where: str) -> None:
+        for name in ("hidden", "layers", "heads", "conv_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
         if self.clusters < 2:
-            raise ConfigError(f"teacher training: clusters must be >= 2, got {self.clusters}")
-        if not 0.0 < self.mask_prob <= 1.0:
-            raise ConfigError(f"teacher training: mask_prob must be in (0, 1], got {self.mask_prob}")
-        if self.crop_seconds * SAMPLE_RATE < 400 * self.mask_length:
-            raise ConfigError(f"teacher training: crop_seconds {self.crop_seconds} is too short for "
-                              f"mask_length {self.mask_length}")
+            raise ConfigError(f"{where}.clusters must be >= 2, got {self.clusters}")
+        if self.hidden % self.heads:
+            raise ConfigError(f"{where}.hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         if self.recommended_layer is not None and not 0 <= self.recommended_layer <= self.layers:
-            raise ConfigError(f"teacher training: recommended_layer must be in 0..{self.layers}")
-        if self.mfcc.sample_rate != SAMPLE_RATE or self.mfcc.hop_length * LABEL_STRIDE != 320:
-            raise ConfigError("teacher training: the MFCC labels must be 100 Hz at 16 kHz")
+            raise ConfigError(f"{where}.recommended_layer must be in 0..{self.layers}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+class HubertTeacherModel(nn.Module):
+    """The trained offline teacher as an ordinary model folder (``model_type: hubert_teacher``):
+    the masked predictor (``predictor.hubert``, ``predictor.head``) and the k-means ``centroids``
+    ``[clusters, 39]`` its targets came from.
+
+    ``forward(audio [B, N] normalised, mask [B, T] or None) -> logits [B, T, clusters]``."""
+
+    def __init__(self, config: HubertTeacherConfig):
+        super().__init__()
+        self.config = config
+        self.predictor = MaskedPredictor(hubert_config(config.hidden, config.layers, config.heads, config.conv_dim,
+                                                      config.dropout), config.clusters)
+        self.register_buffer("centroids", torch.zeros(config.clusters, MFCCConfig().dim))
+
+    @classmethod
+    def from_config(cls, config: HubertTeacherConfig | dict[str, Any]) -> HubertTeacherModel:
+        if not isinstance(config, HubertTeacherConfig):
+            config = from_dict(HubertTeacherConfig, config, "hubert_teacher config")
+        config.validate("hubert_teacher config")
+        return cls(config)
+
+    @property
+    def recommended_layer(self) -> int:
+        layer = self.config.recommended_layer
+        return int(layer) if layer is not None else math.ceil(self.config.layers / 2)
+
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predictor(audio, mask)
+
+    def as_teacher(self, spec: TeacherSpec, folder: Path) -> Teacher:
+        """A frozen :class:`HFTeacher` over this model's HuBERT (normalised input, no attention mask, as in
+        training), named ``spec``; no ``@layers`` means :attr:`recommended_layer`."""
+        from semlat.semantic.hf_teacher import HFTeacher
+
+        layers = spec.layers if spec.layers is not None else (self.recommended_layer,)
+        teacher = HFTeacher(TeacherSpec("hf", str(folder), layers), model=self.predictor.hubert,
+                            preprocessor={"sampling_rate": SAMPLE_RATE, "do_normalize": True,
+                                          "return_attention_mask": False})
+        teacher.spec = spec
+        return teacher
 
 
 @dataclass
@@ -435,7 +317,7 @@ class _Held:
     split: str
 
 
-class _Labeler(nn.Module):
+class Labeler(nn.Module):
     """``audio [B, N]`` raw -> 50 Hz cluster labels ``[B, T]`` of the model's frames."""
 
     def __init__(self, config: MFCCConfig, centroids: torch.Tensor):
@@ -449,23 +331,9 @@ class _Labeler(nn.Module):
         return frame_labels(labels, conv_frames(audio.shape[-1]))
 
 
-def _batches(dataset: Any, batch_size: int, seed: int) -> Iterator[dict[str, Any]]:
-    """Endless shuffled batches of crops (a new order and new crops every epoch)."""
-    from semlat.data.datasets import collate_audio
-    from semlat.data.samplers import ShardedSampler
-
-    sampler = ShardedSampler(len(dataset), shuffle=True, seed=seed, rank=0, world_size=1)
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        keys = list(sampler)
-        for start in range(0, len(keys) - batch_size + 1, batch_size):  # the last partial batch is dropped
-            yield collate_audio([dataset[key] for key in keys[start:start + batch_size]])
-        epoch += 1
-
-
-def _prepare(batch: dict[str, Any], labeler: _Labeler, opts: TeacherTrainOptions, rng: np.random.Generator,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def prepare_batch(batch: dict[str, Any], labeler: Labeler, mask_prob: float, mask_length: int,
+                  rng: np.random.Generator, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A collated batch -> ``(normalised audio [B, N], labels [B, T], mask [B, T], valid [B, T])``."""
     audio = batch["audio"][:, 0].to(device)
     lengths = batch["length"].to(device)
@@ -473,12 +341,12 @@ def _prepare(batch: dict[str, Any], labeler: _Labeler, opts: TeacherTrainOptions
     frames = labels.shape[1]
     valid_frames = conv_frames(lengths).clamp(max=frames)
     valid = torch.arange(frames, device=device)[None] < valid_frames[:, None]
-    mask = span_mask(valid_frames.cpu(), frames, opts.mask_prob, opts.mask_length, rng).to(device)
+    mask = span_mask(valid_frames.cpu(), frames, mask_prob, mask_length, rng).to(device)
     return normalize_audio(audio, lengths), labels, mask, valid
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
-          unmasked_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+def masked_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
+                unmasked_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy on masked valid frames (+ ``unmasked_weight`` x that on unmasked ones) and the
     masked-frame accuracy. ``logits [B, T, K]``, ``labels/mask/valid [B, T]``."""
     ce = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")  # [B, T]
@@ -490,37 +358,27 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, valid:
     return loss, {"loss": float(loss.detach()), "acc": float(correct.sum()) / max(1, int(masked.sum()))}
 
 
-def _learning_rate(opts: TeacherTrainOptions, step: int, elapsed: float) -> float:
-    """Linear warm-up over ``warmup_steps`` (cut short at 10 % of the run, so a slow machine still
-    leaves it), then a cosine decay to ``final_lr_ratio * lr`` along the run's progress (the larger of
-    ``step / max_steps`` and ``elapsed / max_minutes``)."""
-    progress = budget_progress(step, elapsed, opts.max_steps, opts.max_minutes)
-    if step < opts.warmup_steps and progress < WARMUP_FRACTION:
-        return opts.lr * max((step + 1) / opts.warmup_steps, progress / WARMUP_FRACTION)
-    return cosine_decay(opts.lr, opts.final_lr_ratio, progress)
-
-
-def _held_out(manifest: Manifest, opts: TeacherTrainOptions, labeler: _Labeler,
-              device: torch.device) -> _Held:
-    """Fixed crops (seeded by item) and masks of the held-out split (the training split if it is empty)."""
+def held_out_set(manifest: Manifest, split: str | None, fallback: str, crops: int, crop_seconds: float,
+                 batch_size: int, mask_prob: float, mask_length: int, seed: int, labeler: Labeler,
+                 device: torch.device) -> _Held:
+    """Fixed crops (seeded by item) and masks of the held-out ``split`` (``fallback`` when it is empty)."""
     from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
 
-    split = opts.heldout_split
-    held = manifest.split(split) if split else manifest.split(opts.split)
+    held = manifest.split(split) if split else manifest.split(fallback)
     if len(held) == 0:
-        split, held = opts.split, manifest.split(opts.split)
-    held = fixed_subset(held, opts.heldout_crops, salt="teacher-heldout")
-    dataset = AudioCropDataset(held, SAMPLE_RATE, opts.crop_seconds, seed=opts.seed + 1)
-    rng = np.random.default_rng([opts.seed, 1])
+        split, held = fallback, manifest.split(fallback)
+    held = fixed_subset(held, crops, salt="teacher-heldout")
+    dataset = AudioCropDataset(held, SAMPLE_RATE, crop_seconds, seed=seed + 1)
+    rng = np.random.default_rng([seed, 1])
     batches = []
-    for start in range(0, len(dataset), opts.batch_size):
-        batch = collate_audio([dataset[i] for i in range(start, min(len(dataset), start + opts.batch_size))])
-        batches.append(_prepare(batch, labeler, opts, rng, device))
-    return _Held(batches, split)
+    for start in range(0, len(dataset), batch_size):
+        batch = collate_audio([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
+        batches.append(prepare_batch(batch, labeler, mask_prob, mask_length, rng, device))
+    return _Held(batches, split or fallback)
 
 
 @torch.no_grad()
-def evaluate(model: MaskedPredictor, held: _Held, clusters: int) -> dict[str, float]:
+def evaluate(model: nn.Module, held: _Held, clusters: int) -> dict[str, float]:
     """Masked-prediction accuracy on the held-out set, with two baselines: ``chance`` (1 / clusters)
     and ``majority`` (the share of the most frequent cluster among the masked frames: the best
     accuracy a constant guess could reach). Also the accuracy on unmasked frames."""
@@ -539,165 +397,6 @@ def evaluate(model: MaskedPredictor, held: _Held, clusters: int) -> dict[str, fl
     model.train(was_training)
     return {"accuracy": correct / max(1, total), "unmasked_accuracy": correct_unmasked / max(1, total_unmasked),
             "majority": float(counts.max()) / max(1, total), "chance": 1.0 / clusters, "frames": total}
-
-
-def _fit(model: MaskedPredictor, manifest: Manifest, labeler: _Labeler, opts: TeacherTrainOptions,
-         device: torch.device) -> dict[str, Any]:
-    """The masked-prediction loop; returns ``{"steps", "minutes", "train_accuracy", "train_loss"}``."""
-    from tqdm import tqdm
-
-    from semlat.data.datasets import AudioCropDataset
-
-    dataset = AudioCropDataset(manifest, SAMPLE_RATE, opts.crop_seconds, seed=opts.seed, min_rms_db=-45.0,
-                               max_tries=3)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.98))
-    rng = np.random.default_rng([opts.seed, 0])
-    stream = _batches(dataset, min(opts.batch_size, len(dataset)), opts.seed)
-    recent: list[dict[str, float]] = []
-    step, started = 0, time.monotonic()
-    bar = tqdm(total=opts.max_steps, desc="teacher", unit="step", dynamic_ncols=True, disable=not opts.progress)
-    model.train()
-    try:
-        while opts.max_steps is None or step < opts.max_steps:
-            elapsed = time.monotonic() - started
-            if opts.max_minutes is not None and elapsed > 60 * opts.max_minutes:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(opts, step, elapsed)
-            audio, labels, mask, valid = _prepare(next(stream), labeler, opts, rng, device)
-            loss, logs = _loss(model(audio, mask), labels, mask, valid, opts.unmasked_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-            optimizer.step()
-            step += 1
-            recent = (recent + [logs])[-20:]
-            bar.update(1)
-            postfix = {"loss": f"{logs['loss']:.3f}", "acc": f"{np.mean([r['acc'] for r in recent]):.3f}"}
-            if opts.max_minutes is not None:
-                postfix["budget"] = f"{(time.monotonic() - started) / 60:.1f}/{opts.max_minutes:g} min"
-            bar.set_postfix(postfix, refresh=False)
-    finally:
-        bar.close()
-    return {"steps": step, "minutes": round((time.monotonic() - started) / 60, 3),
-            "train_loss": float(np.mean([r["loss"] for r in recent])) if recent else None,
-            "train_accuracy": float(np.mean([r["acc"] for r in recent])) if recent else None}
-
-
-def _check_out(out: Path) -> None:
-    """Refuse to replace an existing folder that is not a semlat teacher."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / TEACHER_JSON).is_file())):
-        raise ConfigError(f"{out} exists and is not a semlat teacher; refusing to replace it")
-
-
-def _save(folder: Path, model: MaskedPredictor, centroids: torch.Tensor, info: dict[str, Any],
-          opts: TeacherTrainOptions) -> None:
-    """Write the teacher folder's files into ``folder`` (the atomic temporary)."""
-    from safetensors.torch import save_file
-    from transformers import Wav2Vec2FeatureExtractor
-    from transformers.utils import logging as hf_logging
-
-    model = model.cpu()
-    bars = hf_logging.is_progress_bar_enabled()
-    if not opts.progress:
-        hf_logging.disable_progress_bar()
-    try:
-        model.hubert.save_pretrained(folder / HUBERT_DIR)
-    finally:
-        if bars and not opts.progress:
-            hf_logging.enable_progress_bar()
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(folder / HUBERT_DIR)
-    save_file({"centroids": centroids.contiguous()}, str(folder / KMEANS_FILE),
-              metadata={"format": FORMAT, "mfcc": json.dumps(dataclasses.asdict(opts.mfcc))})
-    save_file({k: v.detach().contiguous() for k, v in model.head.state_dict().items()}, str(folder / HEAD_FILE))
-    (folder / TEACHER_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    (folder / OPTIONS_FILE).write_text(json.dumps(opts.to_dict(), indent=2) + "\n", encoding="utf-8")
-
-
-def train_teacher(manifest: str, out: str, *, split: str = "train", clusters: int = 100,
-                  max_minutes: float | None = 5.0, max_steps: int | None = None, seed: int = 0, hidden: int = 256,
-                  layers: int = 4, device: str = "cpu", progress: bool = True, **options: Any) -> Path:
-    """Train HuBERT's first iteration on ``manifest``'s ``split`` and write the teacher to ``out``.
-
-    MFCC frames of the split are clustered (k-means, ``clusters``), then the model learns masked
-    prediction of those clusters until ``max_minutes`` of training (the feature extraction, k-means
-    and the final held-out evaluation come on top, usually seconds) or ``max_steps`` (whichever comes
-    first; with ``max_steps`` alone the run is deterministic for a seed). Other keyword options are the
-    fields of :class:`TeacherTrainOptions` (``batch_size``, ``crop_seconds``, ``lr``, ``mask_prob``, ...);
-    ``threads`` sets torch's CPU threads for the run (restored afterwards): on a machine whose cores
-    are busy with another job, 1 thread was up to 4x faster than 2.
-    Returns the folder, loadable as ``semlat:<out>``.
-    """
-    from semlat.data.manifest import Manifest
-
-    unknown = set(options) - {f.name for f in dataclasses.fields(TeacherTrainOptions)}
-    if unknown:
-        raise ConfigError(f"unknown teacher training option {min(unknown)!r}")
-    opts = TeacherTrainOptions(
-        manifest=str(Path(manifest).resolve()), out=str(Path(out).resolve()), split=split, clusters=clusters,
-        max_minutes=max_minutes, max_steps=max_steps, seed=seed, hidden=hidden, layers=layers, device=device,
-        progress=progress, **options,
-    )
-    opts.validate()
-    out_path = Path(opts.out)
-    _check_out(out_path)
-    full = Manifest.read(opts.manifest)
-    train = full.split(opts.split)
-    if len(train) == 0:
-        raise DataError(f"{opts.manifest}: split {opts.split!r} has no utterances")
-    previous_threads = torch.get_num_threads()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    try:
-        info, model, centroids = _train(full, train, opts)
-    finally:
-        torch.set_num_threads(previous_threads)
-    with atomic_dir(out_path) as tmp:
-        _save(tmp, model, centroids, info, opts)
-    return out_path
-
-
-def _train(full: Manifest, train: Manifest,
-           opts: TeacherTrainOptions) -> tuple[dict[str, Any], MaskedPredictor, torch.Tensor]:
-    """k-means, masked prediction and the held-out evaluation: ``(teacher.json, model, centroids)``."""
-    torch_device = torch.device(opts.device)
-    started = time.monotonic()
-    frames = collect_mfcc_frames(train, opts.mfcc, max_frames=opts.kmeans_frames, seed=opts.seed,
-                                 progress=opts.progress)
-    centroids, inertia = fit_kmeans(frames, opts.clusters, seed=opts.seed, n_init=opts.kmeans_init)
-    kmeans_minutes = (time.monotonic() - started) / 60
-
-    torch.manual_seed(opts.seed)
-    model = MaskedPredictor(hubert_config(opts.hidden, opts.layers, opts.heads, opts.conv_dim, opts.dropout),
-                            opts.clusters).to(torch_device)
-    labeler = _Labeler(opts.mfcc, centroids).to(torch_device)
-    held = _held_out(full, opts, labeler, torch_device)
-    summary = _fit(model, train, labeler, opts, torch_device)
-    scores = evaluate(model, held, opts.clusters)
-
-    info = {
-        "format": FORMAT, "kind": KIND, "sample_rate": SAMPLE_RATE,
-        "frame_rate": SAMPLE_RATE / math.prod(CONV_STRIDES), "dim": opts.hidden, "num_layers": opts.layers,
-        "clusters": opts.clusters, "label_rate": opts.mfcc.frame_rate, "mfcc": dataclasses.asdict(opts.mfcc),
-        "training": {
-            **summary, "final_accuracy": round(scores["accuracy"], 4),
-            "heldout": {"split": held.split, "masked_frames": scores["frames"],
-                        "unmasked_accuracy": round(scores["unmasked_accuracy"], 4),
-                        "majority_baseline": round(scores["majority"], 4), "chance": scores["chance"]},
-            "kmeans": {"frames": len(frames), "inertia_per_frame": round(inertia, 4),
-                       "minutes": round(kmeans_minutes, 3)},
-            "manifest": opts.manifest, "split": opts.split, "seed": opts.seed,
-        },
-        "recommended_layer": opts.recommended_layer if opts.recommended_layer is not None
-        else math.ceil(opts.layers / 2),
-        "semlat_version": semlat.__version__,
-    }
-    return info, model, centroids
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -722,13 +421,28 @@ def read_teacher_info(folder: str | Path) -> dict[str, Any]:
 
 
 def load_semlat_teacher(spec: TeacherSpec) -> Teacher:
-    """The teacher a ``semlat:`` spec names: an ``HFTeacher`` over ``<folder>/hubert`` whose ``spec``
-    is the semlat spec. ``semlat:<folder>`` (no layers) uses the folder's ``recommended_layer``;
-    ``@k``, ``@i,j`` and ``@all`` select layers as for ``hf:`` specs."""
+    """The teacher a ``semlat:`` spec names, whose ``spec`` is the semlat spec.
+
+    The path is a ``hubert_teacher`` model folder, a training run of the ``teacher`` recipe (its latest
+    checkpoint), or a folder written by earlier versions (``teacher.json`` + ``hubert/``). ``semlat:<folder>``
+    (no layers) uses the model's recommended layer; ``@k``, ``@i,j`` and ``@all`` select layers as for
+    ``hf:`` specs."""
+    spec = TeacherSpec.parse(spec)
+    given = Path(spec.path)
+    if (given / TEACHER_JSON).is_file():
+        return _load_legacy_teacher(spec, given)
+    try:
+        model, _, folder = load_model_of_type(given, "hubert_teacher", "a semlat teacher",
+                                             "make one with `semlat teacher train`")
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from None
+    return model.as_teacher(spec, folder)
+
+
+def _load_legacy_teacher(spec: TeacherSpec, folder: Path) -> Teacher:
+    """A teacher folder of semlat 0.1's own loop (``teacher.json``, ``hubert/``)."""
     from semlat.semantic.hf_teacher import HFTeacher
 
-    spec = TeacherSpec.parse(spec)
-    folder = Path(spec.path)
     info = read_teacher_info(folder)
     layers = spec.layers if spec.layers is not None else (int(info["recommended_layer"]),)
     model_path = folder / HUBERT_DIR

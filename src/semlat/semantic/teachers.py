@@ -30,8 +30,11 @@ from torch import nn
 
 from semlat.audio.processing import resample
 from semlat.errors import ConfigError
+from semlat.utils.registry import resolve
 
 SCHEMES = ("hf", "semlat")
+#: spec scheme -> "module:callable(TeacherSpec) -> Teacher" (by name: those modules import this one)
+LOADERS = {"hf": "semlat.semantic.hf_teacher:HFTeacher", "semlat": "semlat.semantic.hubert_teacher:load_semlat_teacher"}
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,7 @@ def load_teacher(spec: str | TeacherSpec, device: str | torch.device = "cpu") ->
     if not Path(parsed.path).exists():
         raise ConfigError(f"teacher {parsed}: {parsed.path} does not exist (teachers load from local folders; "
                           "see the README on getting WavLM-Large)")
-    if parsed.scheme == "hf":
-        from semlat.semantic.hf_teacher import HFTeacher
-
-        teacher: Teacher = HFTeacher(parsed)
-    else:
-        from semlat.semantic.hubert_teacher import load_semlat_teacher
-
-        teacher = load_semlat_teacher(parsed)
+    teacher: Teacher = resolve(LOADERS[parsed.scheme])(parsed)
     return teacher.to(device).freeze()
 
 

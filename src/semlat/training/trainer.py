@@ -41,7 +41,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from semlat.checkpoints import WEIGHTS_NAME, check_state_dict, write_model_files
+from semlat.checkpoints import WEIGHTS_NAME, check_state_dict, latest_checkpoint, write_model_files
 from semlat.config import save_yaml
 from semlat.data.samplers import ShardedSampler
 from semlat.errors import CheckpointError, ConfigError
@@ -58,6 +58,8 @@ from semlat.training.optimizers import build_optimizer
 from semlat.training.schedules import lr_multiplier
 from semlat.training.settings import OptimizerConfig
 from semlat.utils.files import atomic_dir, atomic_write_text
+
+__all__ = ["Recipe", "Trainer", "latest_checkpoint"]
 
 TRAINING_WEIGHTS = "training.safetensors"
 TRAINER_STATE = "trainer_state.pt"
@@ -181,6 +183,7 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
         if resume:
             self._load_checkpoint()
+        self.start_step = self.step  # where this process began (fit() may add steps to it)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_yaml(config, self.run_dir / "config.yaml")
@@ -415,12 +418,3 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or ``None``."""
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    folder = pointer.parent / pointer.read_text(encoding="utf-8").strip()
-    return folder if folder.is_dir() else None

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from semlat.audio.filterbanks import mel_filterbank
 from semlat.audio.spectral import MelConfig, MelSpectrogram, mel_preset
+from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 
@@ -44,11 +45,7 @@ class GriffinLimConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GriffinLimConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"griffin_lim config: unknown key(s) {', '.join(unknown)}")
-        return cls(**data)
+        return from_dict(cls, data, "griffin_lim config")
 
 
 class GriffinLimVocoder(OneRateSpace, nn.Module):

@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from semlat.checkpoints import check_state_dict, read_foreign_weights, save_model, unwrap_state_dict
 from semlat.config import read_json_object
 from semlat.errors import CheckpointError, ConfigError
+from semlat.latent_space import space_info
 from semlat.nn.weight_norm import legacy_to_parametrized, remove_weight_norm, weight_norm
 from semlat.vocoders.bigvgan import BigVGAN
 from semlat.vocoders.mel_vocoder import MelVocoder, MelVocoderConfig
@@ -122,6 +123,5 @@ def import_bigvgan(weights: str | os.PathLike, out: str | os.PathLike, *,
     cfg = read_bigvgan_config(config)
     state = read_bigvgan_weights(weights)
     model = build_vocoder(cfg, state, where=str(weights))
-    extra = {"sample_rate": cfg.sampling_rate, "latent_dim": cfg.num_mels, "frame_rate": model.frame_rate,
-             "source": {"weights": Path(weights).name}}
+    extra = {**space_info(model), "source": {"weights": Path(weights).name}}
     return save_model(out, model, model_type="bigvgan", config=dataclasses.asdict(cfg), extra=extra)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semlat.audio.spectral import MelConfig, MelSpectrogram
+from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
@@ -108,16 +109,7 @@ class MelVocoderConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "MelVocoder config") -> MelVocoderConfig:
         """Build from this class's ``dataclasses.asdict`` form (a model folder's config); unknown keys are errors."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"{where}: {err}") from None
+        return from_dict(cls, data, where)
 
     @classmethod
     def from_bigvgan_json(cls, data: Mapping[str, Any], where: str = "BigVGAN config") -> MelVocoderConfig:

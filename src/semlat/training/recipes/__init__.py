@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,12 +11,15 @@ from typing import Any
 
 from semlat.config import build_config, read_yaml
 from semlat.errors import ConfigError
+from semlat.utils.registry import resolve
 
 RECIPES = MappingProxyType({
     "wave_vae": "semlat.training.recipes.wave_vae:WaveVAERecipe",
     "semantic_vae": "semlat.training.recipes.semantic_vae:SemanticVAERecipe",
     "bigvgan": "semlat.training.recipes.bigvgan:BigVGANRecipe",
     "mel_dcae": "semlat.training.recipes.mel_dcae:MelDCAERecipe",
+    "teacher": "semlat.training.recipes.teacher:TeacherRecipe",
+    "judge": "semlat.training.recipes.judge:JudgeRecipe",
 })
 
 
@@ -25,8 +27,7 @@ def recipe_class(name: str) -> type:
     """The Recipe class registered as ``name``."""
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r} (known: {', '.join(sorted(RECIPES))})")
-    module, _, attr = RECIPES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return resolve(RECIPES[name])
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from semlat.audio.spectral import MelSpectrogram
 from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
 from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance
+from semlat.latent_space import space_info
 from semlat.losses.discriminators import DEFAULT_MPD_CHANNELS, DEFAULT_PERIODS, PeriodDiscriminator
 from semlat.losses.mel import MultiScaleMelLoss
 from semlat.losses.resolution_discriminator import DEFAULT_RESOLUTIONS, MultiResolutionDiscriminator
@@ -288,5 +289,5 @@ class BigVGANRecipe(GANRecipe):
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         cfg = model.config
-        extra = {"sample_rate": cfg.sampling_rate, "latent_dim": cfg.num_mels, "frame_rate": model.frame_rate}
+        extra = space_info(model)
         return "bigvgan", dataclasses.asdict(cfg), extra

@@ -30,6 +30,7 @@ from semlat.autoencoders.regularizers import dispersive_loss
 from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
 from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance
+from semlat.latent_space import space_info
 from semlat.losses.mel_discriminators import MelDiscriminator, MelDiscriminatorConfig
 from semlat.training.logging import RunLogger
 from semlat.training.recipes.gan import GANRecipe
@@ -163,7 +164,7 @@ class MelDCAERecipe(GANRecipe):
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         space = MelDCAESpace(model, self.vocoder)
-        extra = {"sample_rate": space.sample_rate, "latent_dim": space.latent_dim, "frame_rate": space.frame_rate}
+        extra = space_info(space)
         return "mel_dcae", space.config, extra
 
     def export_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:

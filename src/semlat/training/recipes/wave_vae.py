@@ -27,6 +27,7 @@ from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
 from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance, si_sdr
+from semlat.latent_space import space_info
 from semlat.losses.discriminators import WaveDiscriminator, WaveDiscriminatorConfig
 from semlat.losses.mel import SEMANTIC_VAE_MELS, SEMANTIC_VAE_WINDOWS, MultiScaleMelLoss
 from semlat.losses.phase import ComplexSTFTLoss, PhaseLoss
@@ -183,5 +184,5 @@ class WaveVAERecipe(GANRecipe):
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         cfg = model.config
-        extra = {"sample_rate": cfg.sample_rate, "latent_dim": cfg.latent_dim, "frame_rate": model.frame_rate}
+        extra = space_info(model)
         return "wave_vae", asdict(cfg), extra

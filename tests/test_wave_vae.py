@@ -395,3 +395,18 @@ def test_istft_decoder_option():
     rebuilt.load_state_dict(model.state_dict())
     with pytest.raises(ConfigError, match="multiple of upsample"):
         dataclasses.replace(WaveVAEConfig.tiny(), istft_decoder=ISTFTDecoderConfig(upsample=3))
+
+
+def test_project_teacher_is_the_regulator_and_needs_one():
+    """The public alignment target (what the demo's held-out alignment cosine compares the latents with)."""
+    torch.manual_seed(0)
+    model = WaveVAE(WaveVAEConfig.tiny(teacher_dim=12)).eval()
+    features = torch.randn(2, 50, 12)
+    valid = torch.tensor([40, 25])
+    with torch.no_grad():
+        target = model.project_teacher(features, valid, 40)
+        expected, _ = model.projectors(features, valid, torch.tensor([40, 40]))
+    assert target.shape == (2, 40, 16)
+    torch.testing.assert_close(target, expected)
+    with pytest.raises(ConfigError, match="no alignment regulator"):
+        WaveVAE(WaveVAEConfig.tiny()).project_teacher(features, valid, 40)

@@ -289,9 +289,16 @@ def encode(model, source, out, split, record_stats, device, precision, chunk_sec
     """
     from semlat.inference import encode as encode_files
     from semlat.inference import record_stats as record
+    from semlat.training.distributed import init_distributed, shutdown
 
-    space = _load(model, device, precision, chunk_seconds, context_seconds)
-    count, rejects = encode_files(space, source, out, split=split)
+    info = init_distributed(device)  # under torchrun: one process group, a share of the inputs per rank
+    try:
+        space = _load(model, info.device, precision, chunk_seconds, context_seconds)
+        count, rejects = encode_files(space, source, out, split=split)
+    finally:
+        shutdown()
+    if not info.is_main:
+        return
     click.echo(f"wrote {count} latent sequence(s) ({space.latent_dim} x {space.frame_rate:g} Hz) to {out}")
     _echo_rejects(rejects, out)
     if record_stats:
@@ -512,8 +519,9 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")
 @click.option("--teacher-steps", type=click.IntRange(min=1), default=400, show_default=True,
               help="Offline teacher training steps.")
-@click.option("--train-steps", type=click.IntRange(min=1), default=2500, show_default=True,
-              help="Training steps per autoencoder (three of them).")
+@click.option("--train-steps", type=click.IntRange(min=1), default=None,
+              help="Training steps for each of the three autoencoders [default: 2500 vanilla, 2500 semantic, "
+                   "900 dc_vae: about 5 idle CPU minutes each].")
 @click.option("--judge-steps", type=click.IntRange(min=1), default=700, show_default=True,
               help="Offline CTC judge training steps (PER and the phoneme probe's alignments).")
 @click.option("--teacher-minutes", type=float, default=None, help="Also cap the teacher's training time.")

@@ -313,6 +313,16 @@ class WaveVAE(OneRateSpace, nn.Module):
             raise ValueError(f"expected latents shaped [B, {self.latent_dim}, T], got {tuple(latents.shape)}")
         return self.decoder(latents)
 
+    def project_teacher(self, features: Tensor, valid: Tensor, latent_frames: int) -> Tensor:
+        """The alignment target: teacher ``features [B, T_t, dim]`` projected by the regulator onto
+        ``latent_frames`` frames, of which ``valid [B]`` are covered by the teacher (see
+        :func:`~semlat.semantic.alignment.latent_valid_frames`). Returns ``[B, latent_frames, D]``.
+        ConfigError for a VAE trained without a regulator."""
+        if not hasattr(self, "projectors"):
+            raise ConfigError("this VAE has no alignment regulator (it was trained without teacher_to_latent alignment)")
+        target, _ = self.projectors(features, valid, valid.new_full(valid.shape, latent_frames))
+        return target
+
     def forward(self, audio: Tensor, eps: Tensor | None = None, sample: bool = True) -> dict[str, Tensor]:
         """Pad, encode, sample, decode, crop (the reference ``DAC.forward`` without the alignment loss).
 

@@ -46,6 +46,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "mel_dcae": "semlat.autoencoders.mel_space:MelDCAESpace",
     "hubert_teacher": "semlat.semantic.hubert_teacher:HubertTeacherModel",
     "ctc_judge": "semlat.evaluation.ctc_judge:CTCJudgeModel",
+    "vocos": "semlat.vocoders.vocos:Vocos",
 })
 
 #: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
@@ -53,6 +54,7 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
     "semantic-vae": "semlat.autoencoders.import_semantic_vae:import_semantic_vae",
     "bigvgan": "semlat.vocoders.import_bigvgan:import_bigvgan",
     "dc-speech-vae": "semlat.autoencoders.import_dc_speech_vae:import_dc_speech_vae",
+    "vocos": "semlat.vocoders.import_vocos:import_vocos",
 })
 
 _MAX_LISTED = 8

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from semlat.errors import ConfigError
 from semlat.nn.convnext import ConvNeXtBackbone
+from semlat.nn.istft import spectral_istft
 
 
 @dataclass
@@ -57,9 +58,6 @@ class ISTFTDecoder(nn.Module):
     def forward(self, latents: Tensor) -> Tensor:
         frames = latents.shape[-1] * self.config.upsample
         h = self.upsample(self.backbone(latents))[..., :frames]
-        log_mag, phase = rearrange(self.out(rearrange(h, "b c t -> b t c")), "b t f -> b f t").float().chunk(2, dim=1)
-        magnitude = torch.exp(log_mag).clamp(max=1e2)
-        spec = torch.polar(magnitude, phase)
-        audio = torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.window, center=True,
-                            length=frames * self.hop)
+        log_mag, phase = rearrange(self.out(rearrange(h, "b c t -> b t c")), "b t f -> b f t").chunk(2, dim=1)
+        audio = spectral_istft(log_mag, phase, self.n_fft, self.hop, self.window, "center", length=frames * self.hop)
         return audio.clamp(-1, 1)[:, None, :]

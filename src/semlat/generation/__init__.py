@@ -1,0 +1,1 @@
+"""Latent generative models: flow matching (training loss, samplers) and their backbones."""

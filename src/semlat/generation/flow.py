@@ -1,0 +1,195 @@
+"""Conditional flow matching with F5-TTS's infilling objective, and its samplers.
+
+The sampler and the objective are separate from the backbone: any module with the DiT's call
+``backbone(x, cond, text, time, mask=None, drop_audio_cond=False, drop_text=False, cfg_infer=False)`` on
+``[B, N, C]`` sequences works, and ``C`` is whatever latent the sequences live in (a mel, a VAE's latents).
+
+**Path.** Optimal transport, sigma 0: ``x_t = (1 - t) x0 + t x1`` with ``x0 ~ N(0, I)``; the backbone
+predicts the velocity ``x1 - x0``.
+
+**Objective** (:func:`infilling_loss`). For each item a contiguous span of 70-100 % of its valid frames
+(``floor(frac · len)`` frames from ``floor((len - span) · u)``) is masked; the rest is the audio condition.
+The loss is the mean squared error over the masked span's elements (pooled over the batch). Classifier-free
+guidance training drops, for the whole batch, the audio condition with probability 0.3, and the audio
+condition and the text together with probability 0.2 (both draws always made).
+
+**Sampling** (:func:`sample`): durations raised to at least ``max(text tokens, prompt frames) + 1``; the
+prompt frames are the condition and are copied into the output; Euler or midpoint steps over a time grid
+(uniform, or F5's empirically pruned grids for 5, 6, 7, 10, 12 and 16 steps), bent by sway sampling
+``t + s (cos(πt/2) - 1 + t)`` (``s = -1`` by default); guidance ``v = c + (c - u) · w`` from one batched call
+with the conditional and the unconditional (audio and text dropped) rows. The initial noise can be given
+(``y0``) or drawn per item from ``seed`` (each item restarts the generator: item ``i`` gets the first
+``duration_i`` rows of one stream, as the reference draws it).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+#: F5-TTS's empirically pruned step grids, in 32nds of the unit interval
+EPSS_GRIDS = {
+    5: (0, 2, 4, 8, 16, 32),
+    6: (0, 2, 4, 6, 8, 16, 32),
+    7: (0, 2, 4, 6, 8, 16, 24, 32),
+    10: (0, 2, 4, 6, 8, 12, 16, 20, 24, 28, 32),
+    12: (0, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32),
+    16: (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32),
+}
+METHODS = ("euler", "midpoint")
+MAX_FRAMES = 65536
+
+
+def lengths_to_mask(lengths: Tensor, length: int | None = None) -> Tensor:
+    """``[B]`` lengths -> ``[B, N]`` bool (``N = max`` unless given)."""
+    length = int(lengths.max()) if length is None else length
+    return torch.arange(length, device=lengths.device)[None] < lengths[:, None]
+
+
+def sway(t: Tensor, coef: float | None) -> Tensor:
+    """Sway sampling: ``t + coef · (cos(πt/2) - 1 + t)`` (``coef`` None or 0: unchanged)."""
+    if not coef:
+        return t
+    return t + coef * (torch.cos(math.pi / 2 * t) - 1 + t)
+
+
+def time_grid(steps: int, sway_coef: float | None = -1.0, epss: bool = True, device: Any = None,
+              dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[steps + 1]`` times from 0 to 1: F5's pruned grid for 5/6/7/10/12/16 steps (with ``epss``), else
+    uniform; then sway."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if epss and steps in EPSS_GRIDS:
+        t = torch.tensor(EPSS_GRIDS[steps], device=device, dtype=dtype) / 32
+    else:
+        t = torch.linspace(0, 1, steps + 1, device=device, dtype=dtype)
+    return sway(t, sway_coef)
+
+
+def initial_noise(durations: Tensor, channels: int, seed: int | None, *, device: Any = None,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[B, max(durations), channels]``: item ``i`` is ``randn(duration_i, channels)`` drawn after seeding a
+    fresh generator with ``seed`` (so every item starts the same stream), zero past its duration. Without a
+    seed the items come from the global generator one after another."""
+    rows = []
+    for duration in durations.tolist():
+        generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+        rows.append(torch.randn(int(duration), channels, generator=generator, dtype=torch.float32))
+    longest = int(durations.max())
+    out = torch.zeros(len(rows), longest, channels)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
+    return out.to(device=device, dtype=dtype)
+
+
+@dataclass
+class Sampled:
+    """What :func:`sample` returns: the output ``[B, N, C]`` (prompt frames copied in; frames past an item's
+    duration are not meaningful), the durations ``[B]``, and with ``keep_trajectory`` the states ``[steps + 1,
+    B, N, C]`` and every step's raw backbone output."""
+
+    out: Tensor
+    durations: Tensor
+    trajectory: Tensor | None = None
+    step_outputs: Tensor | None = None
+    times: Tensor | None = None
+
+
+def _velocity(backbone: nn.Module, y: Tensor, cond: Tensor, text: Tensor, t: Tensor, mask: Tensor | None,
+              cfg: float, outputs: list[Tensor] | None) -> Tensor:
+    if cfg < 1e-5:
+        v = backbone(y, cond, text, t, mask=mask)
+        if outputs is not None:
+            outputs.append(v)
+        return v
+    both = backbone(y, cond, text, t, mask=mask, cfg_infer=True)
+    if outputs is not None:
+        outputs.append(both)
+    conditional, unconditional = both.chunk(2, dim=0)
+    return conditional + (conditional - unconditional) * cfg
+
+
+@torch.no_grad()
+def sample(backbone: nn.Module, cond: Tensor, text: Tensor, durations: Tensor, lens: Tensor | None = None, *,
+           steps: int = 32, cfg: float = 2.0, sway_coef: float | None = -1.0, method: str = "euler", epss: bool = True,
+           seed: int | None = None, y0: Tensor | None = None, keep_trajectory: bool = False) -> Sampled:
+    """Generate ``[B, N, C]`` sequences that continue the prompts ``cond [B, Nc, C]`` (``lens [B]`` valid
+    frames; default all) to ``durations [B]`` total frames, given ``text [B, Nt]`` token ids (``-1``
+    padded). See the module docstring."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    batch, device = cond.shape[0], cond.device
+    if lens is None:
+        lens = torch.full((batch,), cond.shape[1], dtype=torch.long, device=device)
+    tokens = (text != -1).sum(-1)
+    durations = torch.maximum(durations.to(device).long(), torch.maximum(tokens, lens) + 1).clamp(max=MAX_FRAMES)
+    longest = int(durations.max())
+    cond = nn.functional.pad(cond, (0, 0, 0, max(0, longest - cond.shape[1])))[:, :longest]
+    prompt = lengths_to_mask(lens, longest)
+    step_cond = torch.where(prompt[..., None], cond, torch.zeros_like(cond))
+    mask = lengths_to_mask(durations, longest) if batch > 1 else None
+    y = y0 if y0 is not None else initial_noise(durations, cond.shape[-1], seed, device=device, dtype=cond.dtype)
+    times = time_grid(steps, sway_coef, epss, device=device, dtype=cond.dtype)
+    trajectory = [y] if keep_trajectory else None
+    outputs: list[Tensor] | None = [] if keep_trajectory else None
+    for k in range(steps):
+        t, dt = times[k], times[k + 1] - times[k]
+        v = _velocity(backbone, y, step_cond, text, t, mask, cfg, outputs)
+        if method == "midpoint":
+            v = _velocity(backbone, y + dt / 2 * v, step_cond, text, t + dt / 2, mask, cfg, None)
+        y = y + dt * v
+        if trajectory is not None:
+            trajectory.append(y)
+    out = torch.where(prompt[..., None], cond, y)
+    return Sampled(out, durations, torch.stack(trajectory) if trajectory else None,
+                   torch.stack(outputs) if outputs else None, times)
+
+
+def span_mask(lens: Tensor, frac: Tensor, u: Tensor, length: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mask [B, N], start [B], span [B])``: ``span = floor(frac · len)`` frames from ``start = floor((len -
+    span) · u)``, inside the valid frames."""
+    span = (frac * lens).floor().long()
+    start = ((lens - span) * u).floor().long().clamp(min=0)
+    n = torch.arange(length, device=lens.device)[None]
+    mask = (n >= start[:, None]) & (n < (start + span)[:, None]) & lengths_to_mask(lens, length)
+    return mask, start, span
+
+
+def draw_infilling(inp: Tensor, frac_range: tuple[float, float] = (0.7, 1.0), audio_drop: float = 0.3,
+                   cond_drop: float = 0.2) -> dict[str, Any]:
+    """The objective's random draws, in the reference's order, from torch's and Python's global generators."""
+    batch = inp.shape[0]
+    frac = torch.zeros(batch, device=inp.device).uniform_(*frac_range)
+    u = torch.rand_like(frac)
+    x0 = torch.randn_like(inp)
+    time = torch.rand(batch, dtype=inp.dtype, device=inp.device)
+    drop_audio = random.random() < audio_drop
+    drop_both = random.random() < cond_drop
+    return {"frac": frac, "u": u, "x0": x0, "time": time, "drop_audio_cond": drop_audio or drop_both,
+            "drop_text": drop_both}
+
+
+def infilling_loss(backbone: nn.Module, inp: Tensor, text: Tensor, lens: Tensor, *,
+                   draws: Mapping[str, Any] | None = None, **draw_options: Any) -> tuple[Tensor, dict[str, Any]]:
+    """F5-TTS's training loss on ``inp [B, N, C]`` (``lens [B]`` valid frames) and ``text [B, Nt]``.
+
+    ``draws`` (see :func:`draw_infilling`) fixes the randomness; by default it is drawn. Returns the loss and
+    the details (``cond``, ``pred``, ``mask``, ``start``, ``span`` and the draws)."""
+    draws = dict(draws) if draws is not None else draw_infilling(inp, **draw_options)
+    length = inp.shape[1]
+    valid = lengths_to_mask(lens, length)
+    mask, start, span = span_mask(lens, draws["frac"], draws["u"], length)
+    x0, t = draws["x0"], draws["time"]
+    phi = (1 - t[:, None, None]) * x0 + t[:, None, None] * inp
+    flow = inp - x0
+    cond = torch.where(mask[..., None], torch.zeros_like(inp), inp)
+    pred = backbone(phi, cond, text, t, mask=valid, drop_audio_cond=bool(draws["drop_audio_cond"]),
+                    drop_text=bool(draws["drop_text"]))
+    loss = (pred.float() - flow.float()).square()[mask].mean()
+    return loss, {"cond": cond, "pred": pred, "mask": mask, "start": start, "span": span, **draws}

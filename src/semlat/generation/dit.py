@@ -319,6 +319,19 @@ class AdaLayerNormFinal(nn.Module):
         return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
 
 
+def guidance_batch(embed, time: Tensor, mask: Tensor | None, batch: int, cfg_infer: bool, drop_audio_cond: bool,
+                   drop_text: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The embedded input, times ``[B]`` and mask of one backbone call; with ``cfg_infer`` the batch is doubled:
+    the conditional rows, then the rows with audio and text dropped. ``embed(drop_audio, drop_text)`` embeds
+    the inputs."""
+    if time.ndim == 0:
+        time = time.repeat(batch)
+    if not cfg_infer:
+        return embed(drop_audio_cond, drop_text), time, mask
+    h = torch.cat([embed(False, False), embed(True, True)])
+    return h, torch.cat([time, time]), None if mask is None else torch.cat([mask, mask])
+
+
 class DiT(nn.Module):
     """F5-TTS's DiT; ``forward(x, cond, text, time, mask=None, drop_audio_cond=False, drop_text=False,
     cfg_infer=False) -> [B, N, mel_dim]`` (``[2B, N, mel_dim]`` with ``cfg_infer``: the conditional rows,
@@ -342,19 +355,12 @@ class DiT(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor, time: Tensor, mask: Tensor | None = None,
                 drop_audio_cond: bool = False, drop_text: bool = False, cfg_infer: bool = False) -> Tensor:
-        batch, seq_len = x.shape[0], x.shape[1]
-        if time.ndim == 0:
-            time = time.repeat(batch)
-        if cfg_infer:
-            text_cond = self.embed_text(text, seq_len, False, mask)
-            text_null = self.embed_text(text, seq_len, True, mask)
-            h = torch.cat([self.input_embed(x, cond, text_cond, False, mask),
-                           self.input_embed(x, cond, text_null, True, mask)])
-            time = torch.cat([time, time])
-            mask = None if mask is None else torch.cat([mask, mask])
-        else:
-            text_emb = self.embed_text(text, seq_len, drop_text, mask)
-            h = self.input_embed(x, cond, text_emb, drop_audio_cond, mask)
+        seq_len = x.shape[1]
+
+        def embed(drop_audio: bool, drop: bool) -> Tensor:
+            return self.input_embed(x, cond, self.embed_text(text, seq_len, drop, mask), drop_audio, mask)
+
+        h, time, mask = guidance_batch(embed, time, mask, x.shape[0], cfg_infer, drop_audio_cond, drop_text)
         t = self.time_embed(time)
         rope = self.rotary_embed(seq_len, h.device)
         for block in self.transformer_blocks:

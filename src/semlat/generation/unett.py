@@ -23,8 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semlat.errors import ConfigError
-from semlat.generation.dit import Attention, FeedForward, InputEmbedding, RotaryEmbedding, TextEmbedding, \
-    TimestepEmbedding
+from semlat.generation.dit import (
+    Attention,
+    FeedForward,
+    InputEmbedding,
+    RotaryEmbedding,
+    TextEmbedding,
+    TimestepEmbedding,
+    guidance_batch,
+)
 
 
 @dataclass
@@ -85,16 +92,12 @@ class UNetT(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor, time: Tensor, mask: Tensor | None = None,
                 drop_audio_cond: bool = False, drop_text: bool = False, cfg_infer: bool = False) -> Tensor:
-        batch, seq_len = x.shape[0], x.shape[1]
-        if time.ndim == 0:
-            time = time.repeat(batch)
-        if cfg_infer:
-            h = torch.cat([self.input_embed(x, cond, self.text_embed(text, seq_len, False), False),
-                           self.input_embed(x, cond, self.text_embed(text, seq_len, True), True)])
-            time = torch.cat([time, time])
-            mask = None if mask is None else torch.cat([mask, mask])
-        else:
-            h = self.input_embed(x, cond, self.text_embed(text, seq_len, drop_text), drop_audio_cond)
+        seq_len = x.shape[1]
+
+        def embed(drop_audio: bool, drop: bool) -> Tensor:
+            return self.input_embed(x, cond, self.text_embed(text, seq_len, drop), drop_audio)
+
+        h, time, mask = guidance_batch(embed, time, mask, x.shape[0], cfg_infer, drop_audio_cond, drop_text)
         t = self.time_embed(time)
         h = torch.cat([t[:, None], h], dim=1)
         if mask is not None:

@@ -33,8 +33,6 @@ between words included (as jiwer's ``cer`` does). PER counts phoneme symbols fro
 from __future__ import annotations
 
 import importlib.metadata
-import re
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -42,57 +40,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from semlat.data.text import IPA_MODIFIERS, STRESS_MARKS, normalize_text, split_chars, split_phonemes  # noqa: F401
 from semlat.errors import ConfigError, first_line
 from semlat.utils.registry import resolve
 from semlat.evaluation.metrics import Score, as_signal, resample_to, undefined
 
 JUDGE_RATE = 16000
 
-#: IPA primary / secondary stress and syllable marks, dropped from phoneme tokens.
-STRESS_MARKS = frozenset("ˈˌ.")
-#: Modifier letters that belong to the preceding symbol (length, aspiration, palatalisation, ...).
-IPA_MODIFIERS = frozenset("ːˑʰʲʷˠˤ˞ⁿˡ̩̯̃")
-_LANGUAGE_SWITCH = re.compile(r"\([a-z\-]+\)")
-
-
 # --- tokens and edit distance ---------------------------------------------------------------
-
-def split_phonemes(ipa: str) -> list[str]:
-    """espeak-ng IPA -> phoneme symbols: one per base letter, with its modifiers attached.
-
-    Stress marks (ˈ ˌ) and word boundaries are dropped; combining marks, length marks and
-    modifier letters (``IPA_MODIFIERS``) join the preceding symbol, and a tie bar (U+0361) joins
-    the two letters it ties (``t͡ʃ`` is one symbol). espeak's language-switch markers such as
-    ``(fr)`` are removed. Diphthongs written as two letters (``aɪ``) are two symbols. Idempotent:
-    ``split_phonemes(" ".join(split_phonemes(s))) == split_phonemes(s)``.
-    """
-    tokens: list[str] = []
-    for word in _LANGUAGE_SWITCH.sub(" ", ipa).split():
-        start = len(tokens)
-        for ch in word:
-            if ch in STRESS_MARKS:
-                continue
-            category = unicodedata.category(ch)
-            attach = ch in IPA_MODIFIERS or category == "Mn"
-            if len(tokens) > start and (attach or tokens[-1].endswith("\u0361")):
-                tokens[-1] += ch
-            elif category.startswith("L"):
-                tokens.append(ch)
-    return tokens
-
-
-def normalize_text(text: str) -> str:
-    """Normalise a transcript for WER / CER (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'").replace("\u2018", "'")
-    text = "".join(ch if ch.isalnum() or ch == "'" or ch.isspace() else " " for ch in text)
-    words = [w.strip("'") for w in text.split()]
-    return " ".join(w for w in words if w)
-
-
-def split_chars(text: str) -> list[str]:
-    """Characters of the normalised ``text``, a single ``" "`` between words."""
-    return list(normalize_text(text))
-
 
 def edit_distance(hyp: Sequence[Any], ref: Sequence[Any]) -> int:
     """Levenshtein distance (unit costs) between two token sequences; O(len(hyp) * len(ref))."""

@@ -342,6 +342,31 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
     _echo_rejects(rejects, out)
 
 
+@cli.command("tts")
+@click.argument("model", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--text", required=True, help="What to say.")
+@click.option("--prompt", required=True, type=click.Path(dir_okay=False), help="Audio of the voice to use.")
+@click.option("--prompt-text", required=True, help="The transcript of --prompt.")
+@click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
+@click.option("--cfg", type=float, default=2.0, show_default=True, help="Classifier-free guidance strength.")
+@click.option("--sway", type=float, default=-1.0, show_default=True, help="Sway sampling coefficient.")
+@click.option("--speed", type=float, default=1.0, show_default=True, help="Speaking rate (duration rule).")
+@click.option("--seconds", type=float, default=None, help="Generate this many seconds (instead of the rule).")
+@click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio).")
+@click.option("--method", type=click.Choice(["euler", "midpoint"]), default="euler", show_default=True)
+@click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
+@click.option("--device", default="auto", show_default=True)
+def tts(model, out, text, prompt, prompt_text, nfe, cfg, sway, speed, seconds, seed, method, space, device) -> None:
+    """Zero-shot TTS: say TEXT in the voice of PROMPT with the TTS model MODEL; write OUT (.wav/.flac)."""
+    from semlat.generation.synthesis import load_tts, synthesize_to_file
+
+    loaded = load_tts(model, device, space)
+    path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, nfe=nfe, cfg=cfg,
+                              sway=sway, speed=speed, seconds=seconds, seed=seed, method=method)
+    click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
+
+
 @cli.group()
 def judge() -> None:
     """Judges for generation metrics (the offline CTC recognizer)."""

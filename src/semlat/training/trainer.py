@@ -103,6 +103,12 @@ class Recipe(ABC):
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """``(model_type, model config dict, extra config.json entries)`` of the exported model."""
 
+    def batch_sampler(self, dataset: Dataset) -> Sampler | None:
+        """A batch sampler of this rank's batches (``set_epoch`` each epoch; keys as semlat's samplers give
+        them), for recipes whose batches vary in size, such as frame budgets; ``None`` (default): fixed
+        batches of ``data.batch_size`` over the processes."""
+        return None
+
     def export_weights(self, model: nn.Module) -> nn.Module | dict[str, torch.Tensor]:
         """The weights of the exported model folder (default: ``model`` itself; a recipe whose exported
         model has parts that are not trained, such as a frozen vocoder, adds them here)."""
@@ -254,11 +260,12 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     def _micro_batch_stream(self) -> Iterator[Any]:
         dataset, collate = self.recipe.train_dataset()
-        sampler = ShardedSampler(len(dataset), seed=self.train_cfg.seed, rank=self.dist.rank,
-                                 world_size=self.dist.world_size)
+        custom = self.recipe.batch_sampler(dataset)
+        sampler = custom or ShardedSampler(len(dataset), seed=self.train_cfg.seed, rank=self.dist.rank,
+                                           world_size=self.dist.world_size)
         while True:
             sampler.set_epoch(self.epoch)
-            batches = BatchSampler(sampler, self.batch_per_rank, drop_last=True)
+            batches = custom if custom is not None else BatchSampler(sampler, self.batch_per_rank, drop_last=True)
             if len(batches) == 0:
                 raise ConfigError(f"the training set ({len(dataset)} items over {self.dist.world_size} "
                                   f"processes) is smaller than one batch of {self.batch_per_rank}")

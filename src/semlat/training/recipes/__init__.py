@@ -20,6 +20,7 @@ RECIPES = MappingProxyType({
     "mel_dcae": "semlat.training.recipes.mel_dcae:MelDCAERecipe",
     "teacher": "semlat.training.recipes.teacher:TeacherRecipe",
     "judge": "semlat.training.recipes.judge:JudgeRecipe",
+    "tts": "semlat.training.recipes.tts:TTSRecipe",
 })
 
 

@@ -1,0 +1,113 @@
+"""Latent zero-shot TTS: an F5-TTS-style flow-matching backbone over any latent space.
+
+A :class:`TTSModel` is the backbone (``transformer.*``: :class:`~semlat.generation.dit.DiT` or
+:class:`~semlat.generation.unett.UNetT`), the text front-end's vocabulary and units, and the per-channel
+statistics of the latents it was trained on (``latent_mean``/``latent_std``, buffers saved with the
+weights: generation de-normalises without the store). It does not own a front-end: the latent space is
+another model folder (``config.space``, a path; relative paths are relative to the TTS folder), loaded
+with :func:`semlat.load`, whose rates and size must be the ones the model was trained on.
+
+Shapes are time-major like F5's: latents ``[B, T, D]``. :meth:`TTSModel.loss` is the infilling objective
+on normalised latents; :meth:`TTSModel.generate` continues raw prompt latents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from semlat.config import from_dict
+from semlat.errors import ConfigError
+from semlat.generation.dit import DiT, DiTConfig
+from semlat.generation.flow import Sampled, infilling_loss, sample
+from semlat.generation.text import UNITS, TextFrontEnd, Vocab
+from semlat.generation.unett import UNetT, UNetTConfig
+
+BACKBONES = {"DiT": (DiT, DiTConfig), "UNetT": (UNetT, UNetTConfig)}
+
+
+@dataclass
+class TTSConfig:
+    """What a TTS model folder's ``config`` holds."""
+
+    backbone: str = "DiT"
+    arch: dict[str, Any] = field(default_factory=dict)
+    units: str = "chars"
+    vocab: list[str] = field(default_factory=lambda: [" "])
+    language: str = "en-us"
+    space: str = ""
+    latent_dim: int = 100
+    frame_rate: float = 93.75
+    max_frames: int = 4096
+    audio_drop: float = 0.3
+    cond_drop: float = 0.2
+    frac_lengths: tuple[float, float] = (0.7, 1.0)
+
+    def validate(self, where: str = "tts config") -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"{where}: backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        if self.units not in UNITS:
+            raise ConfigError(f"{where}: units must be one of {', '.join(UNITS)}, got {self.units!r}")
+
+
+class TTSModel(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, config: TTSConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        model_cls, arch_cls = BACKBONES[config.backbone]
+        arch = from_dict(arch_cls, {**config.arch, "mel_dim": config.latent_dim,
+                                    "text_num_embeds": len(config.vocab)}, "tts config 'arch'")
+        self.transformer = model_cls(arch)
+        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+
+    @classmethod
+    def from_config(cls, config: TTSConfig | dict[str, Any]) -> TTSModel:
+        if not isinstance(config, TTSConfig):
+            config = from_dict(TTSConfig, config, "tts config")
+        return cls(config)
+
+    def front_end(self) -> TextFrontEnd:
+        return TextFrontEnd(Vocab(self.config.vocab), self.config.units, self.config.language)
+
+    def set_stats(self, mean: Tensor, std: Tensor) -> None:
+        self.latent_mean.copy_(mean)
+        self.latent_std.copy_(std.clamp(min=1e-5))
+
+    def normalize(self, latents: Tensor) -> Tensor:
+        """Raw ``[B, T, D]`` -> zero mean, unit variance per channel (the training statistics)."""
+        return (latents - self.latent_mean) / self.latent_std
+
+    def denormalize(self, latents: Tensor) -> Tensor:
+        return latents * self.latent_std + self.latent_mean
+
+    def forward(self, x: Tensor, cond: Tensor, text: Tensor, time: Tensor, **options: Any) -> Tensor:
+        """The backbone's call (what training runs through DDP)."""
+        return self.transformer(x, cond, text, time, **options)
+
+    def loss(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Any] | None = None
+             ) -> tuple[Tensor, dict[str, Any]]:
+        """The infilling objective on normalised ``latents [B, T, D]`` with ``text [B, Nt]`` ids."""
+        cfg = self.config
+        return infilling_loss(self.transformer, latents, text, lens, draws=draws, frac_range=tuple(cfg.frac_lengths),
+                              audio_drop=cfg.audio_drop, cond_drop=cfg.cond_drop)
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, text: Tensor, durations: Tensor, lens: Tensor | None = None,
+                 **sampling: Any) -> Sampled:
+        """Continue raw ``prompt [B, Tp, D]`` latents to ``durations [B]`` frames; ``sampling`` are
+        :func:`~semlat.generation.flow.sample`'s options (steps, cfg, sway_coef, method, seed, y0).
+        Returns the de-normalised result (prompt frames included)."""
+        result = sample(self.transformer, self.normalize(prompt), text, durations, lens, **sampling)
+        result.out = self.denormalize(result.out)
+        return result
+
+    def info(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)

@@ -1,0 +1,234 @@
+"""Recipe ``tts``: an F5-TTS-style flow-matching backbone on the latents of any latent space.
+
+Data: a latent store written by ``semlat encode MODEL manifest.jsonl LATENTS/`` (its items carry the text and
+phonemes; its index the per-channel statistics, which normalise the latents and are saved in the model).
+The vocabulary is every unit of the store's texts (characters by F5-TTS's rules, or espeak-ng phonemes
+from the store's ``phonemes``). Batches are frame budgets over duration buckets
+(:class:`~semlat.data.samplers.FrameBudgetBatchSampler`: ``data.max_frames`` padded frames per rank, at
+most ``data.batch_size / processes`` utterances). Each step is the infilling objective
+(:func:`~semlat.generation.flow.infilling_loss`: 70-100 % spans, CFG dropping of audio 0.3 and audio + text
+0.2). Validation: the loss on a fixed set of held-out items with fixed draws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import nn
+
+from semlat.data.samplers import FrameBudgetBatchSampler
+from semlat.data.store import StoreDataset, TensorStore, collate_tensors
+from semlat.errors import ConfigError, DataError
+from semlat.generation.dit import DiTConfig
+from semlat.generation.flow import infilling_loss
+from semlat.generation.text import Vocab, char_tokens, ipa_tokens
+from semlat.generation.tts import TTSConfig, TTSModel
+from semlat.training.logging import RunLogger
+from semlat.training.settings import EMAConfig, OptimizerConfig, TrainConfig
+from semlat.training.trainer import Recipe, Trainer
+
+
+@dataclass
+class TTSDataConfig:
+    """The latent stores and the batches."""
+
+    latents: str = "latents/train"
+    valid_latents: str | None = None
+    units: str = "chars"
+    language: str = "en-us"
+    max_frames: int = 38400
+    batch_size: int = 64
+    buckets: int = 10
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+    valid_items: int = 8
+
+    def validate(self, where: str) -> None:
+        if self.units not in ("chars", "phonemes"):
+            raise ConfigError(f"{where}.units must be chars or phonemes, got {self.units!r}")
+        if self.max_frames < 1 or self.batch_size < 1:
+            raise ConfigError(f"{where}.max_frames and batch_size must be positive")
+
+
+@dataclass
+class FlowConfig:
+    """F5-TTS's objective: CFG dropping and the infilled span's share."""
+
+    audio_drop: float = 0.3
+    cond_drop: float = 0.2
+    frac_lengths: tuple[float, float] = (0.7, 1.0)
+
+
+def _optim() -> OptimizerConfig:
+    return OptimizerConfig(lr=7.5e-5, betas=(0.9, 0.999), weight_decay=0.01, grad_clip=1.0, warmup_steps=20000,
+                           schedule="cosine", min_lr_ratio=0.0)
+
+
+def _train() -> TrainConfig:
+    return TrainConfig(max_steps=1_200_000, ema=EMAConfig(decay=0.9999, start_step=100, every=10),
+                       checkpoint_every=50000, valid_every=5000)
+
+
+@dataclass
+class TTSRecipeConfig:
+    """Everything ``semlat train`` needs for a latent TTS model."""
+
+    recipe: str = "tts"
+    run_dir: str = "runs/tts"
+    backbone: str = "DiT"
+    model: DiTConfig = field(default_factory=DiTConfig.v1_small)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    data: TTSDataConfig = field(default_factory=TTSDataConfig)
+    optim: OptimizerConfig = field(default_factory=_optim)
+    train: TrainConfig = field(default_factory=_train)
+
+    def validate(self, where: str) -> None:
+        if self.recipe != "tts":
+            raise ConfigError(f"recipe must be 'tts' for this config, got {self.recipe!r}")
+        if self.backbone != "DiT":
+            raise ConfigError("the tts recipe trains the DiT backbone (backbone: DiT)")
+
+
+def _tokens(item: dict[str, Any], units: str) -> list[str] | None:
+    if units == "chars":
+        return char_tokens(item["text"]) if item.get("text") else None
+    return ipa_tokens(item["phonemes"]) if item.get("phonemes") else None
+
+
+class TTSRecipe(Recipe):
+    """Flow matching on latents with text."""
+
+    name = "tts"
+    Config = TTSRecipeConfig
+    exported = "model"
+
+    def __init__(self, config: TTSRecipeConfig, trainer: Trainer):
+        super().__init__(config, trainer)
+        data = config.data
+        self.store = TensorStore(data.latents)
+        if self.store.stats is None:
+            raise DataError(f"{data.latents}: has no statistics (encode it again with this semlat)")
+        self.ids = []
+        token_lists = []
+        for item in self.store.items:
+            tokens = _tokens(item, data.units)
+            seconds = int(item["frames"]) / self.store.frame_rate
+            if tokens and data.min_seconds <= seconds <= data.max_seconds:
+                self.ids.append(item["id"])
+                token_lists.append(tokens)
+        if not self.ids:
+            field_name = "text" if data.units == "chars" else "phonemes"
+            raise DataError(f"{data.latents}: no item with {field_name!r} between {data.min_seconds} and "
+                            f"{data.max_seconds} s (encode a manifest that has them)")
+        self.vocab = Vocab.build(token_lists)
+        self.space = self.store.index.get("model")
+        self._valid = None
+
+    # ---------------------------------------------------------------- model and data
+    def tts_config(self) -> TTSConfig:
+        cfg = self.config
+        arch = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("mel_dim", "text_num_embeds")}
+        return TTSConfig(backbone=cfg.backbone, arch=arch, units=cfg.data.units, vocab=list(self.vocab.tokens),
+                         language=cfg.data.language, space=str(self.space or ""), latent_dim=self.store.dim,
+                         frame_rate=self.store.frame_rate,
+                         max_frames=2 * math.ceil(cfg.data.max_seconds * self.store.frame_rate),
+                         audio_drop=cfg.flow.audio_drop, cond_drop=cfg.flow.cond_drop,
+                         frac_lengths=tuple(cfg.flow.frac_lengths))
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        model = TTSModel(self.tts_config())
+        mean, std = self.store.stats
+        model.set_stats(mean, std)
+        return {"model": model}
+
+    def optimizer_config(self, name: str) -> OptimizerConfig | None:
+        return self.config.optim
+
+    def _dataset(self, store: TensorStore, ids: list[str]) -> StoreDataset:
+        return StoreDataset(store, ids, normalize=False, fields=("text", "phonemes"))
+
+    def train_dataset(self):
+        return self._dataset(self.store, self.ids), self.collate
+
+    def batch_sampler(self, dataset: StoreDataset) -> FrameBudgetBatchSampler:
+        data, dist = self.config.data, self.trainer.dist
+        return FrameBudgetBatchSampler(dataset.durations, data.max_frames, self.store.frame_rate,
+                                       max_batch_size=max(1, data.batch_size // dist.world_size),
+                                       num_buckets=data.buckets, seed=self.config.train.seed, rank=dist.rank,
+                                       world_size=dist.world_size)
+
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate_tensors(items)
+        rows = [self.vocab.ids(_tokens(it, self.config.data.units) or [" "]) for it in items]
+        width = max(len(r) for r in rows)
+        batch["text_ids"] = torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
+        return batch
+
+    # ---------------------------------------------------------------- one step
+    def _inputs(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latents = rearrange(self.trainer.to_device(batch["tensor"]), "b d t -> b t d")
+        lens = batch["frames"].to(latents.device)
+        raw = model
+        valid = torch.arange(latents.shape[1], device=latents.device)[None] < lens[:, None]
+        normed = raw.normalize(latents) * valid[..., None]
+        return normed, batch["text_ids"].to(latents.device), lens
+
+    def train_step(self, batches: Sequence[Any], step: int) -> dict[str, float]:
+        model = self.trainer.module("model")
+        raw = self.trainer.unwrapped("model")
+        losses = []
+        with self.trainer.optimizer_step("model"):
+            for _, batch in self.trainer.micro_batches(batches, "model"):
+                latents, text, lens = self._inputs(raw, batch)
+                with self.trainer.autocast():
+                    loss, _ = _loss(model, raw, latents, text, lens)
+                (loss / len(batches)).backward()
+                losses.append(float(loss.detach()))
+        return {"loss": float(np.mean(losses))}
+
+    # ---------------------------------------------------------------- validation and export
+    def _valid_batch(self) -> dict[str, Any] | None:
+        if self._valid is None:
+            data = self.config.data
+            store = TensorStore(data.valid_latents) if data.valid_latents else self.store
+            ids = [item["id"] for item in store.items if _tokens(item, data.units)][: data.valid_items]
+            if not ids:
+                return None
+            dataset = self._dataset(store, ids)
+            self._valid = self.collate([dataset[i] for i in range(len(dataset))])
+        return self._valid
+
+    def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
+        batch = self._valid_batch()
+        if batch is None:
+            return {}
+        latents, text, lens = self._inputs(model, batch)
+        generator = torch.Generator().manual_seed(self.config.train.seed)
+        b = latents.shape[0]
+        draws = {"frac": torch.full((b,), 0.85), "u": torch.full((b,), 0.5),
+                 "x0": torch.randn(latents.shape, generator=generator).to(latents.device),
+                 "time": torch.linspace(0.1, 0.9, b).to(latents.device), "drop_audio_cond": False, "drop_text": False}
+        loss, _ = model.loss(latents, text, lens, draws=draws)
+        return {"loss": float(loss)}
+
+    def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        extra = {"latent_dim": self.store.dim, "frame_rate": self.store.frame_rate, "space": str(self.space or ""),
+                 "latents": str(Path(self.config.data.latents).resolve()), "units": self.config.data.units,
+                 "vocab_size": len(self.vocab)}
+        return "tts", dataclasses.asdict(model.config), extra
+
+
+def _loss(module: nn.Module, raw: TTSModel, latents: torch.Tensor, text: torch.Tensor, lens: torch.Tensor):
+    """The objective with the backbone called through ``module`` (``TTSModel.forward``, DDP-wrapped where
+    training runs on several processes, so gradients synchronise)."""
+    cfg = raw.config
+    return infilling_loss(module, latents, text, lens, frac_range=tuple(cfg.frac_lengths), audio_drop=cfg.audio_drop,
+                          cond_drop=cfg.cond_drop)

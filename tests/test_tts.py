@@ -160,3 +160,21 @@ def test_tts_runs_end_to_end_on_every_latent_space_type(kind, fixtures, demo_cor
     # at least the asked 0.5 s; more where F5's rule (a frame per text token) needs more frames (5.4 Hz)
     assert audio.shape[-1] % hop == 0 and audio.shape[-1] >= round(0.5 * space.frame_rate) * hop
     assert torch.isfinite(audio).all() and audio.abs().max() > 0
+
+
+def _ddp_config(store, run_dir):
+    from semlat.configs import builtin_config
+    from semlat.training.recipes import load_recipe
+
+    return load_recipe(builtin_config("tts/tiny"), [f"data.latents={store}", f"run_dir={run_dir}",
+                                                    "train.max_steps=2", *TINY])
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(store, tmp_path):
+    """Two gloo processes: each rank takes its own frame-budget batches; DDP keeps the weights identical."""
+    import functools
+
+    from conftest import check_recipe_ddp
+
+    check_recipe_ddp(functools.partial(_ddp_config, str(store)), tmp_path)

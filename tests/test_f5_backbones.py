@@ -170,3 +170,36 @@ def test_bad_checkpoints_and_configs_are_one_line_errors(fixtures, tmp_path):
     torch.save({"ema_model_state_dict": state, "update": 5}, tmp_path / "model_5.pt")
     assert read_backbone_weights(tmp_path / "model_5.pt").keys() == read_backbone_weights(
         fixture_file(fixtures, "f5_tts/dit_tiny.safetensors")).keys()
+
+
+def test_import_f5_tts_runs_end_to_end_through_vocos(fixtures, tmp_path):
+    """`semlat import f5-tts` of the tiny release (16 mel bands, 32 tokens) with a 16-band Vocos: the DiT inside
+    the TTS folder reproduces the fixture, the vocoder encodes prompts with F5's 1e-5 floor, `semlat tts` speaks."""
+    import soundfile as sf
+
+    from semlat.checkpoints import load_model, save_model
+    from semlat.cli import main
+    from semlat.vocoders.vocos import Vocos, VocosConfig
+
+    torch.manual_seed(0)
+    vocos = Vocos(VocosConfig(n_mels=16, input_channels=16, dim=32, intermediate_dim=64, num_layers=1))
+    save_model(tmp_path / "vocos16", vocos, model_type="vocos", config=vocos.info)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([" ", *"abcdefghijklmnopqrstuvwxyz.,!?'"]) + "\n", encoding="utf-8")  # 32 tokens
+    out = tmp_path / "f5"
+    assert main(["import", "f5-tts", str(fixture_file(fixtures, "f5_tts/dit_tiny.safetensors")), str(out),
+                 "--config", str(fixture_file(fixtures, "f5_tts/dit_tiny_config.json")), "--vocab", str(vocab),
+                 "--vocoder", str(tmp_path / "vocos16")]) == 0
+    model = load_model(out)
+    io = load_file(fixture_file(fixtures, "f5_tts/dit_tiny_io.safetensors"))
+    with torch.inference_mode():
+        torch.testing.assert_close(model.transformer(io["x"], io["cond"], io["text"], io["time"]), io["out_plain"], **TOL)
+    assert model.config.arch["attn_mask"] is False and load_model(out / "vocoder").config.mel_floor == 1e-5
+    t = torch.arange(24000) / 24000
+    sf.write(tmp_path / "prompt.wav", (0.3 * torch.sin(2 * torch.pi * 220 * t)).numpy(), 24000)
+    assert main(["tts", str(out), str(tmp_path / "said.wav"), "--text", "hello there", "--prompt",
+                 str(tmp_path / "prompt.wav"), "--prompt-text", "a tone.", "--nfe", "2", "--seed", "0",
+                 "--device", "cpu"]) == 0
+    said, rate = sf.read(tmp_path / "said.wav")
+    assert rate == 24000 and len(said) > 0
+    assert main(["import", "vocos", "x.bin", str(tmp_path / "v"), "--vocab", str(vocab)]) == 2  # not for vocos

@@ -56,6 +56,7 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
     "bigvgan": "semlat.vocoders.import_bigvgan:import_bigvgan",
     "dc-speech-vae": "semlat.autoencoders.import_dc_speech_vae:import_dc_speech_vae",
     "vocos": "semlat.vocoders.import_vocos:import_vocos",
+    "f5-tts": "semlat.generation.import_f5:import_f5_tts",
 })
 
 _MAX_LISTED = 8

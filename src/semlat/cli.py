@@ -115,11 +115,14 @@ def data_stats(manifest) -> None:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--config", "config", type=click.Path(), default=None, help="The reference's model config.")
 @click.option("--vocoder", type=click.Path(), default=None, help="A semlat vocoder folder, where the kind needs one.")
-def import_(kind, weights, out, config, vocoder) -> None:
+@click.option("--vocab", type=click.Path(), default=None, help="The release's vocab.txt (f5-tts).")
+def import_(kind, weights, out, config, vocoder, vocab) -> None:
     """Convert a released checkpoint (WEIGHTS) of KIND into a semlat model folder OUT."""
     from semlat.checkpoints import run_importer
 
-    options = {k: v for k, v in (("config", config), ("vocoder", vocoder)) if v is not None}
+    if vocab is not None and kind != "f5-tts":
+        raise click.UsageError("--vocab is for f5-tts imports")
+    options = {k: v for k, v in (("config", config), ("vocoder", vocoder), ("vocab", vocab)) if v is not None}
     folder = run_importer(kind, weights, out, **options)
     click.echo(f"wrote {folder}")
 

@@ -178,3 +178,28 @@ def test_ddp_two_processes(store, tmp_path):
     from conftest import check_recipe_ddp
 
     check_recipe_ddp(functools.partial(_ddp_config, str(store)), tmp_path)
+
+
+def test_long_text_chunks_and_the_batch_list(trained, demo_corpus, tmp_path, capsys):
+    from semlat.data.manifest import Manifest
+    from semlat.generation.synthesis import crossfade_concat, split_text
+
+    assert split_text("One two. Three four? Five, six!", 12) == ["One two.", "Three four?", "Five, six!"]
+    assert split_text("One two. Three four?", 100) == ["One two. Three four?"]
+    joined = crossfade_concat([torch.ones(10), torch.zeros(10)], 4)
+    assert joined.shape == (16,) and joined[5] == 1 and joined[-1] == 0 and 0 < float(joined[7]) < 1
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    tts = load_tts(trained, "cpu")
+    long_text = " ".join(["the cat sat on the mat."] * 6)
+    audio = synthesize(tts, long_text, manifest.audio_path(0), "hi.", nfe=1, seed=3)  # 3 bytes of prompt text
+    assert audio.ndim == 1 and torch.isfinite(audio).all()  # several chunks, cross-faded
+    listing = tmp_path / "items.jsonl"
+    rows = [{"prompt": str(manifest.audio_path(i)), "prompt_text": manifest[i].text, "text": "the cat sat",
+             "output": f"out/{i}.wav"} for i in range(2)]
+    listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["tts", str(trained), "--list", str(listing), "--nfe", "1", "--seed", "0", "--device", "cpu"]) == 0
+    assert "wrote 2 file(s)" in capsys.readouterr().out
+    assert (tmp_path / "out/0.wav").is_file() and (tmp_path / "out/1.wav").is_file()
+    (tmp_path / "bad.tsv").write_text("prompt\ttext\nx.wav\thello\n")
+    assert main(["tts", str(trained), "--list", str(tmp_path / "bad.tsv"), "--device", "cpu"]) == 1
+    assert "row 1 lacks prompt_text, output" in capsys.readouterr().err

@@ -347,10 +347,12 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 
 @cli.command("tts")
 @click.argument("model", type=click.Path())
-@click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--text", required=True, help="What to say.")
-@click.option("--prompt", required=True, type=click.Path(dir_okay=False), help="Audio of the voice to use.")
-@click.option("--prompt-text", required=True, help="The transcript of --prompt.")
+@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.option("--text", default=None, help="What to say.")
+@click.option("--prompt", default=None, type=click.Path(dir_okay=False), help="Audio of the voice to use.")
+@click.option("--prompt-text", default=None, help="The transcript of --prompt.")
+@click.option("--list", "listing", default=None, type=click.Path(dir_okay=False),
+              help="Batch: a JSONL or TSV list of prompt, prompt_text, text, output (instead of OUT and the above).")
 @click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
 @click.option("--cfg", type=float, default=2.0, show_default=True, help="Classifier-free guidance strength.")
 @click.option("--sway", type=float, default=-1.0, show_default=True, help="Sway sampling coefficient.")
@@ -360,13 +362,27 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--method", type=click.Choice(["euler", "midpoint"]), default="euler", show_default=True)
 @click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
 @click.option("--device", default="auto", show_default=True)
-def tts(model, out, text, prompt, prompt_text, nfe, cfg, sway, speed, seconds, seed, method, space, device) -> None:
-    """Zero-shot TTS: say TEXT in the voice of PROMPT with the TTS model MODEL; write OUT (.wav/.flac)."""
-    from semlat.generation.synthesis import load_tts, synthesize_to_file
+def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, seconds, seed, method, space,
+        device) -> None:
+    """Zero-shot TTS: say --text in the voice of --prompt with the TTS model MODEL; write OUT (.wav/.flac).
 
+    Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
+    to the list). Long text is generated in sentence chunks joined with cross-fades.
+    """
+    from semlat.generation.synthesis import load_tts, synthesize_list, synthesize_to_file
+
+    options = {"nfe": nfe, "cfg": cfg, "sway": sway, "speed": speed, "seconds": seconds, "method": method}
+    if listing is not None:
+        if out or text or prompt or prompt_text:
+            raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
+        loaded = load_tts(model, device, space)
+        written = synthesize_list(loaded, listing, seed=seed, **options)
+        click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
+        return
+    if not out or text is None or prompt is None or prompt_text is None:
+        raise click.UsageError("give OUT, --text, --prompt and --prompt-text (or --list)")
     loaded = load_tts(model, device, space)
-    path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, nfe=nfe, cfg=cfg,
-                              sway=sway, speed=speed, seconds=seconds, seed=seed, method=method)
+    path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed, **options)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
 
 

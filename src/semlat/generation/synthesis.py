@@ -8,11 +8,14 @@
    backbone aligns one token per frame, so a 5.4 Hz latent cannot speak faster than 5.4 tokens a second).
 4. The flow sampler continues the prompt (``nfe`` steps, guidance ``cfg``, sway, ``seed``); the frames after
    the prompt are decoded by the latent space at its output rate.
+5. Long text goes in sentence chunks (F5's byte budget), joined with 0.15 s linear cross-fades; a batch list
+   (JSONL or TSV of prompt, prompt_text, text, output) runs row by row (:func:`synthesize_list`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +25,16 @@ from einops import rearrange
 
 from semlat.audio.io import load_audio
 from semlat.checkpoints import load_model_of_type
-from semlat.errors import AudioError, ConfigError
+from semlat.chunking import chunk_seed
+from semlat.errors import AudioError, ConfigError, DataError
 from semlat.generation.tts import TTSModel
 from semlat.inference import LoadedSpace, load
 
 MAX_PROMPT_SECONDS = 12.0
 SILENT_RMS = 1e-4
+CROSSFADE_SECONDS = 0.15
+LIST_FIELDS = ("prompt", "prompt_text", "text", "output")
+_SENTENCE = re.compile(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])")
 
 
 @dataclass
@@ -59,11 +66,41 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     return LoadedTTS(model.to(loaded.device).eval(), loaded, resolved)
 
 
+def split_text(text: str, max_bytes: int) -> list[str]:
+    """``text`` in chunks of at most ``max_bytes`` UTF-8 bytes, cut after sentence punctuation (a sentence
+    longer than that is a chunk of its own)."""
+    sentences = [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+    chunks: list[str] = []
+    for sentence in sentences:
+        if chunks and len((chunks[-1] + " " + sentence).encode("utf-8")) <= max_bytes:
+            chunks[-1] = chunks[-1] + " " + sentence
+        else:
+            chunks.append(sentence)
+    return chunks
+
+
+def crossfade_concat(pieces: list[torch.Tensor], fade: int) -> torch.Tensor:
+    """Join ``[N_i]`` signals, overlapping each pair by ``fade`` samples with a linear cross-fade."""
+    out = pieces[0]
+    for piece in pieces[1:]:
+        n = min(fade, out.shape[-1], piece.shape[-1])
+        if n == 0:
+            out = torch.cat([out, piece])
+            continue
+        ramp = torch.linspace(0.0, 1.0, n, dtype=out.dtype)
+        out = torch.cat([out[:-n], out[-n:] * (1 - ramp) + piece[:n] * ramp, piece[n:]])
+    return out
+
+
 def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, nfe: int = 32,
                cfg: float = 2.0, sway: float = -1.0, speed: float = 1.0, seed: int | None = None,
                seconds: float | None = None, method: str = "euler") -> torch.Tensor:
-    """Speech ``[N]`` at ``tts.space.output_rate`` that says ``text`` in the voice of ``prompt``."""
-    space, model = tts.space, tts.model
+    """Speech ``[N]`` at ``tts.space.output_rate`` that says ``text`` in the voice of ``prompt``.
+
+    Long text is generated in chunks (F5-TTS's rule: at most ``bytes(prompt_text) / prompt seconds ·
+    (22 - prompt seconds) · speed`` UTF-8 bytes each, cut at sentences), each with its own seed derived from
+    ``seed``, joined with 0.15 s linear cross-fades. With ``seconds`` the text is one chunk of that length."""
+    space = tts.space
     if not text or not text.strip():
         raise ConfigError("--text is empty")
     if not prompt_text or not prompt_text.strip():
@@ -75,10 +112,25 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
     if float(audio.square().mean().sqrt()) < SILENT_RMS:
         raise AudioError(f"{prompt}: the prompt is silent")
     latents = rearrange(space.encode(audio[None]), "1 d t -> 1 t d")
+    if latents.shape[1] >= tts.model.config.max_frames:
+        raise AudioError(f"{prompt}: {latents.shape[1]} latent frames, longer than the model's window "
+                         f"({tts.model.config.max_frames})")
+    prompt_seconds = audio.shape[-1] / space.input_rate
+    max_bytes = max(1, int(len(prompt_text.encode("utf-8")) / prompt_seconds * max(1.0, 22 - prompt_seconds) * speed))
+    chunks = [text.strip()] if seconds is not None else split_text(text, max_bytes)
+    pieces = []
+    for index, chunk in enumerate(chunks):
+        chunk_seed_value = None if seed is None else (seed if len(chunks) == 1 else chunk_seed(seed, index))
+        pieces.append(_generate(tts, latents, prompt_text, chunk, nfe=nfe, cfg=cfg, sway=sway, speed=speed,
+                                seed=chunk_seed_value, seconds=seconds, method=method))
+    return crossfade_concat(pieces, round(CROSSFADE_SECONDS * space.output_rate))
+
+
+def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str, *, nfe: int, cfg: float,
+              sway: float, speed: float, seed: int | None, seconds: float | None, method: str) -> torch.Tensor:
+    """One chunk: the prompt's latents ``[1, Tp, D]`` continued by ``text``, decoded -> ``[N]``."""
+    space, model = tts.space, tts.model
     prompt_frames = latents.shape[1]
-    if prompt_frames >= model.config.max_frames:
-        raise AudioError(f"{prompt}: {prompt_frames} latent frames, longer than the model's window "
-                         f"({model.config.max_frames})")
     ids = model.front_end().encode([prompt_text.strip() + " " + text.strip()]).to(space.device)
     if seconds is not None:
         total = prompt_frames + round(seconds * model.config.frame_rate)
@@ -92,6 +144,55 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
     if generated.shape[-1] == 0:
         raise ConfigError("nothing to generate: the duration does not exceed the prompt")
     return space.decode(generated)[0, 0].cpu()
+
+
+def read_tts_list(path: str | os.PathLike) -> list[dict[str, str]]:
+    """A batch list: JSONL or TSV (with a header) of ``prompt``, ``prompt_text``, ``text``, ``output``; paths
+    relative to the list's folder. One-line errors name the file and line."""
+    import csv
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such list file")
+    rows: list[dict[str, str]] = []
+    if path.suffix == ".jsonl":
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+            rows.append(row if isinstance(row, dict) else {})
+    else:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    for number, row in enumerate(rows, start=1):
+        missing = [k for k in LIST_FIELDS if not str(row.get(k) or "").strip()]
+        if missing:
+            raise DataError(f"{path}: row {number} lacks {', '.join(missing)} (each row needs {', '.join(LIST_FIELDS)})")
+        for key in ("prompt", "output"):
+            if not Path(row[key]).is_absolute():
+                row[key] = str(path.parent / row[key])
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def synthesize_list(tts: LoadedTTS, listing: str | os.PathLike, *, seed: int | None = None, progress: bool = True,
+                    **options: Any) -> list[Path]:
+    """Every row of a batch list (:func:`read_tts_list`), with a progress bar; row ``i`` uses
+    ``chunk_seed(seed, i)``. Returns the files written."""
+    from tqdm import tqdm
+
+    rows = read_tts_list(listing)
+    written = []
+    for index, row in enumerate(tqdm(rows, desc="tts", unit="utt", disable=not progress or len(rows) < 2)):
+        row_seed = None if seed is None else chunk_seed(seed, index)
+        written.append(synthesize_to_file(tts, row["output"], text=row["text"], prompt=row["prompt"],
+                                          prompt_text=row["prompt_text"], seed=row_seed, **options))
+    return written
 
 
 def synthesize_to_file(tts: LoadedTTS, out: str | os.PathLike, **options: Any) -> Path:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from semlat.autoencoders.mel_dcae import MelDCAE, MelDCAEConfig
 from semlat.errors import ConfigError
-from semlat.latent_space import OneRateSpace, check_decode_options
+from semlat.latent_space import OneRateSpace
 from semlat.utils.registry import resolve
 
 #: vocoder type -> "module:Class" (``from_config(dict)``, ``config``, ``encode``/``decode``, ``latent_dim``)

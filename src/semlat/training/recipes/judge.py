@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from einops import rearrange
 from torch import nn
 from torch.utils.data import Dataset

@@ -26,7 +26,6 @@ Inputs no longer than ``chunk + 2 * context`` frames run in one call (with ``chu
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -109,8 +108,3 @@ def _crossfade(pieces: list[torch.Tensor], starts: list[int], hop: int, frames: 
         written = a + piece.shape[-1]
     return out
 
-
-def count_chunks(frames: int, chunk: int, context: int) -> int:
-    """How many calls :func:`run_chunked` makes for ``frames`` frames."""
-    chunk = max(1, int(chunk))
-    return 1 if frames <= chunk + 2 * max(0, int(context)) else math.ceil(frames / chunk)

@@ -204,13 +204,13 @@ def _fit_batch(config_name: str, manifest: Manifest) -> tuple[str, ...]:
     return (f"data.batch_size={max(1, items)}",) if config.data.batch_size > items else ()
 
 
-def _judge(out: Path, manifest_path: Path, steps: int, minutes: float | None, progress: bool,
+def _judge(out: Path, manifest_path: Path, manifest: Manifest, steps: int, minutes: float | None, progress: bool,
            speed: Throughput) -> tuple[str, Path]:
     """Train (or resume up to ``steps``) the offline CTC phoneme judge and force-align the corpus with it."""
     from semlat.evaluation.ctc_judge import load_judge, write_alignments
 
     checkpoint, _ = _train("judge/default", out / "judge", "judge", steps, minutes, progress,
-                           _fit_batch("judge/default", Manifest.read(manifest_path)), speed, manifest_path)
+                           _fit_batch("judge/default", manifest), speed, manifest_path)
     alignments = out / "eval" / "alignments.jsonl"
     if not alignments.is_file():
         write_alignments(load_judge(checkpoint), manifest_path, alignments, progress=progress)
@@ -262,7 +262,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
         checkpoints[name] = (config_name, _train(config_name, out / "runs" / name, name, steps, train_minutes,
                                                  progress, (*extra, *overrides), speed, manifest_path)[0])
 
-    judge, alignments = _judge(out, manifest_path, judge_steps, judge_minutes, progress, speed)
+    judge, alignments = _judge(out, manifest_path, manifest, judge_steps, judge_minutes, progress, speed)
     test = manifest.split("test")
     clean_rows = [{"id": u.audio} for u in test]
     reference_listing = _speech_listing(clean_rows, None, manifest, out / "eval" / "clean.jsonl")

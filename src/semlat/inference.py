@@ -38,7 +38,7 @@ from semlat.data.manifest import OPTIONAL_FIELDS, Manifest
 from semlat.data.prepare import AUDIO_EXTENSIONS
 from semlat.data.store import StoreWriter, TensorStore, read_latent_file, save_latent_file
 from semlat.errors import AudioError, ConfigError, DataError, SemlatError
-from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, output_hop, space_info
+from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, space_info
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.utils.devices import pick_device
 
@@ -80,10 +80,6 @@ class LoadedSpace:
     @property
     def frame_rate(self) -> float:
         return float(self.space.frame_rate)
-
-    @property
-    def decode_options(self) -> frozenset[str]:
-        return frozenset(getattr(self.space, "decode_options", ()))
 
     @property
     def latent_stats(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -344,11 +340,6 @@ def decode(space: LoadedSpace, latents: str | os.PathLike, out: str | os.PathLik
     return count
 
 
-#: the earlier name of :func:`decode` for folders
-def decode_folder(space: LoadedSpace, latents: str | os.PathLike, out: str | os.PathLike, *,
-                  progress: bool = True) -> int:
-    return decode(space, latents, out, progress=progress)
-
 
 # ------------------------------------------------------------------------------------------------
 # reconstruct
@@ -386,7 +377,3 @@ def reconstruct(space: LoadedSpace, source: str | os.PathLike, out: str | os.Pat
         _report_rejects(out, rejects, len(items))
     return done, rejects
 
-
-def output_length(space: LatentSpace, frames: int) -> int:
-    """Samples ``decode`` writes for ``frames`` latent frames."""
-    return frames * output_hop(space)

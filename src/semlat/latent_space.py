@@ -56,10 +56,6 @@ def check_decode_options(options: Mapping[str, Any], accepted: Iterable[str] = (
         raise ConfigError(f"{where} does not take decode option {unknown[0]!r} (it takes: {takes})")
 
 
-def decode_options_of(space: Any) -> frozenset[str]:
-    """The decode options ``space`` accepts besides ``seed`` (its ``decode_options`` attribute)."""
-    return frozenset(getattr(space, "decode_options", ()))
-
 
 def space_info(space: LatentSpace) -> dict[str, Any]:
     """``{input_rate, output_rate, sample_rate?, latent_dim, frame_rate}`` of a space: the metadata that

@@ -369,6 +369,8 @@ class StoreWriter:
         return self.folder / INDEX
 
     def _finalize(self, ids: list[str], cleanup: bool) -> bool:
+        """Write the index (and rejects.tsv) if every id is stored or rejected; False when some rank is
+        still running. DataError when every item failed."""
         stored, stats = _complete(self.folder, self.settings)
         reasons: dict[str, str] = {}
         for rank in range(self.ranks.world_size):
@@ -387,13 +389,10 @@ class StoreWriter:
         if ids and len(missing) == len(ids):
             raise DataError(f"every item failed; first: {missing[0]}: {reasons[missing[0]]} "
                             f"(see {self.folder / REJECTS})")
-        wanted = set(ids)
-        items = [{"id": i, "shard": stored[i].shard, **{k: v for k, v in stored[i].item.items() if k != "id"}}
-                 for i in ids if i in stored]
-        extra = [s for i, s in stored.items() if i not in wanted]
-        if extra:  # items of an earlier run that this run does not list: keep them readable
-            items += [{"id": s.item["id"], "shard": s.shard, **{k: v for k, v in s.item.items() if k != "id"}}
-                      for s in extra]
+        # this run's items in its order, then those an earlier run stored and this one does not list
+        listed = set(ids)
+        order = [i for i in ids if i in stored] + [i for i in stored if i not in listed]
+        items = [{"id": i, "shard": stored[i].shard, **stored[i].item} for i in order]
         index = {**self.settings, "stats": summary(merge_stats(stats)), "items": items}
         atomic_write_text(self.folder / INDEX, json.dumps(index, indent=1, ensure_ascii=False) + "\n")
         if cleanup:

@@ -87,10 +87,8 @@ def backbone_state(data: Mapping[str, Any], where: str, use_ema: bool = True) ->
             raise CheckpointError(f"{where}: {key} is not a state dict")
     state: dict[str, torch.Tensor] = {}
     for key, value in data.items():
-        if key in EMA_SCALARS or key.startswith("mel_spec."):
-            continue
         name = key.replace("ema_model.", "")
-        if name.startswith("mel_spec."):
+        if key in EMA_SCALARS or name.startswith("mel_spec."):  # EMA bookkeeping, legacy mel buffers
             continue
         if not name.startswith("transformer."):
             raise CheckpointError(f"{where}: unexpected key {key!r} (an F5-TTS checkpoint has transformer.* keys)")

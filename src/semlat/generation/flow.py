@@ -89,6 +89,16 @@ def initial_noise(durations: Tensor, channels: int, seed: int | None, *, device:
 
 
 @dataclass
+class FlowConfig:
+    """The objective's settings: CFG dropping of the audio condition (``audio_drop``) and of audio and text
+    together (``cond_drop``), and the share of each item's frames that is infilled (``frac_lengths``)."""
+
+    audio_drop: float = 0.3
+    cond_drop: float = 0.2
+    frac_lengths: tuple[float, float] = (0.7, 1.0)
+
+
+@dataclass
 class Sampled:
     """What :func:`sample` returns: the output ``[B, N, C]`` (prompt frames copied in; frames past an item's
     duration are not meaningful), the durations ``[B]``, and with ``keep_trajectory`` the states ``[steps + 1,
@@ -161,27 +171,27 @@ def span_mask(lens: Tensor, frac: Tensor, u: Tensor, length: int) -> tuple[Tenso
     return mask, start, span
 
 
-def draw_infilling(inp: Tensor, frac_range: tuple[float, float] = (0.7, 1.0), audio_drop: float = 0.3,
-                   cond_drop: float = 0.2) -> dict[str, Any]:
+def draw_infilling(inp: Tensor, flow: FlowConfig | None = None) -> dict[str, Any]:
     """The objective's random draws, in the reference's order, from torch's and Python's global generators."""
+    flow = flow or FlowConfig()
     batch = inp.shape[0]
-    frac = torch.zeros(batch, device=inp.device).uniform_(*frac_range)
+    frac = torch.zeros(batch, device=inp.device).uniform_(*flow.frac_lengths)
     u = torch.rand_like(frac)
     x0 = torch.randn_like(inp)
     time = torch.rand(batch, dtype=inp.dtype, device=inp.device)
-    drop_audio = random.random() < audio_drop
-    drop_both = random.random() < cond_drop
+    drop_audio = random.random() < flow.audio_drop
+    drop_both = random.random() < flow.cond_drop
     return {"frac": frac, "u": u, "x0": x0, "time": time, "drop_audio_cond": drop_audio or drop_both,
             "drop_text": drop_both}
 
 
 def infilling_loss(backbone: nn.Module, inp: Tensor, text: Tensor, lens: Tensor, *,
-                   draws: Mapping[str, Any] | None = None, **draw_options: Any) -> tuple[Tensor, dict[str, Any]]:
+                   draws: Mapping[str, Any] | None = None, flow: FlowConfig | None = None) -> tuple[Tensor, dict[str, Any]]:
     """F5-TTS's training loss on ``inp [B, N, C]`` (``lens [B]`` valid frames) and ``text [B, Nt]``.
 
-    ``draws`` (see :func:`draw_infilling`) fixes the randomness; by default it is drawn. Returns the loss and
-    the details (``cond``, ``pred``, ``mask``, ``start``, ``span`` and the draws)."""
-    draws = dict(draws) if draws is not None else draw_infilling(inp, **draw_options)
+    ``draws`` (see :func:`draw_infilling`) fixes the randomness; by default it is drawn with ``flow``'s
+    settings. Returns the loss and the details (``cond``, ``pred``, ``mask``, ``start``, ``span``, the draws)."""
+    draws = dict(draws) if draws is not None else draw_infilling(inp, flow)
     length = inp.shape[1]
     valid = lengths_to_mask(lens, length)
     mask, start, span = span_mask(lens, draws["frac"], draws["u"], length)

@@ -4,7 +4,7 @@ E2-TTS) checkpoint as a semlat TTS model folder, runnable by ``semlat tts``.
 WEIGHTS: the release's ``model_*.safetensors`` or ``.pt`` (EMA weights; see
 :mod:`semlat.generation.f5_checkpoint`). CONFIG: its training YAML (``configs/F5TTS_v1_Base.yaml``) or a JSON
 with ``backbone`` and ``arch``. VOCAB: its ``vocab.txt`` (the text embedding has one row per line plus the
-filler). ``--vocoder``: a semlat Vocos folder (``semlat import vocos`` of ``charactr/vocos-mel-24khz``), copied
+filler). ``--vocoder``: a semlat Vocos folder (``semlat import vocos`` of the released mel Vocos), copied
 into ``OUT/vocoder`` with its mel floor set to F5-TTS's 1e-5, so that prompts are encoded into exactly the
 mel F5-TTS was trained on; the TTS folder then runs on its own. The model keeps the releases' attention over
 padded frames (``attn_mask: false``), uses characters with F5's rules (Chinese needs pinyin tokens, which

@@ -45,10 +45,6 @@ class LoadedTTS:
     space: LoadedSpace
     folder: Path
 
-    @property
-    def device(self) -> torch.device:
-        return self.space.device
-
 
 def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", space: str | None = None) -> LoadedTTS:
     """The TTS model at ``folder`` (a model folder or a training run) and its latent space (``space``

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.generation.dit import DiT, DiTConfig
-from semlat.generation.flow import Sampled, infilling_loss, sample
+from semlat.generation.flow import FlowConfig, Sampled, infilling_loss, sample
 from semlat.generation.text import UNITS, TextFrontEnd, Vocab
 from semlat.generation.unett import UNetT, UNetTConfig
 
@@ -43,9 +43,11 @@ class TTSConfig:
     latent_dim: int = 100
     frame_rate: float = 93.75
     max_frames: int = 4096
-    audio_drop: float = 0.3
-    cond_drop: float = 0.2
-    frac_lengths: tuple[float, float] = (0.7, 1.0)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flow, FlowConfig):  # read back from config.json
+            self.flow = from_dict(FlowConfig, self.flow, "tts config 'flow'")
 
     def validate(self, where: str = "tts config") -> None:
         if self.backbone not in BACKBONES:
@@ -88,16 +90,13 @@ class TTSModel(nn.Module):
     def denormalize(self, latents: Tensor) -> Tensor:
         return latents * self.latent_std + self.latent_mean
 
-    def forward(self, x: Tensor, cond: Tensor, text: Tensor, time: Tensor, **options: Any) -> Tensor:
-        """The backbone's call (what training runs through DDP)."""
-        return self.transformer(x, cond, text, time, **options)
+    def forward(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Any] | None = None
+                ) -> tuple[Tensor, dict[str, Any]]:
+        """The infilling objective on normalised ``latents [B, T, D]`` with ``text [B, Nt]`` ids: ``(loss,
+        details)`` (the forward pass, so that training runs it through DDP)."""
+        return infilling_loss(self.transformer, latents, text, lens, draws=draws, flow=self.config.flow)
 
-    def loss(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Any] | None = None
-             ) -> tuple[Tensor, dict[str, Any]]:
-        """The infilling objective on normalised ``latents [B, T, D]`` with ``text [B, Nt]`` ids."""
-        cfg = self.config
-        return infilling_loss(self.transformer, latents, text, lens, draws=draws, frac_range=tuple(cfg.frac_lengths),
-                              audio_drop=cfg.audio_drop, cond_drop=cfg.cond_drop)
+    loss = forward
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, text: Tensor, durations: Tensor, lens: Tensor | None = None,

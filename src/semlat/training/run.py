@@ -25,7 +25,8 @@ def train_recipe(config: str | os.PathLike, overrides: Sequence[str] = (), *,
         raise ConfigError(f"{out}: exists and is not a folder")
     if resume is None:
         resume = latest_checkpoint(out) is not None
-        if not resume and out.is_dir() and any(p.name != "kmeans.safetensors" for p in out.iterdir()) \
+        own = {"config.yaml", *recipe_cls.run_files}
+        if not resume and out.is_dir() and any(p.name not in own for p in out.iterdir()) \
                 and not (out / "config.yaml").is_file():
             raise ConfigError(f"{out}: a folder that is not a training run; refusing to write into it")
     trainer = Trainer(cfg, recipe_cls, resume=resume)

@@ -78,6 +78,8 @@ class Recipe(ABC):
     Config: ClassVar[type]
     #: the module whose EMA (or raw) weights form the exported model folder
     exported: ClassVar[str] = "generator"
+    #: files the recipe itself keeps in its run folder (beside config.yaml, tensorboard/, checkpoints/)
+    run_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, trainer: Trainer):
         self.config = config

@@ -5,14 +5,14 @@
     mel [B, 100, T] --Conv1d k7--> LayerNorm (or AdaLN) --ConvNeXt blocks--> LayerNorm   (backbone, [B, T, dim])
         --Linear--> log-magnitude | phase [B, n_fft + 2, T] --exp, clip 100; iSTFT--> audio   (head)
 
-The released mel model (``charactr/vocos-mel-24khz``: 24 kHz, 100 bands, n_fft 1024, hop 256, dim 512,
+The released mel model (24 kHz, 100 bands, n_fft 1024, hop 256, dim 512,
 8 blocks) reads the front-end ``vocos_24k_100`` (torchaudio's HTK mel, natural log floored at 1e-7;
 F5-TTS's mel is the same with a 1e-5 floor). A Vocos folder is a :class:`~semlat.latent_space.LatentSpace`
 whose latent *is* that mel: ``encode(audio [B, 1, N]) -> [B, 100, 1 + N // 256]`` and ``decode(mel [B, 100, T])
 -> [B, 1, T · 256]``. :meth:`Vocos.decode_reference` gives the reference's own output length (``(T - 1) · 256``
 with the centre padding; the samples are the same).
 
-The EnCodec variant (``charactr/vocos-encodec-24khz``) has an AdaLN backbone over 128-d EnCodec features and a
+The released EnCodec variant has an AdaLN backbone over 128-d EnCodec features and a
 ``same``-padding head: ``decode(features, bandwidth_id=k)``; its ``codebook_weights`` turn codes into features
 (:meth:`Vocos.codes_to_features`). It has no mel front-end, so it is not a LatentSpace of audio (``encode``
 refuses); EnCodec itself is not part of semlat.
@@ -74,12 +74,12 @@ class VocosConfig:
 
     @classmethod
     def mel_24khz(cls) -> VocosConfig:
-        """``charactr/vocos-mel-24khz`` (13.5 M parameters), F5-TTS's vocoder."""
+        """The released mel model (13.5 M parameters), F5-TTS's vocoder."""
         return cls()
 
     @classmethod
     def encodec_24khz(cls) -> VocosConfig:
-        """``charactr/vocos-encodec-24khz`` (7.9 M trainable parameters)."""
+        """The released EnCodec variant (7.9 M trainable parameters)."""
         return cls(features="encodec", input_channels=128, dim=384, intermediate_dim=1152, num_layers=8,
                    adanorm_num_embeddings=4, n_fft=1280, hop_length=320, padding="same", codebooks=16)
 

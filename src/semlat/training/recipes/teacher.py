@@ -118,6 +118,7 @@ class TeacherRecipe(Recipe):
     name = "teacher"
     Config = TeacherRecipeConfig
     exported = "model"
+    run_files = (KMEANS,)
 
     def __init__(self, config: TeacherRecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)

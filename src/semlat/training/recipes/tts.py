@@ -28,7 +28,7 @@ from semlat.data.samplers import FrameBudgetBatchSampler
 from semlat.data.store import StoreDataset, TensorStore, collate_tensors
 from semlat.errors import ConfigError, DataError
 from semlat.generation.dit import DiTConfig
-from semlat.generation.flow import infilling_loss
+from semlat.generation.flow import FlowConfig
 from semlat.generation.text import Vocab, char_tokens, ipa_tokens
 from semlat.generation.tts import TTSConfig, TTSModel
 from semlat.training.logging import RunLogger
@@ -56,15 +56,6 @@ class TTSDataConfig:
             raise ConfigError(f"{where}.units must be chars or phonemes, got {self.units!r}")
         if self.max_frames < 1 or self.batch_size < 1:
             raise ConfigError(f"{where}.max_frames and batch_size must be positive")
-
-
-@dataclass
-class FlowConfig:
-    """F5-TTS's objective: CFG dropping and the infilled span's share."""
-
-    audio_drop: float = 0.3
-    cond_drop: float = 0.2
-    frac_lengths: tuple[float, float] = (0.7, 1.0)
 
 
 def _optim() -> OptimizerConfig:
@@ -140,8 +131,7 @@ class TTSRecipe(Recipe):
                          language=cfg.data.language, space=str(self.space or ""), latent_dim=self.store.dim,
                          frame_rate=self.store.frame_rate,
                          max_frames=2 * math.ceil(cfg.data.max_seconds * self.store.frame_rate),
-                         audio_drop=cfg.flow.audio_drop, cond_drop=cfg.flow.cond_drop,
-                         frac_lengths=tuple(cfg.flow.frac_lengths))
+                         flow=dataclasses.replace(cfg.flow, frac_lengths=tuple(cfg.flow.frac_lengths)))
 
     def build_modules(self) -> dict[str, nn.Module]:
         model = TTSModel(self.tts_config())
@@ -173,12 +163,12 @@ class TTSRecipe(Recipe):
         return batch
 
     # ---------------------------------------------------------------- one step
-    def _inputs(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _inputs(self, model: TTSModel, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised time-major latents (zero past each item's frames), text ids and lengths."""
         latents = rearrange(self.trainer.to_device(batch["tensor"]), "b d t -> b t d")
         lens = batch["frames"].to(latents.device)
-        raw = model
         valid = torch.arange(latents.shape[1], device=latents.device)[None] < lens[:, None]
-        normed = raw.normalize(latents) * valid[..., None]
+        normed = model.normalize(latents) * valid[..., None]
         return normed, batch["text_ids"].to(latents.device), lens
 
     def train_step(self, batches: Sequence[Any], step: int) -> dict[str, float]:
@@ -189,7 +179,7 @@ class TTSRecipe(Recipe):
             for _, batch in self.trainer.micro_batches(batches, "model"):
                 latents, text, lens = self._inputs(raw, batch)
                 with self.trainer.autocast():
-                    loss, _ = _loss(model, raw, latents, text, lens)
+                    loss, _ = model(latents, text, lens)  # TTSModel.forward through DDP
                 (loss / len(batches)).backward()
                 losses.append(float(loss.detach()))
         return {"loss": float(np.mean(losses))}
@@ -225,10 +215,3 @@ class TTSRecipe(Recipe):
                  "vocab_size": len(self.vocab)}
         return "tts", dataclasses.asdict(model.config), extra
 
-
-def _loss(module: nn.Module, raw: TTSModel, latents: torch.Tensor, text: torch.Tensor, lens: torch.Tensor):
-    """The objective with the backbone called through ``module`` (``TTSModel.forward``, DDP-wrapped where
-    training runs on several processes, so gradients synchronise)."""
-    cfg = raw.config
-    return infilling_loss(module, latents, text, lens, frac_range=tuple(cfg.frac_lengths), audio_drop=cfg.audio_drop,
-                          cond_drop=cfg.cond_drop)

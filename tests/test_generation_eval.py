@@ -167,6 +167,35 @@ def test_eval_tts_with_the_offline_judges(demo_corpus, tiny_ctc_judge, tmp_path)
         evaluate_tts(listing, out, asr=f"ctc:{tiny_ctc_judge}", progress=False)
 
 
+def test_dnsmos_prefers_clean_speech_and_is_labelled_dnsmos(demo_corpus, tmp_path):
+    pytest.importorskip("speechmos")
+    from semlat.audio.io import load_audio
+    from semlat.evaluation.dnsmos import DNSMOSJudge
+
+    listing, manifest = _tts_listing(demo_corpus, tmp_path, count=2)
+    clean, _ = load_audio(manifest.audio_path(0), 16000)
+    noisy = (clean + 0.3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    write_audio(tmp_path / "noisy.wav", noisy[0].numpy(), 16000)
+    write_audio(tmp_path / "short.wav", clean[0, :1000].numpy(), 16000)
+    rows = [{"audio": str(manifest.audio_path(0)), "id": "clean"}, {"audio": "noisy.wav"}, {"audio": "short.wav"}]
+    noisy_list = tmp_path / "noisy.jsonl"
+    noisy_list.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = evaluate_tts(noisy_list, tmp_path / "mos", mos="dnsmos", progress=False)
+    by_id = {r["id"]: r for r in report["utterances"]}
+    assert set(report["metrics"]) == {"dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"}
+    assert by_id["clean"]["scores"]["dnsmos_bak"] > by_id["noisy.wav"]["scores"]["dnsmos_bak"] + 0.5
+    assert by_id["clean"]["scores"]["dnsmos_ovrl"] > by_id["noisy.wav"]["scores"]["dnsmos_ovrl"]
+    assert all(1.0 <= by_id["clean"]["scores"][k] <= 5.0 for k in report["metrics"])
+    assert by_id["short.wav"]["scores"]["dnsmos_ovrl"] is None
+    assert by_id["short.wav"]["undefined"]["dnsmos_ovrl"].startswith("shorter than")
+    judge = report["judges"]["mos"]
+    assert judge.startswith("DNSMOS P.835") and "not UTMOS" in judge
+    assert report["metrics"]["dnsmos_ovrl"]["judge"] == judge and report["metrics"]["dnsmos_ovrl"]["n"] == 2
+    text = (tmp_path / "mos" / "report.md").read_text()
+    assert "DNSMOS OVRL" in text and "UTMOS |" not in text
+    assert DNSMOSJudge().score(np.zeros(16000, dtype=np.float32))[1] is None  # silence is scored, not refused
+
+
 def test_eval_tts_with_whisper_reports_wer_and_cer(demo_corpus, tiny_whisper, tmp_path):
     listing, _ = _tts_listing(demo_corpus, tmp_path, count=2)
     report = evaluate_tts(listing, tmp_path / "w", asr=f"whisper:{tiny_whisper}", batch_size=2, progress=False)

@@ -147,7 +147,8 @@ def test_run_folder_checkpoints_and_logs(tmp_path):
     assert latest_checkpoint(run).name == "step-00000010"
     state, meta = read_model_folder(latest_checkpoint(run))
     assert meta["model_type"] == "toy" and meta["config"] == {"hidden": 16} and meta["note"] == "toy"
-    assert meta["training"] == {"recipe": "toy", "step": 10} and "0.weight" in state
+    assert {k: meta["training"][k] for k in ("recipe", "step")} == {"recipe": "toy", "step": 10}
+    assert meta["training"]["train_seconds"] > 0 and "0.weight" in state
     assert (run / "config.yaml").is_file() and "max_steps: 10" in (run / "config.yaml").read_text()
     assert any((run / "tensorboard").iterdir())
     assert not list(run.glob("checkpoints/.*"))  # no temporary folders left behind

@@ -31,7 +31,8 @@ def store(demo_corpus, model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(store, tmp_path_factory):
     run = tmp_path_factory.mktemp("tts") / "run"
-    assert main(["train", "tts/tiny", f"data.latents={store}", f"run_dir={run}", "train.max_steps=2", *TINY]) == 0
+    assert main(["train", "tts/tiny_wave_vae", f"data.latents={store}", f"run_dir={run}", "train.max_steps=2",
+                 *TINY]) == 0
     return run
 
 
@@ -44,10 +45,15 @@ def test_recipe_trains_exports_and_resumes_exactly(trained, store, tmp_path):
     torch.testing.assert_close(weights["latent_mean"], torch.tensor(stats["mean"]))  # carried in the checkpoint
     assert main(["train", "--resume", str(trained), "train.max_steps=4"]) == 0
     straight = tmp_path / "straight"
-    assert main(["train", "tts/tiny", f"data.latents={store}", f"run_dir={straight}", "train.max_steps=4", *TINY]) == 0
+    assert main(["train", "tts/tiny_wave_vae", f"data.latents={store}", f"run_dir={straight}", "train.max_steps=4",
+                 *TINY]) == 0
     a = load_file(str(trained / "checkpoints/step-00000004/training.safetensors"))
     b = load_file(str(straight / "checkpoints/step-00000004/training.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # training wall-clock (the convergence experiment's x axis) adds up over the resume
+    seconds = [json.loads((trained / f"checkpoints/step-0000000{n}/config.json").read_text())["training"]["train_seconds"]
+               for n in (2, 4)]
+    assert 0 < seconds[0] < seconds[1]
 
 
 def test_tts_command_speaks_through_the_latent_space(trained, demo_corpus, tmp_path, capsys):
@@ -117,6 +123,24 @@ def test_model_config_round_trip_and_generation_shapes():
     torch.testing.assert_close(result.out[:, :5], prompt)  # prompt frames come back as they went in
 
 
+def test_frame_split_is_lossless_and_lowers_the_duration_floor():
+    """frame_split k: each latent frame is k backbone positions of D / k channels; generation comes back in
+    latent frames, and the sampler's floor (a position per text token) needs k times fewer frames."""
+    arch = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "text_dim": 16, "conv_layers": 1}
+    with pytest.raises(ConfigError, match="frame_split must divide"):
+        TTSModel(TTSConfig(arch=arch, vocab=[" ", "a"], latent_dim=8, frame_split=3))
+    model = TTSModel(TTSConfig(arch=arch, vocab=[" ", "a", "b"], latent_dim=8, frame_rate=5.0, frame_split=4)).eval()
+    assert model.transformer.input_embed.proj.in_features == 2 * 8 // 4 + 16  # noisy + cond (2 channels) + text
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(model.merge(model.split(x)), x)
+    assert model.split(x)[0, :4].flatten().tolist() == x[0, 0].tolist()  # frame 0's channels, in order
+    text = torch.tensor([[1, 2] * 10])  # 20 tokens
+    result = model.generate(torch.randn(1, 2, 8), text, torch.tensor([3]), steps=1, seed=0)
+    assert result.out.shape == (1, 6, 8) and int(result.durations[0]) == 6  # ceil(21 / 4) frames, not 21
+    loss, _ = model(x, torch.tensor([[1, 2], [2, -1]]), torch.tensor([3, 2]))
+    assert torch.isfinite(loss)
+
+
 def _space_folder(kind: str, fixtures, tmp_path):
     """A tiny random (or fixture) latent space of each kind, saved as a model folder."""
     from semlat.autoencoders.mel_dcae import MelDCAE, MelDCAEConfig
@@ -128,6 +152,9 @@ def _space_folder(kind: str, fixtures, tmp_path):
     if kind == "mel_dcae":
         space = MelDCAESpace(MelDCAE(MelDCAEConfig.tiny()), GriffinLimVocoder())
         return save_model(tmp_path / kind, space, model_type="mel_dcae", config=space.config)
+    if kind == "griffin_lim":  # the demo's mel space: BigVGAN's 22.05 kHz 80-band log-mel, no weights
+        space = GriffinLimVocoder()
+        return save_model(tmp_path / kind, space, model_type="griffin_lim", config=space.config)
     if kind == "vocos":
         from semlat.vocoders.import_vocos import import_vocos
 
@@ -140,10 +167,10 @@ def _space_folder(kind: str, fixtures, tmp_path):
     return import_bigvgan(tmp_path / "g.pt", tmp_path / kind, config=fixtures / "bigvgan/generator_tiny_config.json")
 
 
-@pytest.mark.parametrize("kind", ["mel_dcae", "bigvgan", "vocos"])
+@pytest.mark.parametrize("kind", ["mel_dcae", "bigvgan", "vocos", "griffin_lim"])
 def test_tts_runs_end_to_end_on_every_latent_space_type(kind, fixtures, demo_corpus, tmp_path):
-    """The same recipe and command on a DC-VAE (5.4 Hz x 80), a BigVGAN mel (86 Hz x 80) and a Vocos mel
-    (93.75 Hz x 100); the wave_vae case is the tests above."""
+    """The same recipe and command on a DC-VAE (5.4 Hz x 80), a BigVGAN mel (86 Hz x 80), a Vocos mel
+    (93.75 Hz x 100) and a Griffin-Lim mel (86 Hz x 80); the wave_vae case is the tests above."""
     from semlat.data.manifest import Manifest
 
     folder = _space_folder(kind, fixtures, tmp_path)
@@ -151,8 +178,10 @@ def test_tts_runs_end_to_end_on_every_latent_space_type(kind, fixtures, demo_cor
     store = tmp_path / "latents"
     encode_to_store(space, demo_corpus / "manifest.jsonl", store, split="train", progress=False)
     run = tmp_path / "run"
-    assert main(["train", "tts/tiny", f"data.latents={store}", f"run_dir={run}", "train.max_steps=1",
+    config = "tts/tiny_mel_dcae" if kind == "mel_dcae" else "tts/tiny_mel"  # the former splits frames in 4
+    assert main(["train", config, f"data.latents={store}", f"run_dir={run}", "train.max_steps=1",
                  *TINY, "data.max_frames=4000", "train.checkpoint_every=1"]) == 0
+    assert load_tts(run, "cpu").model.config.frame_split == (4 if kind == "mel_dcae" else 1)
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     tts = load_tts(run, "cpu")
     audio = synthesize(tts, "a short test", manifest.audio_path(0), manifest[0].text, nfe=1, seed=0, seconds=0.5)
@@ -166,7 +195,7 @@ def _ddp_config(store, run_dir):
     from semlat.configs import builtin_config
     from semlat.training.recipes import load_recipe
 
-    return load_recipe(builtin_config("tts/tiny"), [f"data.latents={store}", f"run_dir={run_dir}",
+    return load_recipe(builtin_config("tts/tiny_wave_vae"), [f"data.latents={store}", f"run_dir={run_dir}",
                                                     "train.max_steps=2", *TINY])
 
 

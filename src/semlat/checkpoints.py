@@ -47,6 +47,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "hubert_teacher": "semlat.semantic.hubert_teacher:HubertTeacherModel",
     "ctc_judge": "semlat.evaluation.ctc_judge:CTCJudgeModel",
     "vocos": "semlat.vocoders.vocos:Vocos",
+    "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
     "tts": "semlat.generation.tts:TTSModel",
 })
 

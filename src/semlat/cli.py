@@ -528,12 +528,14 @@ def eval_latents(model, manifest, out, split, alignments, device, max_utterances
 @click.option("--language", default="en-us", show_default=True, help="espeak-ng voice for target phonemes (PER).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per ASR call.")
-def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language, device, batch_size) -> None:
-    """Score generated speech in LISTING (JSONL: audio, text, [phonemes], [prompt]): WER/CER/PER, SIM, FD."""
+@click.option("--mos", type=click.Choice(["dnsmos", "dnsmos-personalized"]), default=None,
+              help="Offline quality judge: DNSMOS P.835 (SIG/BAK/OVRL) + P.808 via speechmos (not UTMOS).")
+def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language, device, batch_size, mos) -> None:
+    """Score generated speech in LISTING (JSONL: audio, text, [phonemes], [prompt]): WER/CER/PER, SIM, DNSMOS, FD."""
     from semlat.evaluation.generation_eval import evaluate_tts, metrics_table
 
     report = evaluate_tts(listing, out, asr=asr, speaker=speaker, reference=reference, embedding=embedding,
-                          pooling=pooling, language=language, device=device, batch_size=batch_size)
+                          pooling=pooling, language=language, device=device, batch_size=batch_size, mos=mos)
     click.echo(metrics_table(report), nl=False)
     data = report["data"]
     click.echo(f"scored {data['scored']} of {data['clips']} clip(s) ({report['run']['resumed']} resumed); "
@@ -571,20 +573,33 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--teacher-minutes", type=float, default=None, help="Also cap the teacher's training time.")
 @click.option("--train-minutes", type=float, default=None, help="Also cap each autoencoder's training time.")
 @click.option("--judge-minutes", type=float, default=None, help="Also cap the judge's training time.")
+@click.option("--tts-steps", type=click.IntRange(min=0), default=None,
+              help="Training steps of the tiny TTS on each latent space (0: no TTS stage) [default: 400; "
+                   "3000 with --tts-experiment].")
+@click.option("--tts-eval-every", type=click.IntRange(min=1), default=None,
+              help="Judge the TTS every N steps [default: once at the end; 500 with --tts-experiment].")
+@click.option("--tts-experiment", is_flag=True,
+              help="The full convergence experiment: 3000 TTS steps per space, judged every 500, with plots "
+                   "(about 45 more minutes on 2 cores).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
-         overrides) -> None:
+         tts_steps, tts_eval_every, tts_experiment, overrides) -> None:
     """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
     Budgets are steps, so the same command gives the same models on any machine (a time cap makes the
     result depend on the machine's speed). Extra key=value OVERRIDES go to all three training recipes
     (configs/wave_vae/tiny.yaml, semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. data.batch_size=8.
     """
-    from semlat.demo_run import run_demo
+    from semlat.demo_run import DEFAULT_TTS_STEPS, EXPERIMENT_EVAL_EVERY, EXPERIMENT_TTS_STEPS, run_demo
 
+    if tts_steps is None:
+        tts_steps = EXPERIMENT_TTS_STEPS if tts_experiment else DEFAULT_TTS_STEPS
+    if tts_eval_every is None and tts_experiment:
+        tts_eval_every = EXPERIMENT_EVAL_EVERY
     report = run_demo(out, corpus_minutes=corpus_minutes, teacher_steps=teacher_steps, train_steps=train_steps,
                       judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
-                      judge_minutes=judge_minutes, overrides=tuple(overrides), log=click.echo)
+                      judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
+                      overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):
         return "n/a" if value is None else fmt.format(value)
@@ -594,6 +609,10 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
         click.echo(f"{m['name']:8s} {m['steps']} steps: test mel distance {show(m['mel_distance'], '{:.3f}')}, "
                    f"STOI {show(m['stoi'], '{:.3f}')}, PER {show(m['per'], '{:.1%}')}{cosine}")
     click.echo(f"clean test audio: PER {show(report['clean_per'], '{:.1%}')} (offline judge)")
+    if report["tts"]:
+        for name, point in report["tts"]["final"].items():
+            click.echo(f"tts on {name:8s} {point['step']} steps: PER {show(point.get('per'), '{:.1%}')}, "
+                       f"SIM {show(point.get('sim'), '{:.3f}')}")
     for warning in report["warnings"]:
         click.echo(f"WARNING: {warning}")
     click.echo(f"report: {Path(out) / 'report.md'}")

@@ -11,8 +11,14 @@
    utterances (``eval recon``), latent diagnostics with speaker and phoneme probes (``eval latents``),
    and the judge's phoneme error rate, speaker similarity and Fréchet distance of the reconstructions
    (``eval tts``, with the clean test audio measured the same way as the floor);
-6. write ``report.md`` / ``report.json``: a summary table, the alignment cosine on held-out speech,
-   ``eval compare``'s side-by-side tables, and where every report, plot, audio file and log is.
+6. train the same tiny latent TTS (``tts/tiny_*``) on each space's latents and on the 22.05 kHz 80-band mel
+   that DC-VAE compresses (vocoded by the same Griffin-Lim), and judge its zero-shot speech on the test
+   sentences (:mod:`semlat.experiments.tts_convergence`: PER and SIM against the prompt's speaker); with
+   ``tts_eval_every`` below ``tts_steps`` (``semlat demo --tts-experiment``) at several checkpoints, which
+   gives the convergence curves;
+7. write ``report.md`` / ``report.json``: a summary table, the alignment cosine on held-out speech,
+   ``eval compare``'s side-by-side tables, the TTS section, and where every report, plot, audio file and
+   log is.
 
 Every step reuses what an earlier run left in ``out`` (corpus, teacher, features, training runs,
 which resume up to their step budget; the judge; evaluations, which resume).
@@ -58,6 +64,11 @@ DEFAULT_STEPS = {"teacher": 400, "vanilla": 2500, "semantic": 2500, "dc_vae": 90
 SLOW_FRACTION = 0.5
 #: Utterances (a seeded subset of the whole corpus) that eval latents encodes for the probes.
 LATENT_UTTERANCES = 150
+#: TTS steps per latent space in a default demo (judged once), and in ``--tts-experiment`` (judged every
+#: :data:`EXPERIMENT_EVAL_EVERY` steps).
+DEFAULT_TTS_STEPS = 400
+EXPERIMENT_TTS_STEPS = 3000
+EXPERIMENT_EVAL_EVERY = 500
 
 
 class Throughput:
@@ -217,16 +228,53 @@ def _judge(out: Path, manifest_path: Path, manifest: Manifest, steps: int, minut
     return f"ctc:{checkpoint}", alignments
 
 
+def mel_space(out: Path, dc_vae: Path) -> Path:
+    """A model folder for the mel that the DC-VAE at ``dc_vae`` compresses, with the same vocoder (Griffin-Lim
+    in the demo): the mel baseline of the TTS comparison."""
+    from semlat.checkpoints import save_model
+    from semlat.errors import ConfigError
+    from semlat.vocoders.griffin_lim import GriffinLimVocoder
+
+    folder = out / "runs" / "mel"
+    if not (folder / "config.json").is_file():
+        vocoder = json.loads((dc_vae / "config.json").read_text())["config"]["vocoder"]
+        if vocoder["type"] != "griffin_lim":
+            raise ConfigError(f"{dc_vae}: the demo's mel baseline needs the Griffin-Lim vocoder, not {vocoder['type']}")
+        space = GriffinLimVocoder.from_config(vocoder["config"])
+        save_model(folder, space, model_type="griffin_lim", config=space.config)
+    return folder
+
+
+def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_path: Path, judge: str, steps: int,
+               eval_every: int, progress: bool, log) -> dict[str, Any]:
+    """The tiny TTS on vanilla, semantic, mel and dc_vae latents; the last judged point of each."""
+    from semlat.experiments.tts_convergence import RESULT_NAME, SpaceRun, run_tts_experiment
+
+    arms = [SpaceRun(name, checkpoints[name][1]) for name in ("vanilla", "semantic")]
+    arms += [SpaceRun("mel", mel_space(out, checkpoints["dc_vae"][1])), SpaceRun("dc_vae", checkpoints["dc_vae"][1])]
+    result = run_tts_experiment(out / "tts", arms, manifest_path, asr=judge, steps=steps, eval_every=eval_every,
+                                progress=progress, log=log)
+    final = {}
+    for point in result["points"]:
+        final[point["space"]] = point  # points come in step order
+    return {"steps": steps, "eval_every": eval_every, "settings": result["settings"], "judges": result["judges"],
+            "ground_truth": result["ground_truth"], "spaces": result["spaces"], "final": final,
+            "report": str(out / "tts" / f"{RESULT_NAME}.md"),
+            "plot": str(out / "tts" / "convergence.png") if eval_every < steps else None}
+
+
 def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
              train_steps: int | None = None, teacher_steps: int = DEFAULT_STEPS["teacher"],
              judge_steps: int = DEFAULT_STEPS["judge"], train_minutes: float | None = None,
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
+             tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
              overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's
     :data:`DEFAULT_STEPS`); ``*_minutes`` cap a stage's time as well (a capped run is no longer the
-    same on every machine)."""
+    same on every machine). ``tts_steps`` trains each latent TTS (0: no TTS stage), judged every
+    ``tts_eval_every`` steps (default: once, at the end)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache, extract_features
@@ -291,6 +339,10 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
             "evaluation": evaluation["folders"],
             "tensorboard": str(out / "runs" / name / "tensorboard"),
         })
+    tts = None
+    if tts_steps > 0:
+        tts = _tts_stage(out, checkpoints, manifest_path, judge, tts_steps, tts_eval_every or tts_steps, progress,
+                         log)
     runs = [Path(m["evaluation"][kind]) for m in models for kind in ("recon", "latents", "speech")]
     names = [f"{m['name']}" for m in models for _ in range(3)]
     comparison = compare_reports([*runs, out / "eval" / "clean"], [*names, "clean audio"])
@@ -301,7 +353,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
               "throughput": speed.stages, "warnings": speed.warnings,
               "minutes": round((time.monotonic() - started) / 60, 2),
               "threads": torch.get_num_threads(), "clean_per": _figure(clean, "per", "corpus"), "models": models,
-              "comparison": comparison}
+              "comparison": comparison, "tts": tts}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", render_report(report))
     return report
@@ -313,6 +365,27 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _tts_section(tts: dict[str, Any]) -> list[str]:
+    truth = tts["ground_truth"]
+    lines = ["## Zero-shot TTS on each latent space", "",
+             (f"The same tiny F5-style TTS (`tts/tiny_*`: DiT dim 128, depth 4; phonemes in) trained {tts['steps']} "
+              f"steps on each space's latents of the training split, then prompted with another sentence of the "
+              f"same speaker for each of the {tts['settings']['test_utterances']} test sentences (NFE "
+              f"{tts['settings']['nfe']}, CFG {tts['settings']['cfg']}, F5's duration rule). mel: the 22.05 kHz "
+              "80-band log-mel that dc_vae compresses, vocoded by the same Griffin-Lim."), "",
+             "| latent space | latent | steps/s | PER ↓ | SIM ↑ |", "|---|---|---:|---:|---:|"]
+    for name, point in tts["final"].items():
+        space = tts["spaces"][name]
+        lines.append(f"| {name} | {space['latent_dim']} × {space['frame_rate']:.4g} Hz | "
+                     f"{space['steps_per_second']:.2f} | {_pct(point.get('per'))} | {_fmt(point.get('sim'))} |")
+    lines.append(f"| real speech (same prompts) | | | {_pct(truth.get('per'))} | {_fmt(truth.get('sim'))} |")
+    lines += ["", f"- Judges: {', '.join(tts['judges'].values())}. SIM: generated clip vs its prompt.",
+              f"- Every checkpoint: `{tts['report']}`" + (f"; curves: `{tts['plot']}`" if tts.get("plot") else
+                                                            " (`semlat demo --tts-experiment` judges several "
+                                                            "checkpoints and plots the convergence curves)"), ""]
+    return lines
 
 
 def _budgets(steps: dict[str, int]) -> str:
@@ -356,7 +429,10 @@ def render_report(report: dict[str, Any]) -> str:
          "than WavLM)."), "",
     ]
     comparison = report["comparison"].split("\n", 2)[2] if report["comparison"].startswith("# ") else report["comparison"]
-    lines += [comparison.rstrip(), "", "## Where things are", ""]
+    lines += [comparison.rstrip(), ""]
+    if report.get("tts"):
+        lines += _tts_section(report["tts"])
+    lines += ["## Where things are", ""]
     for m in report["models"]:
         folders = m["evaluation"]
         lines.append(f"- {m['name']}: model `{m['model']}`; reports `{folders['recon']}/report.md` (with "

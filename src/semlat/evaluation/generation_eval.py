@@ -44,6 +44,7 @@ from tqdm import tqdm
 import semlat
 from semlat.audio.io import load_audio
 from semlat.errors import AudioError, ConfigError, DataError, ToolMissingError
+from semlat.evaluation.dnsmos import FIGURES, DNSMOSJudge, load_mos_judge
 from semlat.evaluation.embedders import default_pooling, embed_set, load_audio_embedder
 from semlat.evaluation.frechet import EmbeddingStats, frechet_distance
 from semlat.evaluation.judges import (
@@ -63,13 +64,17 @@ from semlat.utils.files import atomic_write_text, sha256_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 ROWS_NAME = "utterances.jsonl"
-TTS_RUN_KEYS = ("listing_sha256", "asr", "speaker")
+TTS_RUN_KEYS = ("listing_sha256", "asr", "speaker", "mos")
 
 TTS_COLUMNS = MappingProxyType({info.name: info for info in (
     MetricInfo("wer", "asr", "WER", "", "0..inf", False, "word error rate of the ASR transcript against the text"),
     MetricInfo("cer", "asr", "CER", "", "0..inf", False, "character error rate (spaces between words count)"),
     MetricInfo("per", "asr", "PER", "", "0..inf", False, "phoneme error rate against the target IPA"),
     MetricInfo("sim", "speaker", "SIM", "cosine", "-1..1", True, "speaker-embedding cosine of clip and prompt"),
+    MetricInfo("dnsmos_ovrl", "mos", "DNSMOS OVRL", "MOS", "1..5", True, "DNSMOS P.835 overall quality"),
+    MetricInfo("dnsmos_sig", "mos", "DNSMOS SIG", "MOS", "1..5", True, "DNSMOS P.835 speech signal quality"),
+    MetricInfo("dnsmos_bak", "mos", "DNSMOS BAK", "MOS", "1..5", True, "DNSMOS P.835 background (noise) quality"),
+    MetricInfo("dnsmos_p808", "mos", "DNSMOS P.808", "MOS", "1..5", True, "DNSMOS P.808 overall quality"),
 )})
 
 
@@ -174,12 +179,12 @@ def score_transcript(hypothesis: str, target: str, kind: str) -> tuple[float, in
 
 
 def _tts_row(item: ListedAudio, audio: np.ndarray, hypothesis: str | None, columns: Sequence[str],
-             speaker: SpeakerJudge | None, language: str) -> dict[str, Any]:
+             speaker: SpeakerJudge | None, language: str, mos: DNSMOSJudge | None = None) -> dict[str, Any]:
     scores: dict[str, float | None] = {}
     undefined: dict[str, str] = {}
     counts: dict[str, list[int]] = {}
     for kind in columns:
-        if kind == "sim":
+        if TTS_COLUMNS[kind].group != "asr":
             continue
         target = item.text
         if kind == "per":
@@ -205,6 +210,12 @@ def _tts_row(item: ListedAudio, audio: np.ndarray, hypothesis: str | None, colum
             scores["sim"] = finite_or_none(value)
             if not math.isfinite(value):
                 undefined.setdefault("sim", getattr(value, "reason", None) or "undefined")
+    if mos is not None:
+        figures, reason = mos.score(audio)
+        for name, value in figures.items():
+            scores[name] = finite_or_none(value)
+            if reason:
+                undefined[name] = reason
     return {"id": item.id, "audio": str(item.path), "text": item.text, "hypothesis": hypothesis,
             "prompt": None if item.prompt is None else str(item.prompt), "duration": round(len(audio) / JUDGE_RATE, 6),
             "scores": {c: scores.get(c) for c in columns}, "counts": counts, "undefined": undefined}
@@ -214,7 +225,7 @@ def corpus_rates(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict
     """Corpus error rate per ASR column: total edits / total reference units over the rows."""
     out = {}
     for kind in columns:
-        if kind == "sim":
+        if TTS_COLUMNS[kind].group != "asr":
             continue
         edits = sum(r["counts"][kind][0] for r in rows if kind in r.get("counts", {}))
         total = sum(r["counts"][kind][1] for r in rows if kind in r.get("counts", {}))
@@ -284,31 +295,35 @@ def _now() -> str:
 def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str | None = None,
                  speaker: str | None = None, reference: str | os.PathLike | None = None, embedding: str | None = None,
                  pooling: str | None = None, language: str = "en-us", device: str = "cpu", batch_size: int = 8,
-                 progress: bool = True) -> dict[str, Any]:
-    """Score generated speech: error rates with ``asr``, SIM with ``speaker``, FD against ``reference``.
+                 mos: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score generated speech: error rates with ``asr``, SIM with ``speaker``, FD against ``reference``,
+    DNSMOS with ``mos`` (``dnsmos`` or ``dnsmos-personalized``; :mod:`semlat.evaluation.dnsmos`).
 
     ``asr`` / ``speaker`` are judge specs (:func:`~semlat.evaluation.judges.load_asr_judge`,
     :func:`~semlat.evaluation.judges.load_speaker_judge`); ``embedding`` an embedder spec (default:
     the ASR judge's encoder when ``asr`` is ``ctc:``). Writes ``out/`` (module docstring) and returns
     the report dict. At least one of ``asr``, ``speaker`` and ``reference`` is needed.
     """
-    if not (asr or speaker or reference):
-        raise ConfigError("nothing to measure: give an ASR judge (--asr), a speaker judge (--speaker) "
-                          "or a reference set (--reference)")
+    if not (asr or speaker or reference or mos):
+        raise ConfigError("nothing to measure: give an ASR judge (--asr), a speaker judge (--speaker), "
+                          "a quality judge (--mos) or a reference set (--reference)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     items = read_audio_list(listing)
     out = output_folder(out)
     asr_judge = load_asr_judge(asr, device=device) if asr else None
     speaker_judge = load_speaker_judge(speaker, device=device) if speaker else None
-    columns = asr_columns(asr_judge) + (["sim"] if speaker_judge else [])
+    mos_judge = load_mos_judge(mos) if mos else None
+    columns = asr_columns(asr_judge) + (["sim"] if speaker_judge else []) + (list(FIGURES) if mos_judge else [])
     judges = {}
     if asr_judge:
         judges["asr"] = asr_judge.label
     if speaker_judge:
         judges["speaker"] = speaker_judge.label
+    if mos_judge:
+        judges["mos"] = mos_judge.label
     run = {"listing": str(Path(listing).resolve()), "listing_sha256": sha256_file(listing),
-           "asr": judges.get("asr"), "speaker": judges.get("speaker"), "columns": columns}
+           "asr": judges.get("asr"), "speaker": judges.get("speaker"), "mos": judges.get("mos"), "columns": columns}
     out.mkdir(parents=True, exist_ok=True)
     check_run(out, run, TTS_RUN_KEYS)
 
@@ -332,7 +347,7 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
             if asr_judge and loaded:
                 hypotheses = list(asr_judge.transcribe([a for _, a in loaded], JUDGE_RATE))
             for (item, audio), hypothesis in zip(loaded, hypotheses, strict=True):
-                row = _tts_row(item, audio, hypothesis, columns, speaker_judge, language)
+                row = _tts_row(item, audio, hypothesis, columns, speaker_judge, language, mos_judge)
                 done[item.id] = row
                 rows_file.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
                 rows_file.flush()
@@ -350,7 +365,7 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
         judges["embedding"] = frechet["judge"]
 
     metrics = aggregate(rows, columns, TTS_COLUMNS)
-    judge_of = {"asr": judges.get("asr"), "speaker": judges.get("speaker")}
+    judge_of = {"asr": judges.get("asr"), "speaker": judges.get("speaker"), "mos": judges.get("mos")}
     for name, figures in metrics.items():
         figures["judge"] = judge_of[TTS_COLUMNS[name].group]
     for name, value in corpus_rates(rows, columns).items():

@@ -121,3 +121,27 @@ def dimension_bars(per_dim: Sequence[dict[str, Any]], path: str | os.PathLike, t
     dead = sum(bool(d["dead"]) for d in per_dim)
     ax.set_title(f"{title} ({dead} dead of {len(per_dim)}, in red)", fontsize=10)
     return _save(fig, path)
+
+
+def convergence_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str]], path: str | os.PathLike,
+                       title: str = "convergence") -> Path:
+    """One panel per (metric, x axis): a line per ``rows[i]["space"]`` through its points.
+
+    ``rows``: dicts with ``space``, ``step``, ``train_minutes`` and the metrics' values (None skipped);
+    ``metrics``: ``(key, label)`` pairs, each drawn against steps (left) and training minutes (right)."""
+    fig = _figure(10, 3.2 * len(metrics))
+    spaces = list(dict.fromkeys(r["space"] for r in rows))
+    for m, (key, label) in enumerate(metrics):
+        for a, (x_key, x_label) in enumerate((("step", "training steps"), ("train_minutes", "training minutes"))):
+            ax = fig.add_subplot(len(metrics), 2, 2 * m + a + 1)
+            for space in spaces:
+                points = sorted((r[x_key], r[key]) for r in rows if r["space"] == space and r.get(key) is not None)
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o", label=space)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if m == 0 and a == 0:
+                ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -4,8 +4,9 @@
    at ~12 s) and encoded: ``Tp`` latent frames.
 2. The model's text is ``prompt_text + " " + text``.
 3. Duration (F5-TTS's rule): ``Tp + Tp / bytes(prompt_text) · bytes(text) / speed`` frames (UTF-8 bytes), or
-   ``seconds`` given explicitly; never fewer than the text's tokens + 1 (the sampler's floor, as F5's: the
-   backbone aligns one token per frame, so a 5.4 Hz latent cannot speak faster than 5.4 tokens a second).
+   ``seconds`` given explicitly; never fewer than the text's tokens + 1 backbone positions (the sampler's
+   floor, as F5's: the backbone aligns one token per position, so a 5.4 Hz latent speaks at most 5.4 tokens
+   a second unless the model splits each frame into ``frame_split`` positions; see :mod:`.tts`).
 4. The flow sampler continues the prompt (``nfe`` steps, guidance ``cfg``, sway, ``seed``); the frames after
    the prompt are decoded by the latent space at its output rate.
 5. Long text goes in sentence chunks (F5's byte budget), joined with 0.15 s linear cross-fades; a batch list

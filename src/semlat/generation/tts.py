@@ -9,6 +9,12 @@ with :func:`semlat.load`, whose rates and size must be the ones the model was tr
 
 Shapes are time-major like F5's: latents ``[B, T, D]``. :meth:`TTSModel.loss` is the infilling objective
 on normalised latents; :meth:`TTSModel.generate` continues raw prompt latents.
+
+**Frame split** (``frame_split = k``, default 1): the backbone sees each latent frame as ``k`` consecutive
+positions of ``D / k`` channels (``b t (k d) -> b (t k) d``, lossless). F5's backbone aligns text to frames by
+padding the token sequence to the frame count and cutting what does not fit, so a latent slower than the
+text (DC-VAE's 80 x 5.4 Hz against ~14 phoneme tokens a second) would lose most of its text; with ``k = 4``
+the same latent is a 21.5 Hz sequence of 20 channels and keeps it all.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from semlat.config import from_dict
@@ -44,6 +51,7 @@ class TTSConfig:
     frame_rate: float = 93.75
     max_frames: int = 4096
     flow: FlowConfig = field(default_factory=FlowConfig)
+    frame_split: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.flow, FlowConfig):  # read back from config.json
@@ -54,6 +62,9 @@ class TTSConfig:
             raise ConfigError(f"{where}: backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         if self.units not in UNITS:
             raise ConfigError(f"{where}: units must be one of {', '.join(UNITS)}, got {self.units!r}")
+        if self.frame_split < 1 or self.latent_dim % self.frame_split:
+            raise ConfigError(f"{where}: frame_split must divide the latent size {self.latent_dim}, "
+                              f"got {self.frame_split}")
 
 
 class TTSModel(nn.Module):
@@ -64,7 +75,7 @@ class TTSModel(nn.Module):
         config.validate()
         self.config = config
         model_cls, arch_cls = BACKBONES[config.backbone]
-        arch = from_dict(arch_cls, {**config.arch, "mel_dim": config.latent_dim,
+        arch = from_dict(arch_cls, {**config.arch, "mel_dim": config.latent_dim // config.frame_split,
                                     "text_num_embeds": len(config.vocab)}, "tts config 'arch'")
         self.transformer = model_cls(arch)
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
@@ -90,11 +101,26 @@ class TTSModel(nn.Module):
     def denormalize(self, latents: Tensor) -> Tensor:
         return latents * self.latent_std + self.latent_mean
 
+    def split(self, latents: Tensor) -> Tensor:
+        """``[B, T, D]`` -> the backbone's ``[B, T k, D / k]`` (module docstring)."""
+        return rearrange(latents, "b t (k d) -> b (t k) d", k=self.config.frame_split)
+
+    def merge(self, sequence: Tensor) -> Tensor:
+        """The backbone's ``[B, N, D / k]`` -> ``[B, ceil(N / k), D]`` (zero-padded to whole frames)."""
+        k = self.config.frame_split
+        sequence = nn.functional.pad(sequence, (0, 0, 0, -sequence.shape[1] % k))
+        return rearrange(sequence, "b (t k) d -> b t (k d)", k=k)
+
     def forward(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Any] | None = None
                 ) -> tuple[Tensor, dict[str, Any]]:
         """The infilling objective on normalised ``latents [B, T, D]`` with ``text [B, Nt]`` ids: ``(loss,
-        details)`` (the forward pass, so that training runs it through DDP)."""
-        return infilling_loss(self.transformer, latents, text, lens, draws=draws, flow=self.config.flow)
+        details)`` (the forward pass, so that training runs it through DDP). ``draws["x0"]``, when given, is
+        noise of the latents' shape."""
+        k = self.config.frame_split
+        if draws is not None and "x0" in draws:
+            draws = {**draws, "x0": self.split(draws["x0"])}
+        return infilling_loss(self.transformer, self.split(latents), text, lens * k, draws=draws,
+                              flow=self.config.flow)
 
     loss = forward
 
@@ -103,9 +129,15 @@ class TTSModel(nn.Module):
                  **sampling: Any) -> Sampled:
         """Continue raw ``prompt [B, Tp, D]`` latents to ``durations [B]`` frames; ``sampling`` are
         :func:`~semlat.generation.flow.sample`'s options (steps, cfg, sway_coef, method, seed, y0).
-        Returns the de-normalised result (prompt frames included)."""
-        result = sample(self.transformer, self.normalize(prompt), text, durations, lens, **sampling)
-        result.out = self.denormalize(result.out)
+        Returns the de-normalised result ``[B, T, D]`` (prompt frames included) and durations in latent
+        frames (with ``frame_split`` > 1, a trajectory given by ``keep_trajectory`` stays in the backbone's
+        split layout)."""
+        k = self.config.frame_split
+        if lens is not None:
+            lens = lens * k
+        result = sample(self.transformer, self.split(self.normalize(prompt)), text, durations * k, lens, **sampling)
+        result.out = self.denormalize(self.merge(result.out))
+        result.durations = torch.div(result.durations + k - 1, k, rounding_mode="floor")
         return result
 
     def info(self) -> dict[str, Any]:

@@ -189,6 +189,9 @@ class Trainer:
         torch.manual_seed(self.train_cfg.seed + 1000 * (self.dist.rank + 1))  # per-rank training randomness
         random.seed(self.train_cfg.seed + self.dist.rank)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
+        #: wall-clock seconds spent in training steps over the whole run (resumes add to it; validation and
+        #: checkpoints excluded), saved in every checkpoint's ``training.train_seconds``
+        self.train_seconds = 0.0
         if resume:
             self._load_checkpoint()
         self.start_step = self.step  # where this process began (fit() may add steps to it)
@@ -304,11 +307,13 @@ class Trainer:
                 batches = [next(stream) for _ in range(cfg.grad_accum)]
                 for module in self.raw.values():
                     module.train()
+                step_started = time.monotonic()
                 logs = self.recipe.train_step(batches, self.step)
                 logs.update(self._step_logs)
                 self._step_logs = {}
                 self.step += 1
                 self._update_ema()
+                self.train_seconds += time.monotonic() - step_started
                 for key, value in logs.items():
                     window.setdefault(key, []).append(value)
                 bar.update(1)
@@ -367,7 +372,7 @@ class Trainer:
             dist.gather_object(rng, rngs, dst=0)
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "world_size": self.dist.world_size,
+            "world_size": self.dist.world_size, "train_seconds": self.train_seconds,
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "ema_n_averaged": self.ema.n_averaged.detach().cpu() if self.ema is not None else None,
@@ -380,7 +385,8 @@ class Trainer:
         folder = self.checkpoint_dir / f"step-{self.step:08d}"
         if self.dist.is_main:
             model_type, model_config, extra = self.recipe.export(self.exported_model)
-            extra = {**extra, "training": {"recipe": self.recipe.name, "step": self.step}}
+            extra = {**extra, "training": {"recipe": self.recipe.name, "step": self.step,
+                                           "train_seconds": round(self.train_seconds, 3)}}
             with atomic_dir(folder) as tmp:
                 write_model_files(tmp, self.recipe.export_weights(self.exported_model), model_type=model_type,
                                   config=model_config, extra=extra)
@@ -422,6 +428,7 @@ class Trainer:
             self.ema.module.load_state_dict(ema_weights)
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         rng = state["rng"][self.dist.rank]
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])

@@ -75,6 +75,7 @@ class TTSRecipeConfig:
     recipe: str = "tts"
     run_dir: str = "runs/tts"
     backbone: str = "DiT"
+    frame_split: int = 1
     model: DiTConfig = field(default_factory=DiTConfig.v1_small)
     flow: FlowConfig = field(default_factory=FlowConfig)
     data: TTSDataConfig = field(default_factory=TTSDataConfig)
@@ -131,7 +132,8 @@ class TTSRecipe(Recipe):
                          language=cfg.data.language, space=str(self.space or ""), latent_dim=self.store.dim,
                          frame_rate=self.store.frame_rate,
                          max_frames=2 * math.ceil(cfg.data.max_seconds * self.store.frame_rate),
-                         flow=dataclasses.replace(cfg.flow, frac_lengths=tuple(cfg.flow.frac_lengths)))
+                         flow=dataclasses.replace(cfg.flow, frac_lengths=tuple(cfg.flow.frac_lengths)),
+                         frame_split=cfg.frame_split)
 
     def build_modules(self) -> dict[str, nn.Module]:
         model = TTSModel(self.tts_config())

@@ -232,3 +232,44 @@ def test_long_text_chunks_and_the_batch_list(trained, demo_corpus, tmp_path, cap
     (tmp_path / "bad.tsv").write_text("prompt\ttext\nx.wav\thello\n")
     assert main(["tts", str(trained), "--list", str(tmp_path / "bad.tsv"), "--device", "cpu"]) == 1
     assert "row 1 lacks prompt_text, output" in capsys.readouterr().err
+
+
+def test_cross_sentence_protocol_generates_and_scores_each_pair(trained, demo_corpus, tiny_whisper, tmp_path, capsys):
+    """`semlat eval cross-sentence` on an F5-style .lst over a LibriSpeech-shaped tree: one generated file per
+    pair (the target's real duration with --truth-duration), Whisper WER against the target text, a resume
+    that regenerates nothing, and one-line errors for a bad line or missing audio."""
+    import soundfile as sf
+
+    from semlat.audio.io import load_audio
+    from semlat.data.manifest import Manifest
+
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    root = tmp_path / "test-clean"
+    ids = []
+    for i in range(2):
+        utt = f"1089-134686-{i:04d}"
+        path = root / "1089" / "134686" / f"{utt}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio, rate = load_audio(manifest.audio_path(i))
+        sf.write(str(path), audio[0].numpy(), rate)
+        ids.append((utt, manifest[i].text))
+    lst = tmp_path / "cross.lst"
+    lst.write_text("".join(f"{ids[i][0]}\t2.0\t{ids[i][1]}\t{ids[1 - i][0]}\t0.75\t{ids[1 - i][1]}\n" for i in (0, 1)))
+    out = tmp_path / "eval"
+    args = ["eval", "cross-sentence", str(trained), str(lst), "--librispeech", str(root), "--out", str(out),
+            "--asr", f"whisper:{tiny_whisper}", "--nfe", "1", "--truth-duration"]
+    assert main(args) == 0
+    assert "scored 2 of 2 pair(s)" in capsys.readouterr().out
+    report = json.loads((out / "scores" / "report.json").read_text())
+    assert report["metrics"]["wer"]["judge"].startswith("whisper") and report["data"]["scored"] == 2
+    generated = out / "audio" / f"{ids[1][0]}.wav"
+    assert sf.info(str(generated)).duration == pytest.approx(0.75, abs=0.05)  # the target's real duration
+    assert json.loads((out / "config.json").read_text())["duration"] == "the target's real duration"
+    stamp = generated.stat().st_mtime_ns
+    assert main(args) == 0 and generated.stat().st_mtime_ns == stamp  # resumes: nothing regenerated
+    lst.write_text(f"{ids[0][0]}\t2.0\t{ids[0][1]}\n")
+    assert main(args) == 1
+    assert "cross.lst:1: expected 6 tab-separated fields" in capsys.readouterr().err
+    lst.write_text(f"1089-134686-0009\t2.0\thi\t{ids[0][0]}\t1.0\tyo\n")
+    assert main(args) == 1
+    assert "prompt audio" in capsys.readouterr().err

@@ -49,6 +49,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "vocos": "semlat.vocoders.vocos:Vocos",
     "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
     "tts": "semlat.generation.tts:TTSModel",
+    "duration": "semlat.generation.duration:DurationPredictor",
 })
 
 #: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.

@@ -361,9 +361,11 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio).")
 @click.option("--method", type=click.Choice(["euler", "midpoint"]), default="euler", show_default=True)
 @click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
+@click.option("--duration-model", default=None, type=click.Path(),
+              help="A duration model (semlat train duration/...) instead of F5's ratio rule.")
 @click.option("--device", default="auto", show_default=True)
 def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, seconds, seed, method, space,
-        device) -> None:
+        duration_model, device) -> None:
     """Zero-shot TTS: say --text in the voice of --prompt with the TTS model MODEL; write OUT (.wav/.flac).
 
     Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
@@ -375,13 +377,13 @@ def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, s
     if listing is not None:
         if out or text or prompt or prompt_text:
             raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
-        loaded = load_tts(model, device, space)
+        loaded = load_tts(model, device, space, duration_model)
         written = synthesize_list(loaded, listing, seed=seed, **options)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
         return
     if not out or text is None or prompt is None or prompt_text is None:
         raise click.UsageError("give OUT, --text, --prompt and --prompt-text (or --list)")
-    loaded = load_tts(model, device, space)
+    loaded = load_tts(model, device, space, duration_model)
     path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed, **options)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
 
@@ -542,6 +544,52 @@ def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language
                f"report: {Path(out) / 'report.md'}, {Path(out) / 'report.json'}")
 
 
+@eval_.command("cross-sentence")
+@click.argument("model", type=click.Path())
+@click.argument("listing", type=click.Path(dir_okay=False))
+@click.option("--librispeech", "root", required=True, type=click.Path(file_okay=False),
+              help="LibriSpeech's test-clean folder (speaker/chapter/<id>.flac).")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for audio/, generated.jsonl, scores/ and config.json (a rerun resumes).")
+@click.option("--asr", default=None, help="ASR judge: whisper:/path (the paper's WER) or ctc:/path.")
+@click.option("--speaker", default=None, help="Speaker judge for SIM against the prompt: wavlm-sv:/path or resemblyzer.")
+@click.option("--mos", type=click.Choice(["dnsmos", "dnsmos-personalized"]), default=None,
+              help="Offline quality judge: DNSMOS via speechmos (not UTMOS).")
+@click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
+@click.option("--cfg", type=float, default=2.0, show_default=True, help="Classifier-free guidance strength.")
+@click.option("--sway", type=float, default=-1.0, show_default=True, help="Sway sampling coefficient.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Pair i is seeded from (seed, i).")
+@click.option("--truth-duration", is_flag=True, help="Generate each target's real duration (default: F5's rule).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per ASR call.")
+def eval_cross_sentence(model, listing, root, out, asr, speaker, mos, nfe, cfg, sway, seed, truth_duration, device,
+                        batch_size) -> None:
+    """LibriSpeech-PC cross-sentence TTS evaluation: generate every pair of LISTING (F5-TTS's .lst) with MODEL,
+    then score it (WER/CER, SIM vs the prompt, DNSMOS)."""
+    from semlat.evaluation.generation_eval import metrics_table
+    from semlat.experiments.cross_sentence import run_cross_sentence
+
+    if not (asr or speaker or mos):
+        raise click.UsageError("give at least one judge: --asr, --speaker or --mos")
+    report = run_cross_sentence(model, listing, root, out, asr=asr, speaker=speaker, mos=mos, nfe=nfe, cfg=cfg,
+                                sway=sway, seed=seed, truth_duration=truth_duration, device=device,
+                                batch_size=batch_size)
+    click.echo(metrics_table(report), nl=False)
+    click.echo(f"scored {report['data']['scored']} of {report['data']['clips']} pair(s); "
+               f"report: {Path(out) / 'scores' / 'report.md'}")
+
+
+@eval_.command("duration")
+@click.argument("model", type=click.Path())
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--split", default="test", show_default=True, help="The manifest split whose pairs are measured.")
+def eval_duration(model, manifest, split) -> None:
+    """Duration rules side by side: F5's ratio rule vs the duration model MODEL on MANIFEST's cross-sentence pairs."""
+    from semlat.experiments.duration_rules import compare_duration_rules, render
+
+    click.echo(render(compare_duration_rules(model, manifest, split)), nl=False)
+
+
 @eval_.command("audio")
 @click.argument("generated", type=click.Path())
 @click.argument("reference", type=click.Path())
@@ -579,8 +627,8 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--tts-eval-every", type=click.IntRange(min=1), default=None,
               help="Judge the TTS every N steps [default: once at the end; 500 with --tts-experiment].")
 @click.option("--tts-experiment", is_flag=True,
-              help="The full convergence experiment: 3000 TTS steps per space, judged every 500, with plots "
-                   "(about 45 more minutes on 2 cores).")
+              help="The full convergence experiment: 3000 TTS steps per space, judged every 500, with plots, "
+                   "and the final checkpoints judged at NFE 4, 8, 16, 32 (about 60 more minutes on 2 cores).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
          tts_steps, tts_eval_every, tts_experiment, overrides) -> None:
@@ -591,14 +639,17 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     (configs/wave_vae/tiny.yaml, semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. data.batch_size=8.
     """
     from semlat.demo_run import DEFAULT_TTS_STEPS, EXPERIMENT_EVAL_EVERY, EXPERIMENT_TTS_STEPS, run_demo
+    from semlat.experiments.tts_convergence import NFE_SWEEP
 
     if tts_steps is None:
         tts_steps = EXPERIMENT_TTS_STEPS if tts_experiment else DEFAULT_TTS_STEPS
     if tts_eval_every is None and tts_experiment:
         tts_eval_every = EXPERIMENT_EVAL_EVERY
+    nfe_sweep = NFE_SWEEP if tts_experiment else ()
     report = run_demo(out, corpus_minutes=corpus_minutes, teacher_steps=teacher_steps, train_steps=train_steps,
                       judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
                       judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
+                      tts_nfe_sweep=nfe_sweep,
                       overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):

@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,19 +247,20 @@ def mel_space(out: Path, dc_vae: Path) -> Path:
 
 
 def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_path: Path, judge: str, steps: int,
-               eval_every: int, progress: bool, log) -> dict[str, Any]:
+               eval_every: int, nfe_sweep: Sequence[int], progress: bool, log) -> dict[str, Any]:
     """The tiny TTS on vanilla, semantic, mel and dc_vae latents; the last judged point of each."""
     from semlat.experiments.tts_convergence import RESULT_NAME, SpaceRun, run_tts_experiment
 
     arms = [SpaceRun(name, checkpoints[name][1]) for name in ("vanilla", "semantic")]
     arms += [SpaceRun("mel", mel_space(out, checkpoints["dc_vae"][1])), SpaceRun("dc_vae", checkpoints["dc_vae"][1])]
     result = run_tts_experiment(out / "tts", arms, manifest_path, asr=judge, steps=steps, eval_every=eval_every,
-                                progress=progress, log=log)
+                                nfe_sweep=nfe_sweep, progress=progress, log=log)
     final = {}
     for point in result["points"]:
         final[point["space"]] = point  # points come in step order
     return {"steps": steps, "eval_every": eval_every, "settings": result["settings"], "judges": result["judges"],
             "ground_truth": result["ground_truth"], "spaces": result["spaces"], "final": final,
+            "min_nfe": result["min_nfe"],
             "report": str(out / "tts" / f"{RESULT_NAME}.md"),
             "plot": str(out / "tts" / "convergence.png") if eval_every < steps else None}
 
@@ -268,13 +270,14 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
              judge_steps: int = DEFAULT_STEPS["judge"], train_minutes: float | None = None,
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
-             overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
+             tts_nfe_sweep: Sequence[int] = (), overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's
     :data:`DEFAULT_STEPS`); ``*_minutes`` cap a stage's time as well (a capped run is no longer the
     same on every machine). ``tts_steps`` trains each latent TTS (0: no TTS stage), judged every
-    ``tts_eval_every`` steps (default: once, at the end)."""
+    ``tts_eval_every`` steps (default: once, at the end); ``tts_nfe_sweep`` also judges the final TTS
+    checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache, extract_features
@@ -341,8 +344,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
         })
     tts = None
     if tts_steps > 0:
-        tts = _tts_stage(out, checkpoints, manifest_path, judge, tts_steps, tts_eval_every or tts_steps, progress,
-                         log)
+        tts = _tts_stage(out, checkpoints, manifest_path, judge, tts_steps, tts_eval_every or tts_steps,
+                         tts_nfe_sweep, progress, log)
     runs = [Path(m["evaluation"][kind]) for m in models for kind in ("recon", "latents", "speech")]
     names = [f"{m['name']}" for m in models for _ in range(3)]
     comparison = compare_reports([*runs, out / "eval" / "clean"], [*names, "clean audio"])
@@ -381,6 +384,10 @@ def _tts_section(tts: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {space['latent_dim']} × {space['frame_rate']:.4g} Hz | "
                      f"{space['steps_per_second']:.2f} | {_pct(point.get('per'))} | {_fmt(point.get('sim'))} |")
     lines.append(f"| real speech (same prompts) | | | {_pct(truth.get('per'))} | {_fmt(truth.get('sim'))} |")
+    nfe = {name: n for name, n in (tts.get("min_nfe") or {}).items() if n is not None}
+    if nfe:
+        lines += ["", "- Smallest NFE within 10 % of NFE 32's PER (final checkpoints): "
+                  + ", ".join(f"{name} {n}" for name, n in nfe.items())]
     lines += ["", f"- Judges: {', '.join(tts['judges'].values())}. SIM: generated clip vs its prompt.",
               f"- Every checkpoint: `{tts['report']}`" + (f"; curves: `{tts['plot']}`" if tts.get("plot") else
                                                             " (`semlat demo --tts-experiment` judges several "

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from semlat.nn.linear import Linear
 
 
 class GeGluMlp(nn.Module):
@@ -29,9 +30,9 @@ class GeGluMlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.w0 = nn.Linear(dim, hidden)
-        self.w1 = nn.Linear(dim, hidden)
-        self.w2 = nn.Linear(hidden, dim)
+        self.w0 = Linear(dim, hidden)
+        self.w1 = Linear(dim, hidden)
+        self.w2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[..., C] -> [..., C]``."""
@@ -53,11 +54,11 @@ class CausalAttention(nn.Module):
         width = max(in_dim, out_dim)
         self.in_dim, self.out_dim, self.num_heads = in_dim, out_dim, num_heads
         self.head_dim = width // num_heads
-        self.qkv = nn.Linear(in_dim, 3 * width, bias=False)
+        self.qkv = Linear(in_dim, 3 * width, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(width))
         self.v_bias = nn.Parameter(torch.zeros(width))
         self.register_buffer("zero_k_bias", torch.zeros(width), persistent=True)
-        self.proj = nn.Linear(out_dim, out_dim)
+        self.proj = Linear(out_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, T, C_in] -> [B, T, C_out]``."""
@@ -90,7 +91,7 @@ class AttnProjection(nn.Module):
         self.channels_first = channels_first
         self.norm1 = nn.LayerNorm(in_dim)
         self.attn = CausalAttention(in_dim, out_dim, num_heads)
-        self.proj = nn.Linear(in_dim, out_dim)
+        self.proj = Linear(in_dim, out_dim)
         self.norm3 = nn.LayerNorm(in_dim)
         self.norm2 = nn.LayerNorm(out_dim)
         self.mlp = GeGluMlp(out_dim, int(out_dim * mlp_ratio))

@@ -40,6 +40,7 @@ from semlat.nn.weight_norm import remove_weight_norm
 from semlat.semantic.regulator import InterpolateRegulator
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
 from semlat.vocoders.istft_decoder import ISTFTDecoder, ISTFTDecoderConfig
+from semlat.nn.linear import Linear
 
 
 @dataclass
@@ -226,8 +227,8 @@ class WaveVAE(OneRateSpace, nn.Module):
         else:
             self.encoder = Encoder(config.encoder_dim, config.encoder_rates, config.encoder_out_dim)
         self.pre_block = AttnProjection(config.encoder_out_dim, config.latent_dim, config.attn_heads)
-        self.fc_mu = nn.Linear(config.latent_dim, config.latent_dim)
-        self.fc_var = nn.Linear(config.latent_dim, config.latent_dim)
+        self.fc_mu = Linear(config.latent_dim, config.latent_dim)
+        self.fc_var = Linear(config.latent_dim, config.latent_dim)
         if config.logvar_init is not None:
             nn.init.zeros_(self.fc_var.weight)
             nn.init.constant_(self.fc_var.bias, config.logvar_init)

@@ -32,6 +32,19 @@ def _split_key(key: int | tuple[int, int], seed: int) -> tuple[int, int]:
     return int(key), item_seed(seed, -1, int(key))
 
 
+class ListDataset(Dataset):
+    """In-memory items (featurised utterances, token/duration pairs), keyed by index or ``(index, seed)``."""
+
+    def __init__(self, items: Sequence[Any]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        return self.items[key[0] if isinstance(key, tuple) else key]
+
+
 def _metadata(manifest: Manifest, index: int) -> dict[str, Any]:
     u = manifest[index]
     return {k: getattr(u, k) for k in OPTIONAL_FIELDS if getattr(u, k) is not None}

@@ -15,12 +15,16 @@ judged on a cross-sentence test set:
   the floor / ceiling (``ground truth``).
 * **x axes**: training steps and training wall-clock (``train_seconds`` of each checkpoint: time in training
   steps only, so evaluation does not count).
+* **NFE sweep**: each space's final checkpoint is also judged at the NFEs of ``nfe_sweep`` (default 4, 8, 16,
+  32); ``min_nfe`` is the smallest whose error rate is within 10 % (relative) of NFE 32's, the setting
+  ``benchmarks/bench_tts.py`` times beside NFE 32.
 
 Output (``out/``)::
 
     <space>/latents/            the training split's latent store (with statistics)
     <space>/run/                the TTS training run (checkpoints every eval_every steps, all kept)
     <space>/eval/step-XXXXXXXX/ generated audio, generated.jsonl and the evaluation (scores/report.md)
+    <space>/eval/nfe-NN/        the final checkpoint at NFE NN (the sweep)
     ground_truth/               the judges on the real target audio
     tts_experiment.json / .md   every point, the settings and judges; convergence.png (PER/WER and SIM
                                 against steps and against minutes)
@@ -53,6 +57,8 @@ from semlat.utils.files import atomic_write_text
 TINY_CONFIGS = {"wave_vae": "tts/tiny_wave_vae", "mel_dcae": "tts/tiny_mel_dcae", "griffin_lim": "tts/tiny_mel",
                 "bigvgan": "tts/tiny_mel", "vocos": "tts/tiny_mel"}
 RESULT_NAME = "tts_experiment"
+NFE_SWEEP = (4, 8, 16, 32)
+NFE_TOLERANCE = 0.10  # min_nfe: error rate within 10 % (relative) of the largest NFE's
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,8 @@ def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: P
 def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manifest: str | os.PathLike, *,
                        asr: str, speaker: str | None = "resemblyzer", mos: str | None = None, steps: int = 3000,
                        eval_every: int = 500, nfe: int = 16, cfg: float = 2.0, seed: int = 0,
-                       overrides: Sequence[str] = (), progress: bool = True, log=print) -> dict[str, Any]:
+                       nfe_sweep: Sequence[int] = NFE_SWEEP, overrides: Sequence[str] = (), progress: bool = True,
+                       log=print) -> dict[str, Any]:
     """Run the experiment (module docstring) into ``out``; returns the result dict (also written as
     ``tts_experiment.json`` / ``.md`` with ``convergence.png``)."""
     if steps < 1 or eval_every < 1:
@@ -171,6 +178,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
                          progress=progress)
     points: list[dict[str, Any]] = []
     trained: dict[str, Any] = {}
+    sweep: dict[str, list[dict[str, Any]]] = {}
     judges = truth["judges"]
     for arm in spaces:
         config = arm.config or tiny_config_for(arm.model)
@@ -194,12 +202,20 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
             figures.pop("judges")
             points.append({"space": arm.name, "step": state["step"],
                            "train_minutes": round(state.get("train_seconds", 0.0) / 60, 3), **figures})
+        final = max((folder / "run" / "checkpoints").glob("step-*"))
+        for n in sorted(set(nfe_sweep)):
+            log(f"[tts experiment] {arm.name}: judging {final.name} at NFE {n}")
+            figures = evaluate_checkpoint(final, rows, folder / "eval" / f"nfe-{n:02d}", asr=asr, speaker=speaker,
+                                          mos=mos, nfe=n, cfg=cfg, seed=seed, progress=progress)
+            figures.pop("judges")
+            sweep.setdefault(arm.name, []).append({"nfe": n, **figures})
     result = {
         "settings": {"steps": steps, "eval_every": eval_every, "nfe": nfe, "cfg": cfg, "seed": seed,
                      "manifest": str(manifest_path.resolve()), "test_utterances": len(rows),
                      "self_prompted": sum(not r["cross"] for r in rows),
                      "overrides": list(overrides), "duration": "F5's ratio rule from the prompt"},
         "judges": judges, "spaces": trained, "ground_truth": _figures(truth), "points": points,
+        "nfe_sweep": sweep, "min_nfe": {name: min_nfe(runs) for name, runs in sweep.items()},
     }
     atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     rate = next((k for k in ("per", "wer") if k in result["ground_truth"]), None)
@@ -209,6 +225,19 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
                            title="tiny TTS on each latent space: " + ", ".join(label for _, label in metrics))
     atomic_write_text(out / f"{RESULT_NAME}.md", render(result))
     return result
+
+
+def min_nfe(runs: Sequence[dict[str, Any]], tolerance: float = NFE_TOLERANCE) -> int | None:
+    """The smallest NFE of a sweep whose error rate (PER, else WER) is at most ``(1 + tolerance)`` times the
+    largest NFE's; None without an error rate."""
+    if not runs:
+        return None
+    ordered = sorted(runs, key=lambda r: r["nfe"])
+    rate = next((k for k in ("per", "wer") if ordered[-1].get(k) is not None), None)
+    if rate is None:
+        return None
+    limit = (1 + tolerance) * ordered[-1][rate]
+    return next(r["nfe"] for r in ordered if r.get(rate) is not None and r[rate] <= limit)
 
 
 def _pct(value: float | None) -> str:
@@ -238,4 +267,14 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {point['space']} | {latent} | {space['steps_per_second']:.2f} | {point['step']} | "
                      f"{point['train_minutes']:.1f} | " + (f"{_pct(point.get(rate))} | " if rate else "")
                      + f"{_num(point.get('sim'))} |")
+    if result.get("nfe_sweep"):
+        lines += ["", "Final checkpoints by NFE (smallest NFE within 10 % of NFE "
+                  f"{max(r['nfe'] for runs in result['nfe_sweep'].values() for r in runs)}'s error rate in bold):", "",
+                  "| space | NFE | " + (f"{rate.upper()} ↓ | " if rate else "") + "SIM ↑ | s / utterance |",
+                  "|---|---:|" + ("---:|" if rate else "") + "---:|---:|"]
+        for name, runs in result["nfe_sweep"].items():
+            for r in runs:
+                nfe = f"**{r['nfe']}**" if r["nfe"] == result["min_nfe"].get(name) else str(r["nfe"])
+                lines.append(f"| {name} | {nfe} | " + (f"{_pct(r.get(rate))} | " if rate else "")
+                             + f"{_num(r.get('sim'))} | {_num(r.get('generation_seconds_per_utterance'))} |")
     return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from semlat.errors import ConfigError
+from semlat.nn.linear import Linear
 
 #: positions of the text sinusoid (about 87 s of 93.75 Hz frames)
 TEXT_POSITIONS = 8192
@@ -88,7 +89,7 @@ class TimestepEmbedding(nn.Module):
     def __init__(self, dim: int, freq_dim: int = 256):
         super().__init__()
         self.freq_dim = freq_dim
-        self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_mlp = nn.Sequential(Linear(freq_dim, dim), nn.SiLU(), Linear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
         return self.time_mlp(sinusoid(t, self.freq_dim).to(self.time_mlp[0].weight.dtype))
@@ -115,10 +116,10 @@ class ConvNeXtV2Block(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, hidden)
+        self.pwconv1 = Linear(dim, hidden)
         self.act = nn.GELU()
         self.grn = GRN(hidden)
-        self.pwconv2 = nn.Linear(hidden, dim)
+        self.pwconv2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         h = rearrange(self.dwconv(rearrange(x, "b n c -> b c n")), "b c n -> b n c")
@@ -199,7 +200,7 @@ class InputEmbedding(nn.Module):
 
     def __init__(self, mel_dim: int, text_dim: int, dim: int):
         super().__init__()
-        self.proj = nn.Linear(2 * mel_dim + text_dim, dim)
+        self.proj = Linear(2 * mel_dim + text_dim, dim)
         self.conv_pos_embed = ConvPositionEmbedding(dim)
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor, drop_audio_cond: bool = False,
@@ -211,25 +212,26 @@ class InputEmbedding(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """x_transformers' rotary embedding: frequencies repeated in interleaved pairs; ``inv_freq`` is persistent
-    (it is in the released checkpoints)."""
+    """x_transformers' rotary embedding (frequencies repeated in interleaved pairs, ``f0, f0, f1, f1, ...``) as
+    one unit complex number per pair; ``inv_freq`` is persistent (it is in the released checkpoints)."""
 
     def __init__(self, dim: int, base: float = 10000.0):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim)))
 
     def forward(self, length: int, device: torch.device) -> Tensor:
-        t = torch.arange(length, device=device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(t, self.inv_freq)
-        return torch.stack([freqs, freqs], dim=-1).flatten(-2)  # [N, dim]: f0, f0, f1, f1, ...
+        """``[N, dim / 2]`` complex64: ``exp(i · n · f_j)``."""
+        t = torch.arange(length, device=device, dtype=torch.float32)
+        return torch.polar(torch.ones(()), torch.outer(t, self.inv_freq.float()))
 
 
-def apply_rotary(x: Tensor, freqs: Tensor) -> Tensor:
-    """Rotate ``x [B, H, N, d]`` by ``freqs [N, d]``; adjacent pairs ``(a, b) -> (-b, a)``."""
-    pairs = rearrange(x, "... (d r) -> ... d r", r=2)
-    rotated = rearrange(torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1), "... d r -> ... (d r)")
-    freqs = freqs.to(x.dtype)
-    return x * freqs.cos() + rotated * freqs.sin()
+def apply_rotary(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate ``x [B, H, N, d]`` by ``rotation [N, d / 2]`` (from :class:`RotaryEmbedding`): each adjacent pair
+    ``(a, b)`` is the complex ``a + ib`` times the pair's unit rotation, i.e. ``x · cos + (-b, a) · sin``, in one
+    complex product."""
+    dtype = x.dtype
+    pairs = torch.view_as_complex(rearrange(x.float(), "... (d r) -> ... d r", r=2).contiguous())
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(dtype)
 
 
 class Attention(nn.Module):
@@ -239,8 +241,8 @@ class Attention(nn.Module):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.pe_attn_head = heads, pe_attn_head
-        self.to_q, self.to_k, self.to_v = nn.Linear(dim, inner), nn.Linear(dim, inner), nn.Linear(dim, inner)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.to_q, self.to_k, self.to_v = Linear(dim, inner), Linear(dim, inner), Linear(dim, inner)
+        self.to_out = nn.Sequential(Linear(inner, dim), nn.Dropout(dropout))
 
     def forward(self, x: Tensor, rope: Tensor, mask: Tensor | None, mask_keys: bool) -> Tensor:
         q, k, v = (rearrange(f(x), "b n (h d) -> b h n d", h=self.heads) for f in (self.to_q, self.to_k, self.to_v))
@@ -266,12 +268,12 @@ class AdaLayerNormZero(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.silu = nn.SiLU()
-        self.linear = nn.Linear(dim, dim * 6)
+        self.linear = Linear(dim, dim * 6)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
     def forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, ...]:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.linear(self.silu(t)).chunk(6, dim=-1)
-        x = self.norm(x) * (1 + scale_msa[:, None]) + shift_msa[:, None]
+        x = torch.addcmul(shift_msa[:, None], self.norm(x), 1 + scale_msa[:, None])  # LN(x)·(1+scale)+shift
         return x, gate_msa, shift_mlp, scale_mlp, gate_mlp
 
 
@@ -281,8 +283,8 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, mult: int, dropout: float):
         super().__init__()
         inner = dim * mult
-        self.ff = nn.Sequential(nn.Sequential(nn.Linear(dim, inner), nn.GELU(approximate="tanh")), nn.Dropout(dropout),
-                                nn.Linear(inner, dim))
+        self.ff = nn.Sequential(nn.Sequential(Linear(dim, inner, activation="gelu_tanh")), nn.Dropout(dropout),
+                                Linear(inner, dim))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ff(x)
@@ -300,9 +302,9 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, rope: Tensor, mask: Tensor | None, mask_keys: bool) -> Tensor:
         normed, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.attn_norm(x, t)
-        x = x + gate_msa[:, None] * self.attn(normed, rope, mask, mask_keys)
-        normed = self.ff_norm(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-        return x + gate_mlp[:, None] * self.ff(normed)
+        x = torch.addcmul(x, gate_msa[:, None], self.attn(normed, rope, mask, mask_keys))
+        normed = torch.addcmul(shift_mlp[:, None], self.ff_norm(x), 1 + scale_mlp[:, None])
+        return torch.addcmul(x, gate_mlp[:, None], self.ff(normed))
 
 
 class AdaLayerNormFinal(nn.Module):
@@ -311,12 +313,12 @@ class AdaLayerNormFinal(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.silu = nn.SiLU()
-        self.linear = nn.Linear(dim, dim * 2)
+        self.linear = Linear(dim, dim * 2)
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         scale, shift = self.linear(self.silu(t)).chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+        return torch.addcmul(shift[:, None], self.norm(x), 1 + scale[:, None])
 
 
 def guidance_batch(embed, time: Tensor, mask: Tensor | None, batch: int, cfg_infer: bool, drop_audio_cond: bool,
@@ -348,7 +350,7 @@ class DiT(nn.Module):
         self.rotary_embed = RotaryEmbedding(config.dim_head)
         self.transformer_blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
         self.norm_out = AdaLayerNormFinal(config.dim)
-        self.proj_out = nn.Linear(config.dim, config.mel_dim)
+        self.proj_out = Linear(config.dim, config.mel_dim)
 
     def embed_text(self, text: Tensor, seq_len: int, drop_text: bool, mask: Tensor | None) -> Tensor:
         return self.text_embed(text, seq_len, drop_text, mask)

@@ -4,6 +4,7 @@
    at ~12 s) and encoded: ``Tp`` latent frames.
 2. The model's text is ``prompt_text + " " + text``.
 3. Duration (F5-TTS's rule): ``Tp + Tp / bytes(prompt_text) · bytes(text) / speed`` frames (UTF-8 bytes), or
+   a duration model's prediction adapted to the prompt's pace (:mod:`.duration`, ``--duration-model``), or
    ``seconds`` given explicitly; never fewer than the text's tokens + 1 backbone positions (the sampler's
    floor, as F5's: the backbone aligns one token per position, so a 5.4 Hz latent speaks at most 5.4 tokens
    a second unless the model splits each frame into ``frame_split`` positions; see :mod:`.tts`).
@@ -28,6 +29,7 @@ from semlat.audio.io import load_audio
 from semlat.checkpoints import load_model_of_type
 from semlat.chunking import chunk_seed
 from semlat.errors import AudioError, ConfigError, DataError
+from semlat.generation.duration import DurationPredictor
 from semlat.generation.tts import TTSModel
 from semlat.inference import LoadedSpace, load
 
@@ -45,11 +47,14 @@ class LoadedTTS:
     model: TTSModel
     space: LoadedSpace
     folder: Path
+    duration: DurationPredictor | None = None  # None: F5's ratio rule
 
 
-def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", space: str | None = None) -> LoadedTTS:
+def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", space: str | None = None,
+             duration: str | os.PathLike | None = None) -> LoadedTTS:
     """The TTS model at ``folder`` (a model folder or a training run) and its latent space (``space``
-    overrides the path the model records). A space of other rates or size is a one-line ConfigError."""
+    overrides the path the model records); ``duration``: a duration model folder (or run) to set lengths
+    instead of F5's ratio rule. A space of other rates or size is a one-line ConfigError."""
     model, _, resolved = load_model_of_type(folder, "tts", "a TTS model", "train one with `semlat train tts/...`")
     path = Path(space or model.config.space)
     if not path.is_absolute():
@@ -60,7 +65,12 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     if loaded.latent_dim != model.config.latent_dim or abs(loaded.frame_rate - model.config.frame_rate) > 1e-6:
         raise ConfigError(f"{path}: a latent space of {loaded.latent_dim} x {loaded.frame_rate:g} Hz, but the TTS "
                           f"model {resolved} was trained on {model.config.latent_dim} x {model.config.frame_rate:g} Hz")
-    return LoadedTTS(model.to(loaded.device).eval(), loaded, resolved)
+    predictor = None
+    if duration is not None:
+        predictor, _, _ = load_model_of_type(duration, "duration", "a duration model",
+                                             "train one with `semlat train duration/...`")
+        predictor = predictor.to(loaded.device).eval()
+    return LoadedTTS(model.to(loaded.device).eval(), loaded, resolved, predictor)
 
 
 def split_text(text: str, max_bytes: int) -> list[str]:
@@ -129,6 +139,8 @@ def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str
     space, model = tts.space, tts.model
     prompt_frames = latents.shape[1]
     ids = model.front_end().encode([prompt_text.strip() + " " + text.strip()]).to(space.device)
+    if seconds is None and tts.duration is not None:
+        seconds = tts.duration.target_seconds(prompt_text, prompt_frames / model.config.frame_rate, text, speed)
     if seconds is not None:
         total = prompt_frames + round(seconds * model.config.frame_rate)
     else:

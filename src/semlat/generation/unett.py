@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semlat.errors import ConfigError
+from semlat.nn.linear import Linear
 from semlat.generation.dit import (
     Attention,
     FeedForward,
@@ -81,14 +82,14 @@ class UNetT(nn.Module):
         self.rotary_embed = RotaryEmbedding(config.dim_head)
         layers = []
         for index in range(config.depth):
-            skip = nn.Linear(2 * config.dim, config.dim, bias=False) if index >= config.depth // 2 else None
+            skip = Linear(2 * config.dim, config.dim, bias=False) if index >= config.depth // 2 else None
             layers.append(nn.ModuleList([
                 skip if skip is not None else nn.Identity(), RMSNorm(config.dim),
                 Attention(config.dim, config.heads, config.dim_head, config.dropout, config.pe_attn_head),
                 RMSNorm(config.dim), FeedForward(config.dim, config.ff_mult, config.dropout)]))
         self.layers = nn.ModuleList(layers)
         self.norm_out = RMSNorm(config.dim)
-        self.proj_out = nn.Linear(config.dim, config.mel_dim)
+        self.proj_out = Linear(config.dim, config.mel_dim)
 
     def forward(self, x: Tensor, cond: Tensor, text: Tensor, time: Tensor, mask: Tensor | None = None,
                 drop_audio_cond: bool = False, drop_text: bool = False, cfg_infer: bool = False) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from semlat.nn.linear import Linear
 
 
 class AdaLayerNorm(nn.Module):
@@ -58,9 +59,9 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
         self.norm = _norm(channels, adanorm_num_embeddings)
-        self.pwconv1 = nn.Linear(channels, hidden)
+        self.pwconv1 = Linear(channels, hidden)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Linear(hidden, channels)
+        self.pwconv2 = Linear(hidden, channels)
         self.gamma = nn.Parameter(torch.full((channels,), layer_scale)) if layer_scale > 0 else None
 
     def forward(self, x: Tensor, cond_id: Tensor | None = None) -> Tensor:

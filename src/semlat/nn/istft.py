@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
+from semlat.nn.linear import Linear
 
 PADDINGS = ("center", "same")
 MAX_MAGNITUDE = 1e2
@@ -54,7 +55,7 @@ class ISTFTHead(nn.Module):
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         self.n_fft, self.hop_length, self.padding = n_fft, hop_length, padding
-        self.out = nn.Linear(dim, n_fft + 2)
+        self.out = Linear(dim, n_fft + 2)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def spectrum(self, x: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from semlat.errors import ConfigError
 from semlat.nn.convnext import ConvNeXtBackbone
 from semlat.nn.istft import spectral_istft
+from semlat.nn.linear import Linear
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ISTFTDecoder(nn.Module):
         u = config.upsample
         self.upsample = (nn.ConvTranspose1d(config.channels, config.channels, 2 * u, stride=u, padding=u // 2)
                          if u > 1 else nn.Identity())
-        self.out = nn.Linear(config.channels, self.n_fft + 2)
+        self.out = Linear(config.channels, self.n_fft + 2)
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, latents: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ RECIPES = MappingProxyType({
     "teacher": "semlat.training.recipes.teacher:TeacherRecipe",
     "judge": "semlat.training.recipes.judge:JudgeRecipe",
     "tts": "semlat.training.recipes.tts:TTSRecipe",
+    "duration": "semlat.training.recipes.duration:DurationRecipe",
 })
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from einops import rearrange
 from torch import nn
-from torch.utils.data import Dataset
 
+from semlat.data.datasets import ListDataset
 from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError, DataError
 from semlat.evaluation.ctc_judge import (
@@ -113,19 +113,6 @@ class JudgeRecipeConfig:
             raise ConfigError(f"recipe must be 'judge' for this config, got {self.recipe!r}")
 
 
-class _Items(Dataset):
-    """Featurised utterances, indexed by sampler keys."""
-
-    def __init__(self, items: list[Item]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> Item:
-        return self.items[key[0] if isinstance(key, tuple) else key]
-
-
 class JudgeRecipe(Recipe):
     """CTC on whole utterances."""
 
@@ -175,7 +162,7 @@ class JudgeRecipe(Recipe):
         return self.config.optim
 
     def train_dataset(self):
-        return _Items(self.train_items), collate_items
+        return ListDataset(self.train_items), collate_items
 
     # ---------------------------------------------------------------- one step
     def train_step(self, batches: Sequence[Any], step: int) -> dict[str, float]:

@@ -1,0 +1,224 @@
+"""Speed of latent TTS: one DiT step against the reference F5-TTS, and real-time factor against frame rate.
+
+    python benchmarks/bench_tts.py dit-step [--size base|small] [--frames 938] [--reference-src F5-TTS/src]
+    python benchmarks/bench_tts.py rtf --experiment DEMO/tts [--seconds 10] [--nfe 32]
+    python benchmarks/bench_tts.py rtf-size [--size small] [--seconds 10] [--nfe 32]
+
+Everything runs in ``torch.inference_mode()``, fp32, ``--threads`` threads (default 2), each measurement in a
+fresh process (peak RSS), medians of ``--repeats`` after one warm-up.
+
+``dit-step``: one classifier-free-guidance step of the F5-TTS v1 DiT (``cfg_infer``: batch 2, the
+conditional and the unconditional row) at ``--frames`` frames (938 = 10 s of F5's 24 kHz mel) with a
+``--text``-token text, random weights (every tensor, AdaLN-zero layers included, so nothing is zero).
+With ``--reference-src`` (the ``src`` folder of a checkout of github.com/SWivid/F5-TTS) the reference DiT
+runs in the same process with the **same weights** (semlat's keys are the release's), alternating with
+semlat's so that machine load hits both alike; the table gives both medians, the ratio and the largest
+output difference. The reference imports torchaudio (for its mel front-end, unused by the DiT) and its
+tokenizer's packages; the benchmark loads ``f5_tts.model.backbones.dit`` with those imports stubbed, so it
+needs only ``x_transformers`` (``pip install x_transformers -c <your torch pin>``) and librosa.
+
+``rtf``: the trained TTS of a convergence experiment (``semlat demo --tts-experiment`` writes
+``DEMO/tts``): for each latent space, the final checkpoint generates ``--seconds`` of speech after a test
+prompt at NFE 32 and at the experiment's ``min_nfe`` (the smallest NFE whose judge error rate is within 10 %
+of NFE 32's), the whole pipeline (prompt encoding, the sampler, decoding); real-time factor = wall time /
+seconds generated.
+
+``rtf-size``: the same frame rates (93.75 Hz F5 mel, 40 Hz waveform VAE, 5.4 Hz DC-VAE with ``frame_split``
+4) at an equal, larger DiT (``--size``, random weights, DiT steps only): how the sampler's cost scales with
+the latent frame rate when the backbone is big.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+from timing import median_seconds, print_table, run_in_subprocess
+
+SIZES = {"base": {}, "small": {"dim": 768, "depth": 18, "heads": 12}, "tiny": {"dim": 128, "depth": 4, "heads": 2}}
+#: F5 mel, the 16 kHz waveform VAE (hop 400) and the 5.4 Hz DC-VAE whose frames split into 4 positions.
+RATES = (("mel 24 kHz / 256", 93.75, 100, 1), ("wave VAE", 40.0, 64, 1), ("DC-VAE", 22050 / 256 / 16, 256, 4))
+
+
+def _peak_mib() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Every parameter random (the releases zero-init AdaLN and the output layer: a zero step is no test)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * (0.5 / max(1, p.shape[-1]) ** 0.5))
+
+
+def _reference_dit_class(src: str):
+    """``f5_tts.model.backbones.dit.DiT`` from a source checkout, without its package ``__init__`` (which
+    imports the trainer) and with the imports the DiT never uses stubbed."""
+    src_path = Path(src).expanduser().resolve()
+    if not (src_path / "f5_tts" / "model" / "backbones" / "dit.py").is_file():
+        raise SystemExit(f"{src_path}: not F5-TTS's src folder (no f5_tts/model/backbones/dit.py)")
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # the mel front-end only
+    for name, folder in (("f5_tts", "f5_tts"), ("f5_tts.model", "f5_tts/model"),
+                         ("f5_tts.model.backbones", "f5_tts/model/backbones")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(src_path / folder)]
+        sys.modules[name] = package
+    utils = types.ModuleType("f5_tts.model.utils")  # the tokenizer helpers (rjieba, pypinyin)
+    utils.is_package_available = lambda name: False  # no flash-attn
+    sys.modules["f5_tts.model.utils"] = utils
+    return importlib.import_module("f5_tts.model.backbones.dit").DiT
+
+
+def _dit_step(size: str, frames: int, text_len: int, threads: int, repeats: int, reference: str | None):
+    from semlat.generation.dit import DiT, DiTConfig
+
+    torch.set_num_threads(threads)
+    config = DiTConfig(**SIZES[size], attn_mask=False)
+    with torch.inference_mode():
+        model = DiT(config).eval()
+        _randomize(model)
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(1, frames, config.mel_dim, generator=generator)
+        cond = torch.randn(1, frames, config.mel_dim, generator=generator)
+        cond[:, frames // 3:] = 0
+        text = torch.randint(0, config.text_num_embeds, (1, text_len), generator=generator)
+        time_ = torch.tensor([0.4])
+
+        def ours():
+            return model(x, cond, text, time_, cfg_infer=True)
+
+        result = {"params": sum(p.numel() for p in model.parameters())}
+        if reference is None:
+            baseline = _peak_mib()
+            result["ours"] = median_seconds(ours, repeats=repeats, warmup=1)
+            result["peak"] = _peak_mib() - baseline
+            return result
+        ref_cls = _reference_dit_class(reference)
+        ref = ref_cls(dim=config.dim, depth=config.depth, heads=config.heads, dim_head=config.dim_head,
+                      ff_mult=config.ff_mult, mel_dim=config.mel_dim, text_num_embeds=config.text_num_embeds,
+                      text_dim=config.text_dim, conv_layers=config.conv_layers, text_mask_padding=True,
+                      pe_attn_head=None, attn_backend="torch", attn_mask_enabled=False).eval()
+        ref.load_state_dict(model.state_dict(), strict=True)
+
+        def theirs():
+            return ref(x, cond, text, time_, cfg_infer=True)
+
+        result["max_abs_diff"] = float((ours() - theirs()).abs().max())
+        result["max_abs"] = float(theirs().abs().max())
+        ours_times, theirs_times = [], []
+        for _ in range(repeats):  # alternate so that load on the machine hits both alike
+            for fn, times in ((ours, ours_times), (theirs, theirs_times)):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+        result["ours"] = sorted(ours_times)[len(ours_times) // 2]
+        result["theirs"] = sorted(theirs_times)[len(theirs_times) // 2]
+    return result
+
+
+def _rtf_size(size: str, rate: float, latent_dim: int, split: int, seconds: float, nfe: int, threads: int):
+    from semlat.generation.dit import DiT, DiTConfig
+    from semlat.generation.flow import sample
+
+    torch.set_num_threads(threads)
+    config = DiTConfig(**SIZES[size], mel_dim=latent_dim // split)
+    with torch.inference_mode():
+        model = DiT(config).eval()
+        _randomize(model)
+        prompt = round(3.0 * rate) * split  # a 3 s prompt, then `seconds` of speech
+        total = prompt + round(seconds * rate) * split
+        cond = torch.randn(1, prompt, config.mel_dim)
+        text = torch.randint(0, config.text_num_embeds, (1, max(1, total // 2)))
+        baseline = _peak_mib()
+        start = time.perf_counter()
+        sample(model, cond, text, torch.tensor([total]), steps=nfe, cfg=2.0, seed=0)
+        elapsed = time.perf_counter() - start
+    return {"frames": total, "seconds": elapsed, "peak": _peak_mib() - baseline}
+
+
+def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, repeats: int):
+    from semlat.data.manifest import Manifest
+    from semlat.experiments.tts_convergence import cross_sentence_rows
+    from semlat.generation.synthesis import load_tts, synthesize
+
+    torch.set_num_threads(threads)
+    folder = Path(experiment)
+    result = json.loads((folder / "tts_experiment.json").read_text())
+    row = cross_sentence_rows(Manifest.read(result["settings"]["manifest"]))[0]
+    final = max((folder / name / "run" / "checkpoints").glob("step-*"))
+    tts = load_tts(final, "cpu")
+    with torch.inference_mode():
+        def run():
+            return synthesize(tts, row["text"], row["prompt"], row["prompt_text"], nfe=nfe, seconds=seconds, seed=0)
+
+        baseline = _peak_mib()
+        audio = run()
+        elapsed = median_seconds(run, repeats=repeats, warmup=0)
+        peak = _peak_mib() - baseline
+    return {"seconds": elapsed, "generated": audio.shape[-1] / tts.space.output_rate, "peak": peak,
+            "rate": tts.space.frame_rate, "min_nfe": result.get("min_nfe", {}).get(name)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size"))
+    parser.add_argument("--size", choices=tuple(SIZES), default=None, help="dit-step: base; rtf-size: small")
+    parser.add_argument("--frames", type=int, default=938)
+    parser.add_argument("--text", type=int, default=300, help="dit-step: text tokens")
+    parser.add_argument("--reference-src", default=None, help="F5-TTS's src folder (dit-step side by side)")
+    parser.add_argument("--experiment", default=None, help="rtf: the experiment folder (DEMO/tts)")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--nfe", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {args.threads} thread(s), inference mode, fp32")
+    if args.op == "dit-step":
+        size = args.size or "base"
+        r = run_in_subprocess(_dit_step, size, args.frames, args.text, args.threads, args.repeats, args.reference_src)
+        row = [f"F5 v1 {size}", f"{r['params'] / 1e6:.0f}M", f"{args.frames}", f"{r['ours']:.3f} s"]
+        if "theirs" in r:
+            row += [f"{r['theirs']:.3f} s", f"{r['theirs'] / r['ours']:.2f}x",
+                    f"{r['max_abs_diff']:.1e} (of {r['max_abs']:.1f})"]
+            print_table(["DiT", "params", "frames", "semlat", "reference", "speed-up", "max |diff|"], [row])
+        else:
+            print_table(["DiT", "params", "frames", "semlat", "peak work"], [row + [f"{r['peak']:.0f} MiB"]])
+    elif args.op == "rtf-size":
+        size = args.size or "small"
+        rows = []
+        for label, rate, dim, split in RATES:
+            r = run_in_subprocess(_rtf_size, size, rate, dim, split, args.seconds, args.nfe, args.threads)
+            rows.append((label, f"{rate:.4g} Hz", f"{dim}" + (f" (split {split})" if split > 1 else ""),
+                         r["frames"], args.nfe, f"{r['seconds']:.2f} s", f"{r['seconds'] / args.seconds:.3f}",
+                         f"{r['peak']:.0f} MiB"))
+        print(f"DiT {size}, random weights, {args.seconds:g} s after a 3 s prompt, CFG sampler only")
+        print_table(["latent", "rate", "dim", "positions", "NFE", "time", "RTF", "peak work"], rows)
+    else:
+        if not args.experiment:
+            raise SystemExit("rtf needs --experiment DEMO/tts (from `semlat demo --tts-experiment`)")
+        names = list(json.loads((Path(args.experiment) / "tts_experiment.json").read_text())["spaces"])
+        rows = []
+        for name in names:
+            first = run_in_subprocess(_rtf, args.experiment, name, args.nfe, args.seconds, args.threads, args.repeats)
+            settings = [(args.nfe, first)]
+            if first["min_nfe"] and first["min_nfe"] != args.nfe:
+                settings.append((first["min_nfe"], run_in_subprocess(_rtf, args.experiment, name, first["min_nfe"],
+                                                                     args.seconds, args.threads, args.repeats)))
+            for nfe, r in settings:
+                rows.append((name, f"{r['rate']:.4g} Hz", nfe, f"{r['generated']:.2f} s", f"{r['seconds']:.2f} s",
+                             f"{r['seconds'] / r['generated']:.3f}", f"{r['peak']:.0f} MiB"))
+        print("trained tiny TTS of the experiment, whole pipeline (prompt encoding, sampler, decoding)")
+        print_table(["space", "rate", "NFE", "generated", "time", "RTF", "peak work"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""LibriSpeech-PC test-clean cross-sentence evaluation in one command (``semlat eval cross-sentence``).
+
+The protocol of F5-TTS and of the Semantic-VAE paper's TTS table: each line of the list pairs a prompt
+utterance with another utterance of the same speaker; the model says the target's text in the prompt's voice,
+Whisper transcribes the result (WER against the target text) and a speaker-verification model compares it
+with the prompt (SIM). The list is F5-TTS's ``librispeech_pc_test_clean_cross_sentence.lst`` (1127 pairs of
+4–10 s utterances), tab-separated, one pair per line::
+
+    ref_utt <TAB> ref_dur <TAB> ref_txt <TAB> gen_utt <TAB> gen_dur <TAB> gen_txt
+
+Utterance ids are LibriSpeech's ``speaker-chapter-index``; audio is read from ``ROOT/speaker/chapter/<id>.flac``
+(``ROOT`` = the ``LibriSpeech/test-clean`` folder). Durations: F5's ratio rule from the prompt (the paper's
+setting) or, with ``truth_duration``, the target's real duration (``gen_dur``).
+
+Output (``out/``): ``audio/<gen_utt>.wav`` (resumes: existing files are kept), ``generated.jsonl`` (the
+listing :func:`~semlat.evaluation.generation_eval.evaluate_tts` scores), ``scores/`` (its report), and
+``config.json`` (the resolved settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from semlat.chunking import chunk_seed
+from semlat.errors import DataError
+from semlat.evaluation.generation_eval import evaluate_tts
+from semlat.generation.synthesis import load_tts, synthesize_to_file
+from semlat.utils.files import atomic_write_text
+
+FIELDS = ("ref_utt", "ref_dur", "ref_txt", "gen_utt", "gen_dur", "gen_txt")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One line of the list: the prompt utterance and the target utterance (same speaker)."""
+
+    prompt: Path
+    prompt_text: str
+    target_id: str
+    target_seconds: float
+    target_text: str
+
+
+def librispeech_path(root: Path, utterance: str) -> Path:
+    """``ROOT/speaker/chapter/<utterance>.flac`` for a LibriSpeech id ``speaker-chapter-index``."""
+    parts = utterance.split("-")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{utterance!r} is not a LibriSpeech utterance id (speaker-chapter-index)")
+    return root / parts[0] / parts[1] / f"{utterance}.flac"
+
+
+def read_cross_sentence_list(path: str | os.PathLike, root: str | os.PathLike) -> list[Pair]:
+    """The pairs of an F5-TTS cross-sentence list (module docstring); one-line errors name the file and line,
+    and a missing audio file is reported before anything is generated."""
+    path, root = Path(path), Path(root)
+    if not path.is_file():
+        raise DataError(f"{path}: no such list file")
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (give LibriSpeech's test-clean folder)")
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = line.split("\t")
+        if len(fields) != len(FIELDS):
+            raise DataError(f"{where}: expected {len(FIELDS)} tab-separated fields ({', '.join(FIELDS)}), "
+                            f"got {len(fields)}")
+        ref_utt, _, ref_txt, gen_utt, gen_dur, gen_txt = (f.strip() for f in fields)
+        try:
+            prompt = librispeech_path(root, ref_utt)
+            librispeech_path(root, gen_utt)
+            seconds = float(gen_dur)
+        except ValueError as err:
+            raise DataError(f"{where}: {err}") from None
+        if not ref_txt or not gen_txt:
+            raise DataError(f"{where}: empty prompt or target text")
+        if not prompt.is_file():
+            raise DataError(f"{where}: prompt audio {prompt} not found")
+        pairs.append(Pair(prompt, ref_txt, gen_utt, seconds, gen_txt))
+    if not pairs:
+        raise DataError(f"{path}: no pairs")
+    return pairs
+
+
+def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, root: str | os.PathLike,
+                       out: str | os.PathLike, *, asr: str | None, speaker: str | None, mos: str | None = None,
+                       nfe: int = 32, cfg: float = 2.0, sway: float = -1.0, seed: int = 0,
+                       truth_duration: bool = False, device: str = "cpu", batch_size: int = 8,
+                       progress: bool = True) -> dict[str, Any]:
+    """Generate every pair of ``listing`` with the TTS ``model`` and score it (module docstring); returns the
+    evaluation report. Pair ``i`` is seeded ``chunk_seed(seed, i)``."""
+    from tqdm import tqdm
+
+    pairs = read_cross_sentence_list(listing, root)
+    out = Path(out)
+    tts = load_tts(model, device)
+    settings = {"model": str(Path(model).resolve()), "list": str(Path(listing).resolve()),
+                "root": str(Path(root).resolve()), "pairs": len(pairs), "nfe": nfe, "cfg": cfg, "sway": sway,
+                "seed": seed, "duration": "the target's real duration" if truth_duration else
+                "F5's ratio rule from the prompt", "asr": asr, "speaker": speaker, "mos": mos}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(settings, indent=2) + "\n")
+    rows = []
+    for index, pair in enumerate(tqdm(pairs, desc="tts", unit="utt", disable=not progress)):
+        audio = out / "audio" / f"{pair.target_id}.wav"
+        if not audio.is_file():
+            synthesize_to_file(tts, audio, text=pair.target_text, prompt=pair.prompt, prompt_text=pair.prompt_text,
+                               nfe=nfe, cfg=cfg, sway=sway, seed=chunk_seed(seed, index),
+                               seconds=pair.target_seconds if truth_duration else None)
+        rows.append(json.dumps({"id": pair.target_id, "audio": f"audio/{audio.name}", "text": pair.target_text,
+                                "prompt": str(pair.prompt)}, ensure_ascii=False))
+    atomic_write_text(out / "generated.jsonl", "\n".join(rows) + "\n")
+    return evaluate_tts(out / "generated.jsonl", out / "scores", asr=asr, speaker=speaker, mos=mos, device=device,
+                        batch_size=batch_size, progress=progress)

@@ -29,6 +29,13 @@ def test_fast_path_matches_dense_linear_and_follows_weight_updates(activation):
     assert set(layer.state_dict()) == {"weight", "bias"}  # the packed weight is never saved
 
 
+def test_a_layer_built_in_inference_mode_runs():
+    with torch.inference_mode():
+        layer = Linear(8, 4)
+        x = torch.randn(3, 8)
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+
+
 def test_switch_off_and_bad_activation(monkeypatch):
     monkeypatch.setenv("SEMLAT_ONEDNN_LINEAR", "0")
     layer = Linear(8, 4)

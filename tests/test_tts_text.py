@@ -38,9 +38,9 @@ def vocab_file(examples, tmp_path_factory):
 
 
 def test_char_tokens_follow_f5_rules(examples):
+    assert any(_has_cjk(e["text"]) for e in examples["examples"])  # Chinese: F5's pinyin branch too
     for example in examples["examples"]:
-        if not _has_cjk(example["text"]):
-            assert char_tokens(example["text"]) == example["pinyin_tokens"], example["text"]
+        assert char_tokens(example["text"]) == example["pinyin_tokens"], example["text"]
     assert char_tokens("hi,there") == ["h", "i", ",", " ", "t", "h", "e", "r", "e"]  # a space after ','
     assert char_tokens('say: "ok"') == ["s", "a", "y", ":", " ", '"', "o", "k", '"']
 
@@ -51,9 +51,9 @@ def test_vocab_ids_and_padding(examples, vocab_file):
     for token, index in examples["token_to_id_probe"].items():
         assert vocab.ids([token]) == [0 if index is None else index]  # unknown tokens are 0, like the space
     front = TextFrontEnd(vocab)
-    texts = [e["text"] for e in examples["examples"] if not _has_cjk(e["text"])]
+    texts = [e["text"] for e in examples["examples"]]
     ids = front.encode(texts)
-    for row, example in zip(ids, [e for e in examples["examples"] if not _has_cjk(e["text"])]):
+    for row, example in zip(ids, examples["examples"]):
         n = len(example["ids"])
         assert row[:n].tolist() == example["ids"] and bool((row[n:] == -1).all())
     english = examples["batch_padding_example"]["ids"][1]
@@ -67,6 +67,17 @@ def test_phonemes_through_espeak(synth_tools):
     vocab = Vocab.build([tokens])
     ids = TextFrontEnd(vocab, "phonemes").encode(["Hello world", "world"])
     assert ids.shape[0] == 2 and int(ids[1, -1]) == -1 and bool((ids[0] >= 0).all())
+
+
+def test_chinese_without_the_zh_extra_is_a_one_line_error(monkeypatch):
+    import sys
+
+    from semlat.errors import ToolMissingError
+
+    monkeypatch.setitem(sys.modules, "rjieba", None)  # as if not installed
+    with pytest.raises(ToolMissingError, match=r"semlat\[zh\]"):
+        char_tokens("你好")
+    assert char_tokens("hi there") == ["h", "i", " ", "t", "h", "e", "r", "e"]  # English needs neither
 
 
 def test_bad_text_and_vocab_are_one_line_errors(tmp_path):

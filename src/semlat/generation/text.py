@@ -9,9 +9,10 @@ becomes their filler 0).
 and curly quotes straight ones; the text is cut into runs of ``[A-Za-z0-9+#&._%-]``, single whitespace
 characters and single other characters (what jieba does to text without CJK); each run is emitted
 character by character, preceded by a ``" "`` when something was emitted already, the run is longer than
-one character and the last token is not a space, ``:``, ``'`` or ``"``. Chinese characters (U+3100-U+9FFF)
-stay as they are: F5's pinyin conversion (jieba + pypinyin) is not part of semlat, so a Chinese vocab needs
-its text given as pinyin tokens.
+one character and the last token is not a space, ``:``, ``'`` or ``"``. Text with Chinese characters
+(U+3100-U+9FFF) takes F5's pinyin branch (:func:`pinyin_tokens`, the optional ``zh`` extra: rjieba and
+pypinyin): jieba's words; a word of only CJK characters becomes its tone-numbered pinyin syllables (TONE3,
+tone sandhi on, each after a ``" "``), a mixed word is converted character by character.
 
 **Phonemes** (:func:`phoneme_tokens`): espeak-ng's IPA split into symbols (:func:`~semlat.data.text.split_phonemes`)
 with ``" "`` between words; the vocabulary is built from the training data (:meth:`Vocab.build`).
@@ -36,13 +37,54 @@ _NO_SPACE_AFTER = {" ", ":", "'", '"'}
 _TRANSLATE = str.maketrans({";": ",", "\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 
 
+def _is_chinese(c: str) -> bool:
+    return "\u3100" <= c <= "\u9fff"
+
+
 def char_tokens(text: str) -> list[str]:
     """F5-TTS's character tokens of ``text`` (see the module docstring)."""
+    text = text.translate(_TRANSLATE)
+    if any(_is_chinese(c) for c in text):
+        return pinyin_tokens(text)
     tokens: list[str] = []
-    for run in _RUN.findall(text.translate(_TRANSLATE)):
+    for run in _RUN.findall(text):
         if len(run) > 1 and tokens and tokens[-1] not in _NO_SPACE_AFTER:
             tokens.append(" ")
         tokens.extend(run)
+    return tokens
+
+
+def pinyin_tokens(text: str) -> list[str]:
+    """F5-TTS's tokens of text with Chinese characters (module docstring); needs rjieba and pypinyin."""
+    try:
+        import rjieba
+        from pypinyin import Style, lazy_pinyin
+    except ImportError:
+        raise ToolMissingError("Chinese text needs rjieba and pypinyin: pip install 'semlat[zh]'") from None
+
+    def syllables(chars: str) -> list[str]:
+        return lazy_pinyin(chars, style=Style.TONE3, tone_sandhi=True)
+
+    tokens: list[str] = []
+    for word in rjieba.cut(text.translate(_TRANSLATE)):
+        size = len(word.encode("utf-8"))
+        if size == len(word):  # letters, digits and symbols only
+            if tokens and size > 1 and tokens[-1] not in _NO_SPACE_AFTER:
+                tokens.append(" ")
+            tokens.extend(word)
+        elif size == 3 * len(word):  # CJK only: the word's pinyin (polyphones resolved in context)
+            for c, syllable in zip(word, syllables(word), strict=True):
+                if _is_chinese(c):
+                    tokens.append(" ")
+                tokens.append(syllable)
+        else:  # mixed: character by character
+            for c in word:
+                if ord(c) < 256:
+                    tokens.append(c)
+                elif _is_chinese(c):
+                    tokens += [" ", *syllables(c)]
+                else:
+                    tokens.append(c)
     return tokens
 
 

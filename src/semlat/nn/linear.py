@@ -46,7 +46,8 @@ class Linear(nn.Linear):
                 and self.weight.dtype == torch.float32 and onednn_linear_enabled())
 
     def _packed_weight(self) -> Tensor:
-        key = (self.weight.data_ptr(), self.weight._version)
+        # inference tensors (made under torch.inference_mode) have no version counter
+        key = (self.weight.data_ptr(), -1 if self.weight.is_inference() else self.weight._version)
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(self.weight, None))
         return self._packed[1]

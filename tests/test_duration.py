@@ -70,3 +70,21 @@ def test_tts_uses_the_duration_model(duration_run, demo_corpus, model_dir, tmp_p
     assert abs(audio.shape[-1] // hop - expected) <= 2  # the predictor's length, not the ratio rule's
     with pytest.raises(Exception, match="a duration model"):
         load_tts(run, "cpu", duration=run)  # a TTS folder is no duration model
+
+
+def _ddp_config(manifest, run_dir):
+    from semlat.configs import builtin_config
+    from semlat.training.recipes import load_recipe
+
+    return load_recipe(builtin_config("duration/tiny"), [f"data.train={manifest}", f"run_dir={run_dir}",
+                                                         "train.max_steps=2", *TINY])
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(demo_corpus, tmp_path):
+    """Two gloo processes: each rank trains on its own utterances; DDP keeps the weights identical."""
+    import functools
+
+    from conftest import check_recipe_ddp
+
+    check_recipe_ddp(functools.partial(_ddp_config, str(demo_corpus / "manifest.jsonl")), tmp_path)

@@ -49,6 +49,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "vocos": "semlat.vocoders.vocos:Vocos",
     "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
     "tts": "semlat.generation.tts:TTSModel",
+    "dasheng": "semlat.semantic.dasheng:Dasheng",
     "duration": "semlat.generation.duration:DurationPredictor",
 })
 
@@ -59,6 +60,7 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
     "dc-speech-vae": "semlat.autoencoders.import_dc_speech_vae:import_dc_speech_vae",
     "vocos": "semlat.vocoders.import_vocos:import_vocos",
     "f5-tts": "semlat.generation.import_f5:import_f5_tts",
+    "dasheng": "semlat.semantic.import_dasheng:import_dasheng",
 })
 
 _MAX_LISTED = 8

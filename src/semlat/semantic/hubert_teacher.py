@@ -52,7 +52,7 @@ from torch import nn
 
 from semlat.audio.io import load_audio
 from semlat.audio.mfcc import MFCC, MFCCConfig, dct_matrix, deltas, lifter_weights, mfcc
-from semlat.checkpoints import load_model_of_type
+from semlat.checkpoints import CONFIG_NAME, load_model_of_type, resolve_model_folder
 from semlat.config import from_dict, read_json_object
 from semlat.errors import CheckpointError, ConfigError, DataError
 from semlat.semantic.teachers import Teacher, TeacherSpec
@@ -75,6 +75,8 @@ CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 LABEL_STRIDE = 2
 #: files of a teacher folder of semlat 0.1 (still loadable)
 TEACHER_JSON = "teacher.json"
+#: model types that are teachers (their class has ``as_teacher(spec, folder)``)
+TEACHER_MODEL_TYPES = ("hubert_teacher", "dasheng")
 HUBERT_DIR = "hubert"
 KMEANS_FILE = "kmeans.safetensors"
 
@@ -424,16 +426,21 @@ def load_semlat_teacher(spec: TeacherSpec) -> Teacher:
     """The teacher a ``semlat:`` spec names, whose ``spec`` is the semlat spec.
 
     The path is a ``hubert_teacher`` model folder, a training run of the ``teacher`` recipe (its latest
-    checkpoint), or a folder written by earlier versions (``teacher.json`` + ``hubert/``). ``semlat:<folder>``
-    (no layers) uses the model's recommended layer; ``@k``, ``@i,j`` and ``@all`` select layers as for
-    ``hf:`` specs."""
+    checkpoint), an imported Dasheng (``semlat import dasheng``), or a folder written by earlier versions
+    (``teacher.json`` + ``hubert/``). ``semlat:<folder>`` (no layers) uses the model's recommended layer;
+    ``@k``, ``@i,j`` and ``@all`` select layers as for ``hf:`` specs (a Dasheng gives its last layer)."""
     spec = TeacherSpec.parse(spec)
     given = Path(spec.path)
     if (given / TEACHER_JSON).is_file():
         return _load_legacy_teacher(spec, given)
+    model_type = "hubert_teacher"
+    meta_path = resolve_model_folder(given) / CONFIG_NAME
+    if meta_path.is_file():
+        kind = read_json_object(meta_path, "model description").get("model_type")
+        model_type = kind if kind in TEACHER_MODEL_TYPES else model_type
     try:
-        model, _, folder = load_model_of_type(given, "hubert_teacher", "a semlat teacher",
-                                             "make one with `semlat teacher train`")
+        model, _, folder = load_model_of_type(given, model_type, "a semlat teacher",
+                                             "make one with `semlat teacher train` or `semlat import dasheng`")
     except CheckpointError as err:
         raise ConfigError(str(err)) from None
     return model.as_teacher(spec, folder)

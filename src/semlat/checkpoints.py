@@ -50,6 +50,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
     "tts": "semlat.generation.tts:TTSModel",
     "dasheng": "semlat.semantic.dasheng:Dasheng",
+    "semantic_vocoder": "semlat.autoencoders.semantic_vocoder:SemanticVocoder",
     "duration": "semlat.generation.duration:DurationPredictor",
 })
 
@@ -61,6 +62,7 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
     "vocos": "semlat.vocoders.import_vocos:import_vocos",
     "f5-tts": "semlat.generation.import_f5:import_f5_tts",
     "dasheng": "semlat.semantic.import_dasheng:import_dasheng",
+    "semantic-vocoder": "semlat.autoencoders.import_semantic_vocoder:import_semantic_vocoder",
 })
 
 _MAX_LISTED = 8

@@ -116,13 +116,18 @@ def data_stats(manifest) -> None:
 @click.option("--config", "config", type=click.Path(), default=None, help="The reference's model config.")
 @click.option("--vocoder", type=click.Path(), default=None, help="A semlat vocoder folder, where the kind needs one.")
 @click.option("--vocab", type=click.Path(), default=None, help="The release's vocab.txt (f5-tts).")
-def import_(kind, weights, out, config, vocoder, vocab) -> None:
+@click.option("--encoder", type=click.Path(), default=None,
+              help="A semlat Dasheng folder (semantic-vocoder: from `semlat import dasheng`).")
+def import_(kind, weights, out, config, vocoder, vocab, encoder) -> None:
     """Convert a released checkpoint (WEIGHTS) of KIND into a semlat model folder OUT."""
     from semlat.checkpoints import run_importer
 
     if vocab is not None and kind != "f5-tts":
         raise click.UsageError("--vocab is for f5-tts imports")
-    options = {k: v for k, v in (("config", config), ("vocoder", vocoder), ("vocab", vocab)) if v is not None}
+    if encoder is not None and kind != "semantic-vocoder":
+        raise click.UsageError("--encoder is for semantic-vocoder imports")
+    options = {k: v for k, v in (("config", config), ("vocoder", vocoder), ("vocab", vocab), ("encoder", encoder))
+               if v is not None}
     folder = run_importer(kind, weights, out, **options)
     click.echo(f"wrote {folder}")
 

@@ -85,3 +85,17 @@ def mel_filterbank(
     if norm == "slaney":
         weights = weights * (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
     return weights.to(torch.float32)
+
+
+def linear_filterbank(sample_rate: int, n_fft: int, n_filters: int, f_min: float = 0.0,
+                      f_max: float | None = None) -> torch.Tensor:
+    """Triangular filters equally spaced in Hz (torchaudio's ``linear_fbanks``, float32 grid), peak 1,
+    as ``[n_filters, n_fft // 2 + 1]``."""
+    f_max = sample_rate / 2 if f_max is None else float(f_max)
+    fft_freqs = torch.linspace(0.0, float(sample_rate // 2), n_fft // 2 + 1)
+    points = torch.linspace(float(f_min), f_max, n_filters + 2)
+    widths = points[1:] - points[:-1]
+    ramps = points[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)

@@ -49,6 +49,38 @@ def resample(audio: torch.Tensor, orig_sr: int, target_sr: int, quality: str = "
     return out.reshape(*lead, out.shape[-1]).to(audio.device, audio.dtype)
 
 
+def sinc_resample(audio: torch.Tensor, orig_sr: int, target_sr: int, lowpass_filter_width: int = 6,
+                  rolloff: float = 0.99) -> torch.Tensor:
+    """Band-limited resampling with a Hann-windowed sinc, numerically torchaudio's default
+    ``functional.resample`` (which models such as SemanticVocoder's Dasheng wrapper ran): ``[..., N]`` ->
+    ``[..., ceil(N · target / orig)]``, on the input's device, differentiable. Prefer :func:`resample` (soxr)
+    for data; use this where a model's numbers depend on that kernel.
+
+    With ``g = gcd``, ``o = orig / g``, ``n = target / g``, ``base = min(o, n) · rolloff`` and
+    ``w = ceil(width · o / base)``: output phase ``j`` of every block of ``n`` samples is a strided
+    convolution of the input (padded ``w`` left, ``w + o`` right) with ``k(i) = sinc(π u) · cos²(π u / (2 ·
+    width)) · base / o`` for ``i = -w .. w + o - 1`` and ``u = clamp((i / o - j / n) · base, -width, width)``."""
+    if orig_sr == target_sr:
+        return audio
+    g = math.gcd(int(orig_sr), int(target_sr))
+    orig, new = int(orig_sr) // g, int(target_sr) // g
+    base = min(orig, new) * rolloff
+    width = math.ceil(lowpass_filter_width * orig / base)
+    dtype = audio.dtype if audio.is_floating_point() else torch.float32
+    idx = torch.arange(-width, width + orig, dtype=dtype, device=audio.device)[None] / orig
+    t = (torch.arange(0, -new, -1, dtype=dtype, device=audio.device)[:, None] / new + idx) * base
+    t = t.clamp(-lowpass_filter_width, lowpass_filter_width)
+    window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+    t = t * math.pi
+    kernels = torch.where(t == 0, torch.tensor(1.0, dtype=dtype, device=audio.device), t.sin() / t)
+    kernels = (kernels * (window * (base / orig)))[:, None]
+    lead, length = audio.shape[:-1], audio.shape[-1]
+    x = torch.nn.functional.pad(audio.reshape(-1, 1, length).to(dtype), (width, width + orig))
+    out = torch.nn.functional.conv1d(x, kernels, stride=orig)  # [B, new, blocks]
+    out = out.transpose(1, 2).reshape(out.shape[0], -1)[:, :math.ceil(new * length / orig)]
+    return out.reshape(*lead, out.shape[-1])
+
+
 def resampled_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
     """Number of samples :func:`resample` returns for ``num_samples`` input samples."""
     if orig_sr == target_sr:

@@ -1,0 +1,94 @@
+"""SemanticVocoder as a latent space: a frozen Dasheng encoder's 25 Hz frames, vocoded by flow matching.
+
+``encode(audio [B, 1, N] at 24 kHz) -> [B, D, N // 960]``: the reference's Dasheng wrapper, i.e. the audio
+resampled to 16 kHz with torchaudio's default sinc kernel (:func:`~semlat.audio.processing.sinc_resample`,
+whose numbers the latents depend on), channels averaged, then :class:`~semlat.semantic.dasheng.Dasheng`'s
+frames, transposed (no projection). ``decode(latents, steps=..., seed=...) -> [B, 1, F · 960]`` at 24 kHz:
+:meth:`~semlat.vocoders.flow_vocoder.FlowVocoder.generate` (Euler, clamped, peak-limited). The decoder
+samples, so ``seed`` fixes its noise (the chunk loop derives one per chunk) and ``steps`` trades speed for
+quality (``config.steps`` by default).
+
+The model folder holds both (keys ``encoder.*`` and ``generator.*``); ``semlat import semantic-vocoder``
+makes one from the released generator and an imported Dasheng.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from semlat.audio.processing import sinc_resample
+from semlat.config import from_dict
+from semlat.errors import ConfigError
+from semlat.latent_space import check_decode_options
+from semlat.semantic.dasheng import SAMPLE_RATE as DASHENG_RATE
+from semlat.semantic.dasheng import Dasheng, DashengConfig
+from semlat.vocoders.flow_vocoder import FlowVocoder, FlowVocoderConfig
+
+DECODE_OPTIONS = ("steps", "seed")
+
+
+@dataclass
+class SemanticVocoderConfig:
+    """The encoder's and the generator's configs and the default number of vocoder steps."""
+
+    encoder: DashengConfig = field(default_factory=DashengConfig)
+    generator: FlowVocoderConfig = field(default_factory=FlowVocoderConfig)
+    steps: int = 32
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoder, DashengConfig):
+            self.encoder = from_dict(DashengConfig, self.encoder, "semantic vocoder config 'encoder'")
+        if not isinstance(self.generator, FlowVocoderConfig):
+            self.generator = from_dict(FlowVocoderConfig, self.generator, "semantic vocoder config 'generator'")
+
+    def validate(self, where: str = "semantic vocoder config") -> None:
+        if self.encoder.embed_dim != self.generator.latent_dim:
+            raise ConfigError(f"{where}: the encoder gives {self.encoder.embed_dim}-d frames but the generator "
+                              f"reads {self.generator.latent_dim}")
+        if self.steps < 1:
+            raise ConfigError(f"{where}: steps must be >= 1, got {self.steps}")
+
+
+class SemanticVocoder(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, config: SemanticVocoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoder = Dasheng(config.encoder)
+        self.generator = FlowVocoder(config.generator)
+        self.input_rate = self.output_rate = config.generator.sampling_rate
+        self.latent_dim = config.encoder.embed_dim
+        self.frame_rate = config.generator.frame_rate
+
+    @classmethod
+    def from_config(cls, config: SemanticVocoderConfig | dict[str, Any]) -> SemanticVocoder:
+        if not isinstance(config, SemanticVocoderConfig):
+            config = from_dict(SemanticVocoderConfig, config, "semantic vocoder config")
+        return cls(config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def encoder_input(self, audio: Tensor) -> Tensor:
+        """``[B, C, N]`` at ``input_rate`` -> the encoder's ``[B, N']`` at 16 kHz (resampled, channels averaged)."""
+        return sinc_resample(audio, self.input_rate, DASHENG_RATE).mean(dim=1)
+
+    @torch.no_grad()
+    def encode(self, audio: Tensor) -> Tensor:
+        """``audio [B, 1, N]`` -> latents ``[B, D, T]`` (25 Hz)."""
+        return rearrange(self.encoder(self.encoder_input(audio)), "b t d -> b d t")
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor, **options: Any) -> Tensor:
+        """Latents ``[B, D, F]`` -> audio ``[B, 1, F · hop]``; options ``steps`` and ``seed``."""
+        check_decode_options(options, DECODE_OPTIONS, "a SemanticVocoder")
+        audio = self.generator.generate(latents, steps=int(options.get("steps") or self.config.steps),
+                                        seed=options.get("seed"))
+        return rearrange(audio, "b t -> b 1 t")

@@ -1,9 +1,10 @@
 """SemanticVocoder as a latent space: a frozen Dasheng encoder's 25 Hz frames, vocoded by flow matching.
 
-``encode(audio [B, 1, N] at 24 kHz) -> [B, D, N // 960]``: the reference's Dasheng wrapper, i.e. the audio
-resampled to 16 kHz with torchaudio's default sinc kernel (:func:`~semlat.audio.processing.sinc_resample`,
-whose numbers the latents depend on), channels averaged, then :class:`~semlat.semantic.dasheng.Dasheng`'s
-frames, transposed (no projection). ``decode(latents, steps=..., seed=...) -> [B, 1, F · 960]`` at 24 kHz:
+``encode(audio [B, 1, N] at 16 kHz) -> [B, D, N // 640]``: :class:`~semlat.semantic.dasheng.Dasheng`'s frames
+of the channel mean, transposed (no projection). The reference's wrapper takes 24 kHz audio and resamples it
+with torchaudio's default sinc kernel; semlat reads audio at 16 kHz directly (files are resampled once, by
+soxr), and :func:`~semlat.audio.processing.sinc_resample` reproduces the reference's kernel where parity
+matters (the tests measure how far soxr is from it). ``decode(latents, steps=..., seed=...) -> [B, 1, F · 960]`` at 24 kHz:
 :meth:`~semlat.vocoders.flow_vocoder.FlowVocoder.generate` (Euler, clamped, peak-limited). The decoder
 samples, so ``seed`` fixes its noise (the chunk loop derives one per chunk) and ``steps`` trades speed for
 quality (``config.steps`` by default).
@@ -21,7 +22,6 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from semlat.audio.processing import sinc_resample
 from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import check_decode_options
@@ -63,7 +63,8 @@ class SemanticVocoder(nn.Module):
         self.config = config
         self.encoder = Dasheng(config.encoder)
         self.generator = FlowVocoder(config.generator)
-        self.input_rate = self.output_rate = config.generator.sampling_rate
+        self.input_rate = DASHENG_RATE
+        self.output_rate = config.generator.sampling_rate
         self.latent_dim = config.encoder.embed_dim
         self.frame_rate = config.generator.frame_rate
 
@@ -76,14 +77,10 @@ class SemanticVocoder(nn.Module):
     def to_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
-    def encoder_input(self, audio: Tensor) -> Tensor:
-        """``[B, C, N]`` at ``input_rate`` -> the encoder's ``[B, N']`` at 16 kHz (resampled, channels averaged)."""
-        return sinc_resample(audio, self.input_rate, DASHENG_RATE).mean(dim=1)
-
     @torch.no_grad()
     def encode(self, audio: Tensor) -> Tensor:
-        """``audio [B, 1, N]`` -> latents ``[B, D, T]`` (25 Hz)."""
-        return rearrange(self.encoder(self.encoder_input(audio)), "b t d -> b d t")
+        """``audio [B, C, N]`` at 16 kHz -> latents ``[B, D, T]`` (25 Hz)."""
+        return rearrange(self.encoder(audio.mean(dim=1)), "b t d -> b d t")
 
     @torch.no_grad()
     def decode(self, latents: Tensor, **options: Any) -> Tensor:

@@ -65,6 +65,10 @@ def test_import_and_decode_match_the_reference(fixtures, tmp_path, capsys):
     chunked = space.decode(io["latent"], steps=4, seed=2024)  # the chunk loop derives the chunk's seed
     assert chunked.shape == audio.shape and torch.equal(space.decode(io["latent"], steps=4, seed=2024), chunked)
     assert space.encode(torch.zeros(1, 1, 16000) + 0.01).shape == (1, 16, 25)
+    from semlat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"decodes \[B, 16, T\] latents, got \[1, 32, 5\]"):
+        space.model.decode(torch.zeros(1, 32, 5))
     assert main(["import", "semantic-vocoder", str(weights), str(tmp_path / "x"), "--config", str(config)]) == 1
     assert "needs --config" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["import", "semantic-vocoder", str(weights), str(tmp_path / "y"), "--config", str(config),

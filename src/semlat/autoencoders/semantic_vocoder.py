@@ -86,6 +86,9 @@ class SemanticVocoder(nn.Module):
     def decode(self, latents: Tensor, **options: Any) -> Tensor:
         """Latents ``[B, D, F]`` -> audio ``[B, 1, F · hop]``; options ``steps`` and ``seed``."""
         check_decode_options(options, DECODE_OPTIONS, "a SemanticVocoder")
+        if latents.dim() != 3 or latents.shape[1] != self.latent_dim:
+            raise ConfigError(f"this SemanticVocoder decodes [B, {self.latent_dim}, T] latents, got "
+                              f"{list(latents.shape)}")
         audio = self.generator.generate(latents, steps=int(options.get("steps") or self.config.steps),
                                         seed=options.get("seed"))
         return rearrange(audio, "b t -> b 1 t")

@@ -10,7 +10,7 @@ fresh process (peak RSS), medians of ``--repeats`` after one warm-up.
 ``dit-step``: one classifier-free-guidance step of the F5-TTS v1 DiT (``cfg_infer``: batch 2, the
 conditional and the unconditional row) at ``--frames`` frames (938 = 10 s of F5's 24 kHz mel) with a
 ``--text``-token text, random weights (every tensor, AdaLN-zero layers included, so nothing is zero).
-With ``--reference-src`` (the ``src`` folder of a checkout of github.com/SWivid/F5-TTS) the reference DiT
+With ``--reference-src`` (the ``src`` folder of a checkout of the F5-TTS GitHub repository) the reference DiT
 runs in the same process with the **same weights** (semlat's keys are the release's), alternating with
 semlat's so that machine load hits both alike; the table gives both medians, the ratio and the largest
 output difference. The reference imports torchaudio (for its mel front-end, unused by the DiT) and its

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from semlat.cli import main
+from semlat.errors import CheckpointError
 from semlat.generation.duration import DurationConfig, DurationPredictor, ratio_rule_seconds
 
 TINY = ["model.dim=16", "model.layers=1", "data.batch_size=8", "train.progress=false", "train.log_every=1",
@@ -62,13 +63,15 @@ def test_tts_uses_the_duration_model(duration_run, demo_corpus, model_dir, tmp_p
                  "model.conv_layers=1", "train.progress=false", "train.checkpoint_every=1"]) == 0
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     tts = load_tts(run, "cpu", duration=duration_run)
-    text = "a short test sentence"
+    text = "a short test sentence, and then a much longer one that goes on and on for a while"
     audio = synthesize(tts, text, manifest.audio_path(0), manifest[0].text, nfe=1, seed=0)
     rate = tts.model.config.frame_rate
     hop = round(tts.space.output_rate / rate)
     expected = round(tts.duration.target_seconds(manifest[0].text, manifest[0].duration, text) * rate)
+    rule = round(ratio_rule_seconds(manifest[0].text, manifest[0].duration, text) * rate)
+    assert abs(expected - rule) > 4  # the two rules disagree here, so the length below tells them apart
     assert abs(audio.shape[-1] // hop - expected) <= 2  # the predictor's length, not the ratio rule's
-    with pytest.raises(Exception, match="a duration model"):
+    with pytest.raises(CheckpointError, match="a duration model"):
         load_tts(run, "cpu", duration=run)  # a TTS folder is no duration model
 
 

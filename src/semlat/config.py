@@ -62,6 +62,13 @@ def read_json_object(path: str | os.PathLike, what: str = "config file") -> dict
     return data
 
 
+def constructor_kwargs(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A released model's constructor arguments from a JSON object, bare or wrapped as ``{"kwargs": {...}}``
+    (the fixtures' layout); one-line errors as :func:`read_json_object`'s."""
+    data = read_json_object(path, what)
+    return dict(data["kwargs"]) if isinstance(data.get("kwargs"), dict) else data
+
+
 def check_keys(cls: type, keys: Any, where: str) -> None:
     """One-line ConfigError naming every key of ``keys`` that is not a field of dataclass ``cls``."""
     names = {f.name for f in dataclasses.fields(cls)}

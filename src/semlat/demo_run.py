@@ -270,7 +270,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
              judge_steps: int = DEFAULT_STEPS["judge"], train_minutes: float | None = None,
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
-             tts_nfe_sweep: Sequence[int] = (), overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
+             tts_nfe_sweep: Sequence[int] = (), overrides: tuple[str, ...] = (), progress: bool = True,
+             log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's

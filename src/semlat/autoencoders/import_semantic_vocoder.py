@@ -10,9 +10,7 @@ write it): the branch hop lengths change no shape, so they must come from it. DA
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 from semlat.autoencoders.semantic_vocoder import SemanticVocoder, SemanticVocoderConfig
@@ -23,6 +21,7 @@ from semlat.checkpoints import (
     save_model,
     unwrap_state_dict,
 )
+from semlat.config import constructor_kwargs
 from semlat.errors import ConfigError
 from semlat.vocoders.flow_vocoder import FlowVocoderConfig
 
@@ -31,17 +30,8 @@ RENAMED = {"n_mels": "latent_dim", "mel_hop_length": "hop_length"}
 
 
 def read_generator_config(path: str | os.PathLike) -> FlowVocoderConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such generator config")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not a JSON generator config ({type(err).__name__})") from None
-    if isinstance(data, Mapping) and isinstance(data.get("kwargs"), Mapping):
-        data = data["kwargs"]
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected an object of generator constructor arguments")
+    """The generator's constructor arguments (Flow2GAN's names accepted) as a :class:`FlowVocoderConfig`."""
+    data = constructor_kwargs(path, "generator config")
     known = set(FlowVocoderConfig.__dataclass_fields__)
     values = {RENAMED.get(k, k): v for k, v in data.items()}
     unknown = sorted(set(values) - known)

@@ -32,8 +32,7 @@ def compare_duration_rules(model: str | os.PathLike, manifest: str | os.PathLike
                            ) -> dict[str, Any]:
     """``{"pairs": n, "rules": {"ratio rule": {...}, "predictor": {...}}}`` (module docstring)."""
     predictor, _, resolved = load_model_of_type(model, "duration", "a duration model",
-                                                "train one with `semlat train duration/...`")
-    predictor.eval()
+                                                "train one with `semlat train duration/...`")  # in eval mode
     data = Manifest.read(manifest)
     seconds = {str(data.audio_path(i)): u.duration for i, u in enumerate(data)}
     rows = cross_sentence_rows(data, split)

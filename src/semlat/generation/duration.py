@@ -2,9 +2,9 @@
 
 F5-TTS sets the length of the speech to generate by a ratio rule: ``prompt seconds / bytes(prompt text) ·
 bytes(text)``. Bytes are a poor clock (digits, abbreviations, punctuation, and a prompt whose rate is not
-the speaker's average), and F5's users keep asking for a predictor (SWivid/F5-TTS issues #8, #299, #876).
-This one learns how long each text unit lasts from the same data the TTS trains on (the latent store's
-texts and frame counts; recipe ``duration``), then keeps the ratio rule's best idea, the prompt's rate:
+the speaker's average), and F5's users keep asking for a predictor (F5-TTS GitHub issues #8, #299, #876).
+This one learns how long each text unit lasts from a manifest's texts and durations (recipe ``duration``; the
+same corpus the TTS is encoded from), then keeps the ratio rule's best idea, the prompt's rate:
 
     seconds(text) = softplus(offset) + Σ_tokens softplus(head(ConvStack(embed(tokens))))
                     (the offset: an utterance's leading and trailing silence; per-token seconds start near
@@ -28,10 +28,9 @@ from torch import Tensor, nn
 
 from semlat.config import from_dict
 from semlat.errors import ConfigError
-from semlat.generation.text import TextFrontEnd, Vocab
+from semlat.generation.text import UNITS, TextFrontEnd, Vocab
 from semlat.nn.linear import Linear
 
-UNITS = ("chars", "phonemes")
 INITIAL_TOKEN_SECONDS = 0.07
 INITIAL_OFFSET_SECONDS = 0.3
 

@@ -16,6 +16,7 @@ saved. ``SEMLAT_ONEDNN_LINEAR=0`` turns the path off.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -25,10 +26,16 @@ from torch import Tensor, nn
 ACTIVATIONS = ("none", "gelu_tanh")
 
 
+@functools.cache
+def _onednn_linear_available() -> bool:
+    """Whether this PyTorch build has the oneDNN ops (checked once: it cannot change in a process)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
 def onednn_linear_enabled() -> bool:
     """Whether the prepacked oneDNN path can run here (and is not switched off by ``SEMLAT_ONEDNN_LINEAR=0``)."""
-    return (os.environ.get("SEMLAT_ONEDNN_LINEAR", "1") != "0" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    return os.environ.get("SEMLAT_ONEDNN_LINEAR", "1") != "0" and _onednn_linear_available()
 
 
 class Linear(nn.Linear):

@@ -37,6 +37,7 @@ from semlat.audio.filterbanks import mel_filterbank
 from semlat.audio.spectral import apply_log, mel_preset
 from semlat.config import from_dict
 from semlat.errors import ConfigError
+from semlat.nn.buffers import NamedBuffer
 from semlat.nn.linear import Linear
 from semlat.semantic.teachers import Teacher, TeacherSpec
 
@@ -84,14 +85,6 @@ class DashengConfig:
         return cls(**{"embed_dim": 1536, "depth": 40, "num_heads": 24, **overrides})
 
 
-class _Buffers(nn.Module):
-    """Holds one named persistent buffer (the key layout of torchaudio's modules in the releases)."""
-
-    def __init__(self, name: str, value: Tensor):
-        super().__init__()
-        self.register_buffer(name, value)
-
-
 class MelFrontEnd(nn.Module):
     """``audio [B, N]`` -> dB power mel ``[B, 64, N // 160 + 1]`` (module docstring, step 1); keys
     ``spectrogram.window`` and ``mel_scale.fb``."""
@@ -100,10 +93,10 @@ class MelFrontEnd(nn.Module):
         super().__init__()
         self.config = mel_preset("dasheng_16k_64", top_db_over_batch=top_db_over_batch)
         c = self.config
-        self.spectrogram = _Buffers("window", torch.hann_window(c.n_fft, periodic=True))
+        self.spectrogram = NamedBuffer("window", torch.hann_window(c.n_fft, periodic=True))
         with torch.device("cpu"):  # a constant, computed on CPU even where the model is built on "meta"
             fb = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.f_min, c.f_max, c.mel_scale, c.norm, c.filterbank)
-        self.mel_scale = _Buffers("fb", fb.T.contiguous())
+        self.mel_scale = NamedBuffer("fb", fb.T.contiguous())
 
     def power_mel(self, audio: Tensor) -> Tensor:
         c = self.config

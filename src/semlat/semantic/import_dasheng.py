@@ -10,13 +10,13 @@ file's ``config`` entry, else from the shapes (the head count from the released 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from semlat.checkpoints import check_state_dict, read_foreign_weights, save_model, unwrap_state_dict
+from semlat.config import constructor_kwargs
 from semlat.errors import ConfigError
 from semlat.semantic.dasheng import Dasheng, DashengConfig, config_from_state
 
@@ -37,18 +37,7 @@ def _config_from_kwargs(kwargs: Mapping[str, Any], where: str) -> DashengConfig:
 
 def read_dasheng_config(path: str | os.PathLike) -> DashengConfig:
     """A JSON of the ``Dasheng`` constructor's arguments (or ``{"kwargs": {...}}``, as the fixtures write it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such Dasheng config")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not a JSON Dasheng config ({type(err).__name__})") from None
-    if isinstance(data, Mapping) and isinstance(data.get("kwargs"), Mapping):
-        data = data["kwargs"]
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected an object of Dasheng constructor arguments")
-    return _config_from_kwargs(data, str(path))
+    return _config_from_kwargs(constructor_kwargs(path, "Dasheng config"), str(path))
 
 
 def import_dasheng(weights: str | os.PathLike, out: str | os.PathLike, *, config: str | os.PathLike | None = None

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from semlat.audio.filterbanks import linear_filterbank
 from semlat.config import from_dict
 from semlat.errors import ConfigError
+from semlat.nn.buffers import NamedBuffer
 from semlat.nn.linear import Linear
 
 
@@ -183,10 +184,8 @@ def time_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class _Window(nn.Module):
-    def __init__(self, n_fft: int):
-        super().__init__()
-        self.register_buffer("window", torch.hann_window(n_fft, periodic=True))
+def _window(n_fft: int) -> NamedBuffer:
+    return NamedBuffer("window", torch.hann_window(n_fft, periodic=True))
 
 
 class Decoder(nn.Module):
@@ -226,8 +225,8 @@ class Branch(nn.Module):
         super().__init__()
         self.n_fft, self.hop = config.n_ffts[index], config.hop_lengths[index]
         self.upsample = config.hop_length // self.hop
-        self.fft = _Window(self.n_fft)
-        self.ifft = _Window(self.n_fft)
+        self.fft = _window(self.n_fft)
+        self.ifft = _window(self.n_fft)
         self.decoder = Decoder(config, index)
 
     def forward(self, x: Tensor, cond: Tensor, t: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -254,7 +253,7 @@ class LossSpectrogram(nn.Module):
     def __init__(self, config: FlowVocoderConfig):
         super().__init__()
         self.n_fft, self.hop = config.loss_n_fft, config.loss_hop_length
-        self.spectrogram = _Window(config.loss_n_fft)
+        self.spectrogram = _window(config.loss_n_fft)
         with torch.device("cpu"):
             fb = linear_filterbank(config.sampling_rate, config.loss_n_fft, config.loss_n_filters)
         self.register_buffer("fb", fb.T.contiguous())

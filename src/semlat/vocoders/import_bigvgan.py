@@ -1,4 +1,4 @@
-"""Import a released BigVGAN generator (github.com/NVIDIA/BigVGAN, huggingface.co/nvidia/bigvgan*) as a
+"""Import a released BigVGAN generator (NVIDIA's BigVGAN repository and its released generators) as a
 semlat ``bigvgan`` model folder::
 
     semlat import bigvgan bigvgan_generator.pt models/bigvgan_v2_22k --config config.json

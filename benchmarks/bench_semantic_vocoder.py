@@ -11,6 +11,11 @@ Random weights, ``torch.inference_mode()``, batch 1, fp32, each part in a fresh 
   audio; a decode with N Euler steps costs ``cond + N · step`` (every step is the same call), from which the
   table gives the real-time factor for N = 1 ... 200 (the reference decodes with 200).
 
+- ``t5``: a FLAN-T5-large-sized encoder (random, 24 layers, 1024-d) on a 20-token caption (once per clip);
+- ``udit``: one guided evaluation (conditional + zero-context rows, batch 2) of the text-to-latent UDiT at the
+  key listing's assumed size (600 M) on ``--seconds`` of 25 Hz x 768 latents with that caption; text-to-audio
+  of ``--seconds`` costs ``t5 + D · udit + cond + N · step`` for D DiT and N vocoder steps.
+
 The released generator's branch hop lengths are not in its key listing (see the fixture README); the
 benchmark uses 240/120/60, the values valid for its 960-sample latent hop.
 """
@@ -46,6 +51,24 @@ def _measure(part: str, seconds: float, threads: int, repeats: int) -> dict[str,
 
             def run():
                 return model(audio)
+        elif part == "t5":
+            from transformers import T5Config, T5EncoderModel
+
+            model = T5EncoderModel(T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=24,
+                                            num_heads=16, feed_forward_proj="gated-gelu")).eval()
+            ids = torch.randint(0, 32128, (1, 20))
+
+            def run():
+                return model(input_ids=ids).last_hidden_state
+        elif part == "udit":
+            from semlat.generation.udit import UDiT, UDiTConfig
+
+            model = UDiT(UDiTConfig.released_assumed()).eval()
+            x, t = torch.randn(2, 768, frames), torch.full((2,), 0.5)
+            context, mask = torch.randn(2, 20, 1024), torch.ones(2, 20, dtype=torch.bool)
+
+            def run():
+                return model(x, t, context, mask)
         else:
             model = FlowVocoder(FlowVocoderConfig()).eval()
             latents = torch.randn(1, 768, frames)
@@ -67,9 +90,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--vocoder-steps", type=int, default=8, help="the chosen default vocoder steps")
     args = parser.parse_args()
     r = {part: run_in_subprocess(_measure, part, args.seconds, args.threads, args.repeats)
-         for part in ("dasheng", "cond", "step")}
+         for part in ("dasheng", "cond", "step", "t5", "udit")}
     print(f"torch {torch.__version__}, {args.threads} thread(s), inference mode, batch 1, fp32, {args.seconds:g} s")
     print_table(["part", "params", "median", "x real time", "peak work"],
                 [(name, f"{v['params'] / 1e6:.1f}M", f"{v['seconds']:.3f} s", f"{args.seconds / v['seconds']:.1f}x",
@@ -80,6 +104,13 @@ def main() -> None:
         rows.append((n, f"{total:.2f} s", f"{total / args.seconds:.3f}"))
     print("generator decode = cond + N x step:")
     print_table(["steps", "decode time", "RTF"], rows)
+    tta = []
+    for dit in (25, 50, 100):
+        for n in (args.vocoder_steps, 200):
+            total = r["t5"]["seconds"] + dit * r["udit"]["seconds"] + r["cond"]["seconds"] + n * r["step"]["seconds"]
+            tta.append((dit, n, f"{total:.1f} s", f"{total / args.seconds:.2f}"))
+    print(f"text-to-audio of {args.seconds:g} s = t5 + D x udit + cond + N x step (released sizes, UDiT assumed):")
+    print_table(["DiT steps", "vocoder steps", "time", "RTF"], tta)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,30 @@ def demo_corpus(tmp_path_factory, synth_tools) -> Path:
 
 
 @pytest.fixture(scope="session")
+def event_corpus(tmp_path_factory) -> Path:
+    """A 1-minute offline sound-event corpus (16 kHz, captioned, split) shared by the event tests."""
+    from semlat.data.events import make_event_corpus
+
+    out = tmp_path_factory.mktemp("events") / "corpus"
+    make_event_corpus(out, minutes=1.0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dasheng(tmp_path_factory) -> Path:
+    """A random 32-d, 2-layer Dasheng model folder (what `semlat import dasheng` writes)."""
+    from semlat.checkpoints import save_model
+    from semlat.semantic.dasheng import Dasheng, DashengConfig
+
+    torch.manual_seed(0)
+    config = DashengConfig(embed_dim=32, depth=2, num_heads=2)
+    out = tmp_path_factory.mktemp("dasheng") / "tiny"
+    save_model(out, Dasheng(config).eval(), model_type="dasheng", config=config,
+               extra={"sample_rate": 16000, "frame_rate": 25.0, "dim": 32})
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_ctc_judge(demo_corpus, tmp_path_factory) -> Path:
     """An offline CTC phoneme judge trained for 3 steps on the demo corpus (32 channels, 1 block)."""
     from semlat.training.run import train_judge

@@ -66,6 +66,13 @@ def test_import_reads_the_release_wrapper_and_names_unknown_sizes(fixtures, tmp_
     assert main(["import", "dasheng", str(tmp_path / "flat.pt"), str(tmp_path / "b")]) == 1
     assert "embed_dim 32 is not a released Dasheng size" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    # a file of another size than its config: one line naming the file, nothing written
+    (tmp_path / "deeper.json").write_text(json.dumps({**kwargs, "depth": kwargs["depth"] + 1}))
+    assert main(["import", "dasheng", str(tmp_path / "flat.pt"), str(tmp_path / "c"), "--config",
+                 str(tmp_path / "deeper.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "flat.pt" in err and "missing" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c").exists()
 
 
 def test_an_imported_dasheng_is_a_teacher(imported, io):

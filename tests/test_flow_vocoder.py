@@ -70,3 +70,15 @@ def test_full_size_generator_accepts_the_released_key_listing(fixtures):
     with torch.device("meta"):
         model = FlowVocoder(FlowVocoderConfig())
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == listing["keys"], meta.get("status")
+
+
+def test_time_grids():
+    from semlat.errors import ConfigError
+    from semlat.vocoders.flow_vocoder import time_grid
+
+    assert torch.allclose(time_grid(4), torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    sine = time_grid(4, "sine")
+    assert sine[0] == 0 and sine[-1] == 1 and torch.all(sine[1:] > sine[:-1])
+    assert sine[-2] > 0.9 and torch.allclose(sine[1], torch.tensor(0.38268343))  # dense near the audio end
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        time_grid(4, "cubic")

@@ -49,6 +49,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     "vocos": "semlat.vocoders.vocos:Vocos",
     "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
     "tts": "semlat.generation.tts:TTSModel",
+    "tta": "semlat.generation.tta:TTAModel",
     "dasheng": "semlat.semantic.dasheng:Dasheng",
     "semantic_vocoder": "semlat.autoencoders.semantic_vocoder:SemanticVocoder",
     "duration": "semlat.generation.duration:DurationPredictor",
@@ -63,6 +64,7 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
     "f5-tts": "semlat.generation.import_f5:import_f5_tts",
     "dasheng": "semlat.semantic.import_dasheng:import_dasheng",
     "semantic-vocoder": "semlat.autoencoders.import_semantic_vocoder:import_semantic_vocoder",
+    "semantic-vocoder-tta": "semlat.generation.import_tta:import_semantic_vocoder_tta",
 })
 
 _MAX_LISTED = 8

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 import semlat
-from semlat.errors import SemlatError
+from semlat.errors import ConfigError, SemlatError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -100,6 +100,27 @@ def data_demo_events(out, minutes, sample_rate, seed) -> None:
                f"{len(labels)} classes ({_split_counts(manifest)})")
 
 
+@data.command("offline-t5")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--dim", type=click.IntRange(min=8), default=64, show_default=True, help="d_model.")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_offline_t5(manifest, out, dim, layers, seed) -> None:
+    """Write a random-weight T5 encoder with a word tokenizer over MANIFEST's captions: the text encoder for
+    text-to-audio where no pretrained T5 can be downloaded (it tells words apart; it knows no meaning)."""
+    from semlat.data.manifest import Manifest
+    from semlat.generation.text_encoder import make_offline_t5
+
+    captions = [u.caption for u in Manifest.read(manifest) if u.caption]
+    if not captions:
+        from semlat.errors import DataError
+
+        raise DataError(f"{manifest}: no utterance has a caption")
+    make_offline_t5(out, captions, d_model=dim, layers=layers, heads=max(1, dim // 16), seed=seed)
+    click.echo(f"wrote {out}: a random {dim}-d, {layers}-layer T5 encoder over {len(captions)} captions")
+
+
 @data.command("stats")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def data_stats(manifest) -> None:
@@ -132,15 +153,16 @@ def data_stats(manifest) -> None:
 @click.option("--vocoder", type=click.Path(), default=None, help="A semlat vocoder folder, where the kind needs one.")
 @click.option("--vocab", type=click.Path(), default=None, help="The release's vocab.txt (f5-tts).")
 @click.option("--encoder", type=click.Path(), default=None,
-              help="A semlat Dasheng folder (semantic-vocoder: from `semlat import dasheng`).")
+              help="semantic-vocoder: a semlat Dasheng folder (from `semlat import dasheng`); semantic-vocoder-tta: "
+                   "a local flan-t5-large folder (config and tokenizer).")
 def import_(kind, weights, out, config, vocoder, vocab, encoder) -> None:
     """Convert a released checkpoint (WEIGHTS) of KIND into a semlat model folder OUT."""
     from semlat.checkpoints import run_importer
 
     if vocab is not None and kind != "f5-tts":
         raise click.UsageError("--vocab is for f5-tts imports")
-    if encoder is not None and kind != "semantic-vocoder":
-        raise click.UsageError("--encoder is for semantic-vocoder imports")
+    if encoder is not None and kind not in ("semantic-vocoder", "semantic-vocoder-tta"):
+        raise click.UsageError("--encoder is for semantic-vocoder and semantic-vocoder-tta imports")
     options = {k: v for k, v in (("config", config), ("vocoder", vocoder), ("vocab", vocab), ("encoder", encoder))
                if v is not None}
     folder = run_importer(kind, weights, out, **options)
@@ -408,6 +430,51 @@ def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, s
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
 
 
+@cli.command("tta")
+@click.argument("model", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False), required=False)
+@click.option("--caption", default=None, help="What the sound should be.")
+@click.option("--seconds", type=float, default=None, help="Length [default: the model's window].")
+@click.option("--list", "listing", default=None, type=click.Path(dir_okay=False),
+              help="Batch: a text file of captions (one per line, written to --out-dir) or a JSONL/TSV of "
+                   "caption and output.")
+@click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Where a plain --list writes NNNN.wav.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Flow steps [default: the model's].")
+@click.option("--cfg", type=float, default=None, help="Classifier-free guidance [default: the model's, 3.5].")
+@click.option("--sway", type=float, default=None, help="Sway sampling coefficient [default: the model's, -1].")
+@click.option("--vocoder-steps", type=click.IntRange(min=1), default=None,
+              help="Decoder steps of a sampling latent space (SemanticVocoder) [default: the space's].")
+@click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio).")
+@click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
+@click.option("--text-encoder", default=None, type=click.Path(), help="T5 folder (default: the model's).")
+@click.option("--device", default="auto", show_default=True)
+def tta(model, out, caption, seconds, listing, out_dir, steps, cfg, sway, vocoder_steps, seed, space, text_encoder,
+        device) -> None:
+    """Text-to-audio: generate --caption with the TTA model MODEL; write OUT (.wav/.flac).
+
+    Batch form: semlat tta MODEL --list captions.txt --out-dir DIR (or a JSONL/TSV of caption, output).
+    """
+    from semlat.generation.captioned import generate_list, generate_to_file, load_tta
+
+    decode = {"steps": vocoder_steps} if vocoder_steps else {}
+    if listing is not None:
+        if out or caption:
+            raise click.UsageError("--list replaces OUT and --caption")
+        loaded = load_tta(model, device, space, text_encoder)
+        written = generate_list(loaded, listing, seconds or loaded.model.config.max_seconds, out_dir=out_dir,
+                                seed=seed, steps=steps, cfg=cfg, sway=sway, decode_options=decode)
+        click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
+        return
+    if not out or caption is None:
+        raise click.UsageError("give OUT and --caption (or --list)")
+    if not caption.strip():
+        raise ConfigError("empty caption: give a description of the sound (--caption)")
+    loaded = load_tta(model, device, space, text_encoder)
+    path = generate_to_file(loaded, out, caption, seconds or loaded.model.config.max_seconds, steps=steps, cfg=cfg,
+                            sway=sway, seed=seed, decode_options=decode)
+    click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
+
+
 @cli.group()
 def judge() -> None:
     """Judges for generation metrics (the offline CTC recognizer)."""
@@ -649,9 +716,12 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--tts-experiment", is_flag=True,
               help="The full convergence experiment: 3000 TTS steps per space, judged every 500, with plots, "
                    "and the final checkpoints judged at NFE 4, 8, 16, 32 (about 60 more minutes on 2 cores).")
+@click.option("--events", is_flag=True,
+              help="Add the sound-event comparison (SemanticVocoder's claim): event corpus, offline Dasheng MAE, "
+                   "SemanticVocoder and a waveform VAE at equal time, text-to-audio on each (about 75 more minutes).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
-         tts_steps, tts_eval_every, tts_experiment, overrides) -> None:
+         tts_steps, tts_eval_every, tts_experiment, events, overrides) -> None:
     """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
     Budgets are steps, so the same command gives the same models on any machine (a time cap makes the
@@ -669,7 +739,7 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     report = run_demo(out, corpus_minutes=corpus_minutes, teacher_steps=teacher_steps, train_steps=train_steps,
                       judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
                       judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
-                      tts_nfe_sweep=nfe_sweep,
+                      tts_nfe_sweep=nfe_sweep, events=events,
                       overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):

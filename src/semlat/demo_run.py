@@ -16,7 +16,11 @@
    sentences (:mod:`semlat.experiments.tts_convergence`: PER and SIM against the prompt's speaker); with
    ``tts_eval_every`` below ``tts_steps`` (``semlat demo --tts-experiment``) at several checkpoints, which
    gives the convergence curves;
-7. write ``report.md`` / ``report.json``: a summary table, the alignment cosine on held-out speech,
+7. with ``events`` (``semlat demo --events``): the sound-event comparison of SemanticVocoder's claim
+   (:func:`events_stage`): the offline event corpus, a small Dasheng MAE and a SemanticVocoder generator on
+   it, a waveform VAE on the same corpus for the same training time, and
+   :mod:`semlat.experiments.event_comparison` (event probes, reconstruction, text-to-audio on each);
+8. write ``report.md`` / ``report.json``: a summary table, the alignment cosine on held-out speech,
    ``eval compare``'s side-by-side tables, the TTS section, and where every report, plot, audio file and
    log is.
 
@@ -70,6 +74,9 @@ LATENT_UTTERANCES = 150
 DEFAULT_TTS_STEPS = 400
 EXPERIMENT_TTS_STEPS = 3000
 EXPERIMENT_EVAL_EVERY = 500
+#: The event comparison's budgets (``--events``): corpus minutes and steps of the offline Dasheng MAE, the
+#: SemanticVocoder generator and each text-to-audio model; the VAE trains for the MAE's and the vocoder's time.
+EVENT_BUDGETS = {"minutes": 20.0, "mae_steps": 3000, "vocoder_steps": 5000, "tta_steps": 3000}
 
 
 class Throughput:
@@ -265,20 +272,52 @@ def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_pat
             "plot": str(out / "tts" / "convergence.png") if eval_every < steps else None}
 
 
+def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: bool = True) -> dict[str, Any]:
+    """SemanticVocoder's comparison on the offline event corpus (module docstring, step 7); every part resumes."""
+    from semlat.data.events import make_event_corpus
+    from semlat.experiments.event_comparison import RESULT_NAME, run_event_comparison
+    from semlat.generation.text_encoder import make_offline_t5
+
+    b = {**EVENT_BUDGETS, **(budgets or {})}
+    manifest_path = out / "events" / "manifest.jsonl"
+    if not manifest_path.is_file():
+        make_event_corpus(out / "events", b["minutes"], progress=progress)
+    runs = out / "runs"
+    flags = [f"data.train={manifest_path}", f"train.progress={progress}"]
+    mae, mae_trainer = train_recipe("dasheng_mae/default", [f"run_dir={runs / 'dasheng_mae'}",
+                                                            f"train.max_steps={int(b['mae_steps'])}", *flags])
+    vocoder, vocoder_trainer = train_recipe("semantic_vocoder/small", [
+        f"run_dir={runs / 'semantic_vocoder'}", f"encoder={mae}", f"train.max_steps={int(b['vocoder_steps'])}", *flags])
+    budget_minutes = round((mae_trainer.train_seconds + vocoder_trainer.train_seconds) / 60, 2)
+    vae, vae_trainer = train_recipe("wave_vae/tiny", [f"run_dir={runs / 'events_vae'}", "train.max_steps=1000000",
+                                                      f"train.max_minutes={budget_minutes}", *flags])
+    t5 = out / "offline_t5"
+    if not (t5 / "config.json").is_file():
+        make_offline_t5(t5, [u.caption for u in Manifest.read(manifest_path) if u.caption])
+    result = run_event_comparison(out / "events_eval", manifest_path, {"semantic": vocoder, "vae": vae},
+                                  text_encoder=t5, tta_steps=int(b["tta_steps"]), progress=progress)
+    result["training_minutes"] = {"dasheng_mae": round(mae_trainer.train_seconds / 60, 2),
+                                  "semantic_vocoder": round(vocoder_trainer.train_seconds / 60, 2),
+                                  "vae": round(vae_trainer.train_seconds / 60, 2), "vae_steps": vae_trainer.step}
+    result["report"] = str(out / "events_eval" / f"{RESULT_NAME}.md")
+    return result
+
+
 def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
              train_steps: int | None = None, teacher_steps: int = DEFAULT_STEPS["teacher"],
              judge_steps: int = DEFAULT_STEPS["judge"], train_minutes: float | None = None,
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
-             tts_nfe_sweep: Sequence[int] = (), overrides: tuple[str, ...] = (), progress: bool = True,
-             log=print) -> dict[str, Any]:
+             tts_nfe_sweep: Sequence[int] = (), events: bool = False, overrides: tuple[str, ...] = (),
+             progress: bool = True, log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's
     :data:`DEFAULT_STEPS`); ``*_minutes`` cap a stage's time as well (a capped run is no longer the
     same on every machine). ``tts_steps`` trains each latent TTS (0: no TTS stage), judged every
     ``tts_eval_every`` steps (default: once, at the end); ``tts_nfe_sweep`` also judges the final TTS
-    checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32)."""
+    checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
+    comparison (:func:`events_stage`, about 75 more minutes on 2 cores)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache, extract_features
@@ -347,6 +386,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
     if tts_steps > 0:
         tts = _tts_stage(out, checkpoints, manifest_path, judge, tts_steps, tts_eval_every or tts_steps,
                          tts_nfe_sweep, progress, log)
+    event_result = events_stage(out, progress=progress) if events else None
     runs = [Path(m["evaluation"][kind]) for m in models for kind in ("recon", "latents", "speech")]
     names = [f"{m['name']}" for m in models for _ in range(3)]
     comparison = compare_reports([*runs, out / "eval" / "clean"], [*names, "clean audio"])
@@ -357,7 +397,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
               "throughput": speed.stages, "warnings": speed.warnings,
               "minutes": round((time.monotonic() - started) / 60, 2),
               "threads": torch.get_num_threads(), "clean_per": _figure(clean, "per", "corpus"), "models": models,
-              "comparison": comparison, "tts": tts}
+              "comparison": comparison, "tts": tts, "events": event_result}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", render_report(report))
     return report
@@ -394,6 +434,20 @@ def _tts_section(tts: dict[str, Any]) -> list[str]:
                                                             " (`semlat demo --tts-experiment` judges several "
                                                             "checkpoints and plots the convergence curves)"), ""]
     return lines
+
+
+def events_section(events: dict[str, Any]) -> list[str]:
+    """The sound-event comparison (semantic-encoder latents vs a waveform VAE's) as a report section."""
+    from semlat.experiments.event_comparison import render
+
+    minutes = events.get("training_minutes", {})
+    return ["## Sound events: semantic-encoder latents vs a waveform VAE", "",
+            ("SemanticVocoder's claim on the offline event corpus. *semantic*: a small Dasheng-architecture MAE "
+             "trained offline on the corpus (not the released Dasheng) + a SemanticVocoder generator on its frames "
+             f"({minutes.get('dasheng_mae', '?')} + {minutes.get('semantic_vocoder', '?')} training minutes); *vae*: "
+             f"the tiny waveform VAE for the same time ({minutes.get('vae', '?')} min). The text encoder is a "
+             "random-weight T5 (no pretrained one offline): it tells words apart, it knows no meaning."), "",
+            render(events).rstrip(), "", f"- Full tables: `{events['report']}`", ""]
 
 
 def _budgets(steps: dict[str, int]) -> str:
@@ -440,6 +494,8 @@ def render_report(report: dict[str, Any]) -> str:
     lines += [comparison.rstrip(), ""]
     if report.get("tts"):
         lines += _tts_section(report["tts"])
+    if report.get("events"):
+        lines += events_section(report["events"])
     lines += ["## Where things are", ""]
     for m in report["models"]:
         folders = m["evaluation"]

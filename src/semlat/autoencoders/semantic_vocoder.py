@@ -29,16 +29,17 @@ from semlat.semantic.dasheng import SAMPLE_RATE as DASHENG_RATE
 from semlat.semantic.dasheng import Dasheng, DashengConfig
 from semlat.vocoders.flow_vocoder import FlowVocoder, FlowVocoderConfig
 
-DECODE_OPTIONS = ("steps", "seed")
+DECODE_OPTIONS = ("steps", "seed", "schedule")
 
 
 @dataclass
 class SemanticVocoderConfig:
-    """The encoder's and the generator's configs and the default number of vocoder steps."""
+    """The encoder's and the generator's configs and the decoder's default steps and time schedule."""
 
     encoder: DashengConfig = field(default_factory=DashengConfig)
     generator: FlowVocoderConfig = field(default_factory=FlowVocoderConfig)
     steps: int = 32
+    schedule: str = "uniform"
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, DashengConfig):
@@ -84,11 +85,12 @@ class SemanticVocoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: Tensor, **options: Any) -> Tensor:
-        """Latents ``[B, D, F]`` -> audio ``[B, 1, F · hop]``; options ``steps`` and ``seed``."""
+        """Latents ``[B, D, F]`` -> audio ``[B, 1, F · hop]``; options ``steps``, ``seed`` and ``schedule``."""
         check_decode_options(options, DECODE_OPTIONS, "a SemanticVocoder")
         if latents.dim() != 3 or latents.shape[1] != self.latent_dim:
             raise ConfigError(f"this SemanticVocoder decodes [B, {self.latent_dim}, T] latents, got "
                               f"{list(latents.shape)}")
         audio = self.generator.generate(latents, steps=int(options.get("steps") or self.config.steps),
-                                        seed=options.get("seed"))
+                                        seed=options.get("seed"),
+                                        schedule=options.get("schedule") or self.config.schedule)
         return rearrange(audio, "b t -> b 1 t")

@@ -154,6 +154,14 @@ class Manifest(Sequence[Utterance]):
         manifest = cls(utterances, path.parent)
         return manifest.split(split) if split else manifest
 
+    @classmethod
+    def read_split(cls, path: str | os.PathLike, split: str | None) -> Manifest:
+        """:meth:`read` with ``split``, where an empty result is a DataError naming the file and the split."""
+        manifest = cls.read(path, split=split)
+        if len(manifest) == 0:
+            raise DataError(f"{path}: no utterances in split {split!r}")
+        return manifest
+
     def write(self, path: str | os.PathLike) -> Path:
         """Write atomically to ``path``; relative audio paths are rewritten relative to its folder."""
         path = Path(path)

@@ -159,9 +159,7 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
     """Diagnose the latents of the model folder on ``manifest`` (see the module docstring); write
     ``out/report.json``, ``out/report.md`` and the PNGs, and return the report dict."""
     out = output_folder(out)
-    data = Manifest.read(manifest, split=split)
-    if not len(data):
-        raise DataError(f"{manifest}: no utterances in split {split!r}")
+    data = Manifest.read_split(manifest, split)
     aligned = read_alignments(alignments) if alignments is not None else None
     chosen = _select(data, max_utterances)
     codec = load_codec(model_folder, device=device)

@@ -47,7 +47,7 @@ from semlat.audio.io import load_audio, save_audio
 from semlat.audio.processing import resample
 from semlat.checkpoints import WEIGHTS_NAME
 from semlat.data.manifest import Manifest
-from semlat.errors import AudioError, ConfigError, DataError
+from semlat.errors import AudioError, ConfigError
 from semlat.evaluation.metrics import ALL, COLUMNS, MetricInfo, MetricSuite, Score, parse_metrics
 from semlat.inference import Codec, load_codec
 from semlat.latent_space import space_info
@@ -235,9 +235,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
     groups = parse_metrics(metrics)
     out = output_folder(out)
-    data = Manifest.read(manifest, split=split)
-    if not len(data):
-        raise DataError(f"{manifest}: no utterances in split {split!r}")
+    data = Manifest.read_split(manifest, split)
     codec = load_codec(model_folder, device=device, precision=precision)
     suite = MetricSuite(groups, device=codec.device, f0_method=f0_method)
     sr = codec.input_rate  # metrics compare at the input's rate (decoded audio is resampled to it)

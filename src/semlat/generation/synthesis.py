@@ -28,6 +28,7 @@ from einops import rearrange
 from semlat.audio.io import load_audio
 from semlat.checkpoints import load_model_of_type
 from semlat.chunking import chunk_seed
+from semlat.data.listing import read_rows
 from semlat.errors import AudioError, ConfigError, DataError
 from semlat.generation.duration import DurationPredictor
 from semlat.generation.tts import TTSModel
@@ -158,25 +159,8 @@ def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str
 def read_tts_list(path: str | os.PathLike) -> list[dict[str, str]]:
     """A batch list: JSONL or TSV (with a header) of ``prompt``, ``prompt_text``, ``text``, ``output``; paths
     relative to the list's folder. One-line errors name the file and line."""
-    import csv
-    import json
-
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such list file")
-    rows: list[dict[str, str]] = []
-    if path.suffix == ".jsonl":
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-            rows.append(row if isinstance(row, dict) else {})
-    else:
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = read_rows(path)
     for number, row in enumerate(rows, start=1):
         missing = [k for k in LIST_FIELDS if not str(row.get(k) or "").strip()]
         if missing:

@@ -77,3 +77,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def average_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Average ``module``'s floating-point buffers over the ranks (BatchNorm running statistics, which DDP
+    otherwise leaves as each rank computed them after its last forward): the running mean becomes the one
+    over the global batch; the running variance the mean of the ranks' (their between-rank spread omitted)."""
+    if not info.distributed:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(info.world_size)

@@ -22,6 +22,9 @@ RECIPES = MappingProxyType({
     "judge": "semlat.training.recipes.judge:JudgeRecipe",
     "tts": "semlat.training.recipes.tts:TTSRecipe",
     "duration": "semlat.training.recipes.duration:DurationRecipe",
+    "dasheng_mae": "semlat.training.recipes.dasheng_mae:DashengMAERecipe",
+    "semantic_vocoder": "semlat.training.recipes.semantic_vocoder:SemanticVocoderRecipe",
+    "tta": "semlat.training.recipes.tta:TTARecipe",
 })
 
 

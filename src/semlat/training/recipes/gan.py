@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from semlat.data.manifest import Manifest
-from semlat.errors import ConfigError
 from semlat.losses.adversarial import (
     discriminate_pair,
     discriminator_loss,
@@ -45,11 +44,7 @@ class GANRecipe(Recipe):
 
     def manifest(self, path: str | None, split: str | None) -> Manifest:
         """The ``split`` of manifest ``path`` (``data.train`` when None); an empty one is an error."""
-        path = path or self.config.data.train
-        manifest = Manifest.read(path, split=split)
-        if len(manifest) == 0:
-            raise ConfigError(f"{path}: no utterances in split {split!r}")
-        return manifest
+        return Manifest.read_split(path or self.config.data.train, split)
 
     # ------------------------------------------------------------------ hooks
     def real_input(self, batch: dict[str, Any]) -> torch.Tensor:

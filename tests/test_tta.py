@@ -1,0 +1,265 @@
+"""Text-to-audio: the UDiT backbone (the released key listing's layout), the flow objective with caption
+dropout and logit-normal times, CFG with zero context, the tta recipe (train, resume, DDP, export) on a real
+latent store of the event corpus, and `semlat tta` with its errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import check_recipe_ddp, fixture_file, train_recorded
+from semlat.checkpoints import save_model
+from semlat.cli import main
+from semlat.configs import builtin_config
+from semlat.errors import ConfigError
+from semlat.generation.tta import TTAConfig, TTAFlow, TTAModel
+from semlat.generation.udit import UDiT, UDiTConfig
+from semlat.training.recipes import load_recipe
+from semlat.training.trainer import latest_checkpoint
+
+
+def test_udit_accepts_the_assumed_release_listing(fixtures):
+    listing = json.loads(fixture_file(fixtures, "semantic_vocoder/keys_udit_text_to_latent_ASSUMED.json").read_text())
+    kwargs = listing["_meta"]["kwargs"]
+    config = UDiTConfig(in_chans=kwargs["in_chans"], embed_dim=kwargs["embed_dim"], depth=kwargs["depth"],
+                        num_heads=kwargs["num_heads"], mlp_ratio=kwargs["mlp_ratio"], context_dim=kwargs["context_dim"],
+                        ada_rank=kwargs["ada_sola_rank"], ada_alpha=kwargs["ada_sola_alpha"])
+    with torch.device("meta"):
+        model = UDiT(config)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == listing["keys"]
+    assert list(ours) == list(listing["keys"])  # module order too
+
+
+def test_udit_reproduces_the_reference_backbone():
+    """tests/fixtures/udit_tiny*: the reference UDiT's output on random weights (tests/fixtures/README.md)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).parent / "fixtures"
+    state, io = load_file(str(root / "udit_tiny.safetensors")), load_file(str(root / "udit_tiny_io.safetensors"))
+    model = UDiT(UDiTConfig(in_chans=8, embed_dim=16, depth=2, num_heads=2, context_dim=8, ada_rank=4, ada_alpha=4.0))
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        out = model.eval()(io["x"], io["timesteps"], io["context"], io["context_mask"].bool())
+    assert out.abs().max() > 5  # the fixture's outputs are not trivially small
+    assert torch.allclose(out, io["out"], atol=1e-4, rtol=1e-5)
+
+
+def _tiny_model(**overrides) -> TTAModel:
+    torch.manual_seed(0)
+    model = TTAModel(TTAConfig(backbone=UDiTConfig.tiny(), text_dim=8, max_seconds=2.0,
+                               flow=TTAFlow(**overrides))).eval()
+    for p in model.parameters():  # zero-initialised parts made non-trivial
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def test_caption_dropout_is_a_zero_context_after_the_projection():
+    model = _tiny_model()
+    latents, lengths = torch.randn(2, 16, 20), torch.tensor([20, 14])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    draws = {"x0": torch.randn(2, 16, 20), "t": torch.tensor([0.3, 0.7]), "drop": torch.tensor([True, True])}
+    dropped_a = model.loss(latents, lengths, torch.randn(2, 3, 8), mask, draws=draws)
+    dropped_b = model.loss(latents, lengths, torch.randn(2, 3, 8), mask, draws=draws)
+    kept = model.loss(latents, lengths, torch.randn(2, 3, 8), mask, draws={**draws, "drop": torch.tensor([False] * 2)})
+    assert torch.equal(dropped_a, dropped_b) and not torch.equal(dropped_a, kept)
+    # frames past an item's length do not count
+    padded = latents.clone()
+    padded[1, :, 14:] = 100.0
+    assert torch.allclose(model.loss(padded, lengths, torch.zeros(2, 3, 8), mask, draws=draws),
+                          model.loss(latents, lengths, torch.zeros(2, 3, 8), mask, draws=draws))
+
+
+def test_guidance_combines_conditional_and_zero_context_velocities():
+    model = _tiny_model(steps=1, sway_coef=0.0)
+    hidden, mask = torch.randn(1, 3, 8), torch.ones(1, 3, dtype=torch.bool)
+    noise = torch.randn(1, 16, 10)
+    context = model.context(hidden)
+    t = torch.zeros(1)
+    cond = -model.backbone(noise, torch.full((1,), 1000.0), context, mask)  # the release's convention
+    uncond = model.velocity(noise, t, torch.zeros_like(context), mask)
+    for w in (1.0, 3.5):
+        expected = model.denormalize(noise + uncond + w * (cond - uncond))
+        got = model.generate(hidden, mask, 10, cfg=w, noise=noise)
+        assert torch.allclose(got, expected, atol=1e-5), w
+    a = model.generate(hidden, mask, 10, steps=4, seed=3)
+    assert torch.equal(a, model.generate(hidden, mask, 10, steps=4, seed=3))
+    assert not torch.equal(a, model.generate(hidden, mask, 10, steps=4, seed=4))
+    with pytest.raises(ConfigError, match="1 to 50 frames"):
+        model.generate(hidden, mask, 51)
+
+
+# ------------------------------------------------------------------ the recipe on a real store
+@pytest.fixture(scope="module")
+def event_store(event_corpus, tiny_dasheng, tmp_path_factory):
+    """The event corpus encoded by a random tiny SemanticVocoder (32-d, 25 Hz), and an offline T5."""
+    from semlat.autoencoders.semantic_vocoder import SemanticVocoder, SemanticVocoderConfig
+    from semlat.checkpoints import read_model_folder
+    from semlat.semantic.dasheng import DashengConfig
+    from semlat.vocoders.flow_vocoder import FlowVocoderConfig
+
+    root = tmp_path_factory.mktemp("tta")
+    state, meta = read_model_folder(tiny_dasheng)
+    config = SemanticVocoderConfig(encoder=DashengConfig(**meta["config"]),
+                                   generator=FlowVocoderConfig.tiny(latent_dim=32), steps=2)
+    torch.manual_seed(0)
+    space = SemanticVocoder(config)
+    space.encoder.load_state_dict(state)
+    save_model(root / "space", space.eval(), model_type="semantic_vocoder", config=config)
+    assert main(["encode", str(root / "space"), str(event_corpus / "manifest.jsonl"), str(root / "latents"),
+                 "--split", "train", "--device", "cpu"]) == 0
+    assert main(["data", "offline-t5", str(event_corpus / "manifest.jsonl"), "--out", str(root / "t5"),
+                 "--dim", "16", "--layers", "1"]) == 0
+    return root
+
+
+def _config(root, run_dir, *extra):
+    return load_recipe(builtin_config("tta/tiny"), [
+        f"run_dir={run_dir}", f"data.latents={root / 'latents'}", f"text_encoder={root / 't5'}",
+        "train.progress=false", *extra])
+
+
+def test_recipe_trains_exports_and_generates(event_store, tmp_path, capsys):
+    recipe_cls, config = _config(event_store, tmp_path / "run")
+    run = train_recorded(recipe_cls, config)
+    assert len(run.losses) == 3 and all(0 < s["loss"] < 100 for s in run.losses)
+    assert run.validations and run.validations[0]["loss"] > 0
+    folder = latest_checkpoint(tmp_path / "run")
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["model_type"] == "tta" and meta["config"]["max_seconds"] == 2.0 and meta["config"]["flow"]["cfg"] == 3.5
+    assert meta["captions"] > 12  # several phrasings per class
+    out = tmp_path / "dog.wav"
+    args = ["tta", str(tmp_path / "run"), str(out), "--caption", "A high bell rings twice.", "--seconds", "1.2",
+            "--steps", "2", "--vocoder-steps", "1", "--seed", "5", "--device", "cpu"]
+    assert main(args) == 0
+    audio, rate = sf.read(out)
+    assert rate == 24000 and len(audio) == round(1.2 * 24000) and abs(audio).max() > 0
+    again = tmp_path / "again.wav"
+    assert main(args[:2] + [str(again)] + args[3:]) == 0
+    assert (sf.read(again)[0] == audio).all()  # same seed, same audio
+    listing = tmp_path / "captions.txt"
+    listing.write_text("a low rumble\n\nbirds chirp up\n")
+    assert main(["tta", str(tmp_path / "run"), "--list", str(listing), "--out-dir", str(tmp_path / "many"),
+                 "--seconds", "0.5", "--steps", "1", "--vocoder-steps", "1", "--seed", "1", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["0000.wav", "0001.wav"]
+    # bad input: one-line errors, nothing written
+    for bad, message in ((["--caption", "  ", "--seconds", "1"], "empty caption"),
+                         (["--caption", "a bell", "--seconds", "3"], "--seconds must be in (0, 2]")):
+        capsys.readouterr()
+        assert main(["tta", str(tmp_path / "run"), str(tmp_path / "bad.wav"), *bad, "--device", "cpu"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "bad.wav").exists()
+
+
+def test_recipe_resumes_exactly(event_store, tmp_path):
+    recipe_cls, straight_cfg = _config(event_store, tmp_path / "a", "train.max_steps=4", "train.valid_every=100")
+    straight = train_recorded(recipe_cls, straight_cfg)
+    _, half = _config(event_store, tmp_path / "b", "train.max_steps=2", "train.valid_every=100")
+    first = train_recorded(recipe_cls, half)
+    _, rest = _config(event_store, tmp_path / "b", "train.max_steps=4", "train.valid_every=100")
+    second = train_recorded(recipe_cls, rest, resume=True)
+    assert straight.losses == first.losses + second.losses
+    for key, value in straight.weights.items():
+        assert torch.equal(value, second.weights[key]), key
+
+
+def test_recipe_errors(event_store, tmp_path):
+    from semlat.training.trainer import Trainer
+
+    recipe_cls, config = _config(event_store, tmp_path / "x", "model.in_chans=48")
+    with pytest.raises(ConfigError, match="latents are 32-d but model.in_chans is 48"):
+        Trainer(config, recipe_cls)
+    recipe_cls, config = _config(event_store, tmp_path / "y", f"text_encoder={tmp_path}")
+    with pytest.raises(ConfigError, match="not a transformers T5 folder"):
+        Trainer(config, recipe_cls)
+
+
+def _ddp(root, run_dir):
+    return _config(root, run_dir, "train.max_steps=2", "data.batch_size=4", "train.valid_every=1000")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes(event_store, tmp_path):
+    check_recipe_ddp(functools.partial(_ddp, event_store), tmp_path)
+
+
+def test_release_import_in_the_reference_layout(event_store, tmp_path):
+    """A checkpoint in the release's module tree (model.backbone / content_encoder / autoencoder.generator)
+    imports into a TTA folder that `semlat tta` runs; its backbone and projection are the checkpoint's."""
+    from safetensors.torch import save_file
+    from transformers import T5EncoderModel
+
+    from semlat.checkpoints import read_model_folder
+
+    torch.manual_seed(1)
+    backbone = UDiT(UDiTConfig(in_chans=32, embed_dim=32, depth=2, num_heads=4, context_dim=24, ada_rank=4,
+                               ada_alpha=8.0))
+    t5 = T5EncoderModel.from_pretrained(str(event_store / "t5"))
+    space_state, _ = read_model_folder(event_store / "space")
+    proj = torch.nn.Linear(16, 24)
+    state = {**{f"model.backbone.{k}": v for k, v in backbone.state_dict().items()},
+             **{f"model.content_encoder.text_encoder.model.{k}": v for k, v in t5.state_dict().items()
+                if k != "encoder.embed_tokens.weight"},  # tied: one copy, as a safetensors file keeps it
+             **{f"model.content_encoder.text_encoder.proj.{k}": v for k, v in proj.state_dict().items()},
+             **{f"model.autoencoder.{k}": v for k, v in space_state.items() if k.startswith("generator.")},
+             "model.dummy_param": torch.zeros(0)}
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(weights))
+    (tmp_path / "config.json").write_text(json.dumps({"model_config": {"backbone": {"ada_sola_alpha": 8}}}))
+    out = tmp_path / "imported"
+    assert main(["import", "semantic-vocoder-tta", str(weights), str(out), "--config", str(tmp_path / "config.json"),
+                 "--vocoder", str(event_store / "space"), "--encoder", str(event_store / "t5")]) == 0
+    imported, meta = read_model_folder(out)
+    assert meta["model_type"] == "tta" and meta["config"]["backbone"]["ada_alpha"] == 8.0
+    assert meta["config"]["flow"]["steps"] == 100 and meta["config"]["max_seconds"] == 10.0
+    assert torch.equal(imported["backbone.in_blocks.0.adaln.lora_a.weight"], backbone.in_blocks[0].adaln.lora_a.weight)
+    assert torch.equal(imported["text_proj.weight"], proj.weight)
+    assert main(["tta", str(out), str(tmp_path / "a.wav"), "--caption", "a bell", "--seconds", "0.4", "--steps", "2",
+                 "--vocoder-steps", "1", "--seed", "0", "--device", "cpu"]) == 0
+    assert sf.read(tmp_path / "a.wav")[0].shape == (round(0.4 * 24000),)
+    # a checkpoint whose vocoder is not the given space is refused, nothing written
+    state["model.autoencoder.generator.cond_encoder.in_proj.bias"] = torch.ones_like(
+        state["model.autoencoder.generator.cond_encoder.in_proj.bias"])
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(weights))
+    assert main(["import", "semantic-vocoder-tta", str(weights), str(tmp_path / "other"),
+                 "--vocoder", str(event_store / "space"), "--encoder", str(event_store / "t5")]) == 1
+    assert not (tmp_path / "other").exists()
+
+
+def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, tmp_path):
+    """The experiment on tiny random spaces: probes with chance, reconstruction, TTA, the steps table."""
+    from semlat.experiments.event_comparison import choose_steps, run_event_comparison
+
+    report = run_event_comparison(tmp_path / "cmp", event_corpus / "manifest.jsonl",
+                                  {"semantic": event_store / "space", "vae": model_dir},
+                                  text_encoder=event_store / "t5", tta_config="tta/tiny", tta_steps=2,
+                                  tta_overrides=["train.valid_every=100"], steps=(1, 2), tta_sampling_steps=2,
+                                  max_clips=3, progress=False)
+    assert set(report["arms"]) == {"semantic", "vae"} and report["heldout_clips"] == 3
+    judge = report["judge"]
+    assert judge["classes"] >= 10 and judge["chance"] == 1 / judge["classes"]  # classes of the 1-minute train split
+    for arm in report["arms"].values():
+        probe = arm["probe"]
+        assert 0 <= probe["accuracy"] <= 1 and 0 < probe["chance"] < 1 and probe["n_test"] > 0
+        for part in ("reconstruction", "tta"):
+            assert arm[part]["clips"] == 3 and 0 <= arm[part]["judge_accuracy"] <= 1 and arm[part]["fd"] >= 0
+        assert arm["reconstruction"]["mel_distance"] > 0
+    semantic = report["arms"]["semantic"]
+    table = [(r["schedule"], r["steps"]) for r in semantic["steps_table"]]
+    assert table == [("uniform", 1), ("uniform", 2), ("sine", 2)] and semantic["chosen"]["steps"] in (1, 2)
+    assert "steps_table" not in report["arms"]["vae"]
+    assert len(list((tmp_path / "cmp" / "vae" / "generated").glob("*.wav"))) == 3
+    text = (tmp_path / "cmp" / "event_comparison.md").read_text()
+    assert "| semantic |" in text and "Vocoder steps vs quality (semantic" in text
+    rows = [{"steps": 1, "mel_distance": 2.0}, {"steps": 4, "mel_distance": 1.04}, {"steps": 8, "mel_distance": 1.0},
+            {"steps": 2, "schedule": "sine", "mel_distance": 1.2}]
+    assert choose_steps(rows) == {"steps": 4, "schedule": "uniform"}
+    rows[-1]["mel_distance"] = 1.01
+    assert choose_steps(rows) == {"steps": 2, "schedule": "sine"}

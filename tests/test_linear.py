@@ -44,3 +44,24 @@ def test_switch_off_and_bad_activation(monkeypatch):
     assert layer._packed is None and not onednn_linear_enabled()
     with pytest.raises(ValueError, match="activation"):
         Linear(8, 4, activation="relu")
+
+
+def test_pointwise_conv_matches_conv1d_and_keeps_its_keys():
+    from semlat.nn.linear import PointwiseConv1d
+
+    torch.manual_seed(0)
+    conv = PointwiseConv1d(48, 96)
+    plain = torch.nn.Conv1d(48, 96, 1)
+    assert {k: v.shape for k, v in conv.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 48, 300)
+    with torch.inference_mode():
+        fast = conv(x)
+        chained = PointwiseConv1d(96, 8)(fast)  # reads the time-major view without a copy
+    assert fast.shape == (2, 96, 300) and chained.shape == (2, 8, 300)
+    torch.testing.assert_close(fast, plain(x).detach(), atol=2e-5, rtol=1e-5)
+    assert fast.transpose(1, 2).is_contiguous()  # the oneDNN product ran (time-major memory)
+    y = conv(x)  # gradients enabled: PyTorch's convolution, differentiable
+    assert y.requires_grad and y.is_contiguous()
+    y.sum().backward()
+    assert conv.weight.grad is not None

@@ -43,7 +43,7 @@ from semlat.audio.filterbanks import linear_filterbank
 from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.nn.buffers import NamedBuffer
-from semlat.nn.linear import Linear
+from semlat.nn.linear import Linear, PointwiseConv1d
 
 
 @dataclass
@@ -138,11 +138,11 @@ class ConvNeXtBlock(nn.Module):
         hidden = int(channels * hidden_factor)
         self.dwconv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels)
         self.norm = BiasNorm(channels)
-        self.cond_proj = nn.Conv1d(cond_channels, channels, 1) if cond_channels else None
+        self.cond_proj = PointwiseConv1d(cond_channels, channels) if cond_channels else None
         self.time_embed_proj = Linear(time_channels, channels) if time_channels else None
-        self.pwconv1 = nn.Conv1d(channels, hidden, 1)
+        self.pwconv1 = PointwiseConv1d(channels, hidden)
         self.act = nn.PReLU(hidden)
-        self.pwconv2 = nn.Conv1d(hidden, channels, 1)
+        self.pwconv2 = PointwiseConv1d(hidden, channels)
         self.residual_scale = ChannelScale(channels, residual_scale)
 
     def forward(self, x: Tensor, cond: Tensor | None = None, temb: Tensor | None = None,
@@ -198,17 +198,17 @@ class Decoder(nn.Module):
         channels, bins = config.channels[index], config.n_ffts[index] + 2
         cond, temb = config.cond_enc_channels, config.time_embed_channels
         self.time_embed_channels = temb
-        self.in_proj = nn.Conv1d(bins, channels, 1)
+        self.in_proj = PointwiseConv1d(bins, channels)
         self.in_norm = BiasNorm(channels)
         self.time_mlp = nn.Sequential(Linear(temb, temb * config.hidden_factor), nn.SiLU(),
                                       Linear(temb * config.hidden_factor, temb))
-        self.cond_mlp = nn.Sequential(nn.Conv1d(cond, cond * config.hidden_factor, 1),
+        self.cond_mlp = nn.Sequential(PointwiseConv1d(cond, cond * config.hidden_factor),
                                       nn.PReLU(cond * config.hidden_factor),
-                                      nn.Conv1d(cond * config.hidden_factor, cond, 1))
+                                      PointwiseConv1d(cond * config.hidden_factor, cond))
         self.blocks = nn.ModuleList(
             ConvNeXtBlock(channels, config.hidden_factor, config.conv_kernel_sizes[index], config.residual_scale,
                           cond_channels=cond, time_channels=temb) for _ in range(config.num_layers[index]))
-        self.out_proj = nn.Conv1d(channels, bins, 1)
+        self.out_proj = PointwiseConv1d(channels, bins)
 
     def forward(self, spec: Tensor, cond: Tensor, t: Tensor, mask: Tensor | None) -> Tensor:
         temb = self.time_mlp(time_embedding(t, self.time_embed_channels))

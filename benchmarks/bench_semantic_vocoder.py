@@ -109,18 +109,17 @@ def _measure(part: str, seconds: float, threads: int, repeats: int, reference: s
             cond = model.cond_encoder(latents)
             x = 0.1 * torch.randn(1, frames * 960)
             t = torch.full((1, 1), 0.5)
-            ours = model
-
-            def run():
-                return model.cond_encoder(latents) if part == "cond" else model.predict(x, cond, t)
-
             if part == "reference":
+                ours = model
                 model = _reference_generator(reference, asdict(FlowVocoderConfig())).eval()
                 model.load_state_dict(ours.state_dict(), strict=True)
                 difference = float((model.process_model(x=x, cond=cond, t=t) - ours.predict(x, cond, t)).abs().max())
 
                 def run():
                     return model.process_model(x=x, cond=cond, t=t)
+            else:
+                def run():
+                    return model.cond_encoder(latents) if part == "cond" else model.predict(x, cond, t)
         params = sum(p.numel() for p in model.parameters())
         baseline = _peak_mib()
         elapsed = median_seconds(run, repeats=repeats, warmup=1)

@@ -263,3 +263,19 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
     assert choose_steps(rows) == {"steps": 4, "schedule": "uniform"}
     rows[-1]["mel_distance"] = 1.01
     assert choose_steps(rows) == {"steps": 2, "schedule": "sine"}
+
+
+@pytest.mark.slow
+def test_demo_event_stage_with_tiny_budgets(tmp_path):
+    """`semlat demo --events`' stage end to end (corpus, MAE, vocoder, VAE at equal time, T5, comparison) at
+    budgets of a few steps, and its report section."""
+    from semlat.demo_run import events_section, events_stage
+
+    result = events_stage(tmp_path, {"minutes": 1.5, "mae_steps": 2, "vocoder_steps": 2, "tta_steps": 2},
+                          progress=False, table_steps=(1,))
+    assert set(result["arms"]) == {"semantic", "vae"}
+    assert result["arms"]["semantic"]["model_type"] == "semantic_vocoder"
+    assert result["training_minutes"]["vae_steps"] >= 1
+    assert (tmp_path / "offline_t5" / "SEMLAT_OFFLINE_T5.txt").is_file()
+    text = "\n".join(events_section(result))
+    assert "not the released Dasheng" in text and "| vae |" in text

@@ -272,10 +272,12 @@ def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_pat
             "plot": str(out / "tts" / "convergence.png") if eval_every < steps else None}
 
 
-def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: bool = True) -> dict[str, Any]:
-    """SemanticVocoder's comparison on the offline event corpus (module docstring, step 7); every part resumes."""
+def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: bool = True,
+                 table_steps: Sequence[int] | None = None) -> dict[str, Any]:
+    """SemanticVocoder's comparison on the offline event corpus (module docstring, step 7); every part resumes.
+    ``budgets`` overrides :data:`EVENT_BUDGETS`; ``table_steps`` the vocoder steps measured (default all)."""
     from semlat.data.events import make_event_corpus
-    from semlat.experiments.event_comparison import RESULT_NAME, run_event_comparison
+    from semlat.experiments.event_comparison import RESULT_NAME, STEPS, run_event_comparison
     from semlat.generation.text_encoder import make_offline_t5
 
     b = {**EVENT_BUDGETS, **(budgets or {})}
@@ -295,7 +297,8 @@ def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: b
     if not (t5 / "config.json").is_file():
         make_offline_t5(t5, [u.caption for u in Manifest.read(manifest_path) if u.caption])
     result = run_event_comparison(out / "events_eval", manifest_path, {"semantic": vocoder, "vae": vae},
-                                  text_encoder=t5, tta_steps=int(b["tta_steps"]), progress=progress)
+                                  text_encoder=t5, tta_steps=int(b["tta_steps"]), steps=table_steps or STEPS,
+                                  progress=progress)
     result["training_minutes"] = {"dasheng_mae": round(mae_trainer.train_seconds / 60, 2),
                                   "semantic_vocoder": round(vocoder_trainer.train_seconds / 60, 2),
                                   "vae": round(vae_trainer.train_seconds / 60, 2), "vae_steps": vae_trainer.step}

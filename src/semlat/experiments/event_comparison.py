@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from semlat.audio.io import load_audio
 from semlat.audio.processing import resample
 from semlat.chunking import chunk_seed
 from semlat.data.manifest import Manifest
@@ -93,8 +94,6 @@ def event_probe(space: LoadedSpace, manifest_path: Path) -> dict[str, Any]:
     for i, u in enumerate(manifest):
         if u.label is None or u.split not in ("train", *HELD_OUT):
             continue
-        from semlat.audio.io import load_audio
-
         audio, _ = load_audio(manifest.audio_path(i), space.input_rate)
         latents.append(space.encode(audio[None])[0].numpy())  # [D, T]
         labels.append(u.label)

@@ -60,10 +60,11 @@ def test_import_and_decode_match_the_reference(fixtures, tmp_path, capsys):
                  "--encoder", str(dasheng)]) == 0
     space = load(out, device="cpu")
     # the model itself: the reference's manual_seed(2024) then decode(latent, 4)
-    audio = space.model.decode(io["latent"], steps=4, seed=2024)
+    audio = space.model.decode(io["latent"], steps=4, seed=2024, schedule="uniform")  # the reference's grid
     torch.testing.assert_close(audio, io["decode_out_seed2024"], atol=1e-4, rtol=1e-4)
     chunked = space.decode(io["latent"], steps=4, seed=2024)  # the chunk loop derives the chunk's seed
     assert chunked.shape == audio.shape and torch.equal(space.decode(io["latent"], steps=4, seed=2024), chunked)
+    assert not torch.equal(space.model.decode(io["latent"], steps=4, seed=2024), audio)  # default: the sine grid
     assert space.encode(torch.zeros(1, 1, 16000) + 0.01).shape == (1, 16, 25)
     from semlat.errors import ConfigError
 

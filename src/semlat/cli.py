@@ -300,10 +300,12 @@ def _load(model, device, precision, chunk_seconds, context_seconds, overlap_seco
 
 
 def _decode_options(fn):
-    """--steps, --seed, --guidance and --overlap-seconds: options of decoders that sample."""
+    """--steps, --schedule, --seed, --guidance and --overlap-seconds: options of decoders that sample."""
     for option in reversed([
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Sampling steps (decoders that sample, such as a flow-matching vocoder)."),
+        click.option("--schedule", type=click.Choice(["uniform", "sine"]), default=None,
+                     help="Time grid of a flow-matching vocoder (SemanticVocoder; uniform is the reference's)."),
         click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio)."),
         click.option("--guidance", type=float, default=None, help="Guidance scale (decoders that take one)."),
         click.option("--overlap-seconds", type=float, default=0.0, show_default=True,
@@ -313,8 +315,9 @@ def _decode_options(fn):
     return fn
 
 
-def _options(steps, seed, guidance) -> dict:
-    return {k: v for k, v in (("steps", steps), ("seed", seed), ("guidance", guidance)) if v is not None}
+def _options(steps, seed, guidance, schedule=None) -> dict:
+    return {k: v for k, v in (("steps", steps), ("seed", seed), ("guidance", guidance), ("schedule", schedule))
+            if v is not None}
 
 
 @cli.command("encode")
@@ -359,13 +362,13 @@ def encode(model, source, out, split, record_stats, device, precision, chunk_sec
 @click.argument("out", type=click.Path())
 @_codec_options
 @_decode_options
-def decode(model, latents, out, device, precision, chunk_seconds, context_seconds, steps, seed, guidance,
+def decode(model, latents, out, device, precision, chunk_seconds, context_seconds, steps, schedule, seed, guidance,
            overlap_seconds) -> None:
     """Decode latents into audio: a latent file (.safetensors) into OUT.wav, a latent folder into OUT/<id>.wav."""
     from semlat.inference import decode as decode_files
 
     space = _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds)
-    count = decode_files(space, latents, out, **_options(steps, seed, guidance))
+    count = decode_files(space, latents, out, **_options(steps, seed, guidance, schedule))
     click.echo(f"wrote {count} file(s) to {out}")
 
 
@@ -376,13 +379,13 @@ def decode(model, latents, out, device, precision, chunk_seconds, context_second
 @click.option("--split", default=None, help="Only this split of a manifest.")
 @_codec_options
 @_decode_options
-def reconstruct_(model, source, out, split, device, precision, chunk_seconds, context_seconds, steps, seed, guidance,
-                 overlap_seconds) -> None:
+def reconstruct_(model, source, out, split, device, precision, chunk_seconds, context_seconds, steps, schedule, seed,
+                 guidance, overlap_seconds) -> None:
     """Encode and decode: IN.wav -> OUT.wav, or a manifest or folder of audio -> a folder of .wav files."""
     from semlat.inference import reconstruct
 
     space = _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds)
-    done, rejects = reconstruct(space, source, out, split=split, **_options(steps, seed, guidance))
+    done, rejects = reconstruct(space, source, out, split=split, **_options(steps, seed, guidance, schedule))
     click.echo(f"wrote {len(done)} reconstruction(s) to {out}")
     _echo_rejects(rejects, out)
 

@@ -251,6 +251,7 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
         for part in ("reconstruction", "tta"):
             assert arm[part]["clips"] == 3 and 0 <= arm[part]["judge_accuracy"] <= 1 and arm[part]["fd"] >= 0
         assert arm["reconstruction"]["mel_distance"] > 0
+        assert 0 <= arm["tta"]["latent_probe_accuracy"] <= 1
     semantic = report["arms"]["semantic"]
     table = [(r["schedule"], r["steps"]) for r in semantic["steps_table"]]
     assert table == [("uniform", 1), ("uniform", 2), ("sine", 2)] and semantic["chosen"]["steps"] in (1, 2)

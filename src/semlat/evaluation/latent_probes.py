@@ -85,7 +85,7 @@ def group_split(groups: Sequence[Hashable], test_fraction: float = 0.3, seed: in
 
 def linear_probe(features: Any, labels: Sequence[Hashable], *, groups: Sequence[Hashable] | None = None,
                  train_mask: Any = None, test_mask: Any = None, test_fraction: float = 0.3, seed: int = 0,
-                 max_iter: int = 300, C: float = 1.0) -> dict[str, Any]:
+                 max_iter: int = 300, C: float = 1.0, classify: Any = None) -> dict[str, Any]:
     """Fit a linear classifier on ``features [N, D]`` -> ``labels [N]`` and score it on held-out rows.
 
     The split is ``test_mask`` (and ``train_mask``, default: every row not in test) when given; else
@@ -95,7 +95,8 @@ def linear_probe(features: Any, labels: Sequence[Hashable], *, groups: Sequence[
     Returns ``accuracy``, ``balanced_accuracy`` (mean per-class recall on test), ``chance`` (rate of
     the most frequent class on the test rows), ``balanced_chance`` (``1 / classes``), ``n_train``,
     ``n_test``, ``classes`` (number of distinct labels), ``train_mask`` / ``test_mask`` (boolean
-    arrays ``[N]``) and ``converged``.
+    arrays ``[N]``) and ``converged``; with ``classify [M, D]`` (other rows, e.g. generated items' features)
+    also ``classified``: the fitted probe's label for each of them.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -126,8 +127,10 @@ def linear_probe(features: Any, labels: Sequence[Hashable], *, groups: Sequence[
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     converged = True
     seen = np.unique(y_train)
+    other = None if classify is None else (_as_features(classify) - mean) / std
     if len(seen) == 1:
         predicted = np.full(len(y_test), seen[0])
+        other_predicted = None if other is None else np.full(len(other), seen[0])
     else:
         model = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
         with warnings.catch_warnings(record=True) as caught:
@@ -135,6 +138,7 @@ def linear_probe(features: Any, labels: Sequence[Hashable], *, groups: Sequence[
             model.fit(x_train, y_train)
         converged = not any("converge" in str(w.message).lower() for w in caught)
         predicted = model.predict(x_test)
+        other_predicted = None if other is None else model.predict(other)
     correct = predicted == y_test
     test_classes, test_counts = np.unique(y_test, return_counts=True)
     recalls = [correct[y_test == c].mean() for c in test_classes]
@@ -145,6 +149,7 @@ def linear_probe(features: Any, labels: Sequence[Hashable], *, groups: Sequence[
         "balanced_chance": 1.0 / len(classes),
         "n_train": int(train.sum()), "n_test": int(test.sum()), "classes": len(classes),
         "train_mask": train, "test_mask": test, "converged": converged,
+        **({} if other_predicted is None else {"classified": [str(classes[i]) for i in other_predicted]}),
     }
 
 

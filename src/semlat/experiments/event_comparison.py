@@ -12,7 +12,9 @@ and for each:
   clips (:mod:`semlat.evaluation.event_judge`, which depends on neither space);
 * **text-to-audio**: the same ``tta`` recipe (same backbone, steps, batch) on each space's latents of the train
   split; one clip per held-out caption at that clip's length; the judge's class accuracy against the caption's
-  label and the Fréchet distance to the real held-out clips;
+  label and the Fréchet distance to the real held-out clips; and the **event probe's class accuracy on the
+  generated latents themselves** (``latent_probe_accuracy``: the probe above applied to their means), which
+  judges the generator apart from the decoder;
 * for a SemanticVocoder arm, **vocoder steps vs quality** (``steps`` on the reference's uniform time grid, and
   ``sine_steps`` on the sine grid: mel distance, PESQ, STOI, judge FD and accuracy, seconds per clip) on the
   held-out clips, and the fewest steps within 5 % (relative) of the best mel distance (``chosen``: steps and
@@ -44,7 +46,7 @@ from semlat.evaluation import metrics as M
 from semlat.evaluation.event_judge import SAMPLE_RATE, EventJudge
 from semlat.evaluation.frechet import frechet_distance_of
 from semlat.evaluation.latent_probes import linear_probe, mean_pool
-from semlat.generation.captioned import generate, load_tta
+from semlat.generation.captioned import decode_latents, generate_latents, load_tta
 from semlat.inference import LoadedSpace, encode_to_store, load
 from semlat.training.run import train_recipe
 from semlat.utils.files import atomic_write_text
@@ -87,8 +89,10 @@ def _reconstruct(space: LoadedSpace, clips: Sequence[np.ndarray], options: dict[
     return out
 
 
-def event_probe(space: LoadedSpace, manifest_path: Path) -> dict[str, Any]:
-    """Mean-pooled latents -> label: trained on the train split, scored on the held-out splits."""
+def event_probe(space: LoadedSpace, manifest_path: Path, generated: Sequence[np.ndarray] = (),
+                generated_labels: Sequence[str] = ()) -> dict[str, Any]:
+    """Mean-pooled latents -> label: trained on the train split, scored on the held-out splits; with
+    ``generated`` latents ``[D, T]`` also their accuracy against ``generated_labels``."""
     manifest = Manifest.read(manifest_path)
     latents, labels, splits = [], [], []
     for i, u in enumerate(manifest):
@@ -99,9 +103,13 @@ def event_probe(space: LoadedSpace, manifest_path: Path) -> dict[str, Any]:
         labels.append(u.label)
         splits.append(u.split)
     split = np.array(splits)
-    probe = linear_probe(mean_pool(latents), labels, train_mask=split == "train", test_mask=split != "train")
-    return {k: probe[k] for k in ("accuracy", "balanced_accuracy", "chance", "balanced_chance", "n_train", "n_test",
-                                  "classes")}
+    probe = linear_probe(mean_pool(latents), labels, train_mask=split == "train", test_mask=split != "train",
+                         classify=mean_pool(generated) if len(generated) else None)
+    result = {k: probe[k] for k in ("accuracy", "balanced_accuracy", "chance", "balanced_chance", "n_train",
+                                    "n_test", "classes")}
+    if len(generated):
+        result["generated_accuracy"] = float(np.mean([p == t for p, t in zip(probe["classified"], generated_labels)]))
+    return result
 
 
 def steps_table(space: LoadedSpace, clips: Sequence[np.ndarray], labels: Sequence[str], judge: EventJudge,
@@ -157,7 +165,6 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         space = load(folder, "cpu")
         arm: dict[str, Any] = {"model": str(Path(folder).resolve()), "model_type": space.model_type,
                                "latent": f"{space.latent_dim} x {space.frame_rate:g} Hz"}
-        arm["probe"] = event_probe(space, manifest_path)
         options: dict[str, Any] = {}
         if space.model_type == "semantic_vocoder":
             arm["steps_table"] = steps_table(space, clips, labels, judge, real, steps,
@@ -174,16 +181,19 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
                                                         *tta_overrides])
         arm["tta_train_seconds"] = round(trainer.train_seconds, 1)
         tta = load_tta(checkpoint, "cpu")
-        generated = []
+        generated, generated_latents = [], []
         gen_dir = arm_dir / "generated"
         gen_dir.mkdir(parents=True, exist_ok=True)
         for index, (caption, clip) in enumerate(zip(captions, clips)):
             seconds = min(len(clip) / SAMPLE_RATE, tta.model.config.max_seconds)
-            audio = generate(tta, caption, seconds, steps=tta_sampling_steps, seed=chunk_seed(0, index),
-                             decode_options=options)
+            latents = generate_latents(tta, caption, seconds, steps=tta_sampling_steps, seed=chunk_seed(0, index))
+            audio = decode_latents(tta, latents, seconds, seed=chunk_seed(0, index), decode_options=options)
             tta.space.save(audio, gen_dir / f"{index:04d}.wav")
             generated.append(_to_16k(audio, tta.space.output_rate))
+            generated_latents.append(latents[0].cpu().numpy())
         arm["tta"] = _score_set(generated, None, labels, judge, real)
+        arm["probe"] = event_probe(space, manifest_path, generated_latents, labels)
+        arm["tta"]["latent_probe_accuracy"] = arm["probe"].pop("generated_accuracy")
         report["arms"][name] = arm
         atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / f"{RESULT_NAME}.md", render(report))
@@ -203,13 +213,13 @@ def render(report: dict[str, Any]) -> str:
              f" ({judge['classes']} classes, chance {_f(judge['chance'], percent=True)}); "
              f"{report['heldout_clips']} held-out clips (valid + test).", "",
              "| space | latent | event probe (chance) | recon mel dist | PESQ | STOI | recon judge acc | recon FD | "
-             "TTA judge acc | TTA FD |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "TTA judge acc | TTA FD | TTA latent probe acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, arm in report["arms"].items():
         p, r, t = arm["probe"], arm["reconstruction"], arm["tta"]
         lines.append(f"| {name} | {arm['latent']} | {_f(p['accuracy'], percent=True)} ({_f(p['chance'], percent=True)}) "
                      f"| {_f(r['mel_distance'])} | {_f(r['pesq'], 2)} | {_f(r['stoi'])} | "
                      f"{_f(r['judge_accuracy'], percent=True)} | {_f(r['fd'], 1)} | {_f(t['judge_accuracy'], percent=True)} "
-                     f"| {_f(t['fd'], 1)} |")
+                     f"| {_f(t['fd'], 1)} | {_f(t.get('latent_probe_accuracy'), percent=True)} |")
     for name, arm in report["arms"].items():
         if "steps_table" not in arm:
             continue

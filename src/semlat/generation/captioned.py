@@ -63,10 +63,9 @@ def load_tta(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     return LoadedTTA(model.to(loaded.device).eval(), encoder, loaded, resolved)
 
 
-def generate(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None, cfg: float | None = None,
-             sway: float | None = None, seed: int | None = None, decode_options: dict[str, Any] | None = None
-             ) -> torch.Tensor:
-    """Audio ``[N]`` at ``tta.space.output_rate`` for ``caption`` (module docstring)."""
+def generate_latents(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None,
+                     cfg: float | None = None, sway: float | None = None, seed: int | None = None) -> torch.Tensor:
+    """Raw latents ``[1, C, round(seconds · frame_rate)]`` for ``caption`` (steps 1 and 2 of the module docstring)."""
     if not caption or not caption.strip():
         raise ConfigError("empty caption: give a description of the sound (--caption)")
     config = tta.model.config
@@ -74,13 +73,26 @@ def generate(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None 
         raise ConfigError(f"--seconds must be in (0, {config.max_seconds:g}] for this model (its window), got {seconds:g}")
     frames = max(1, round(seconds * config.frame_rate))
     hidden, mask = tta.encoder([caption.strip()])
-    latents = tta.model.generate(hidden, mask, min(frames, config.max_frames), steps=steps, cfg=cfg, sway_coef=sway,
-                                 seed=seed)
+    return tta.model.generate(hidden, mask, min(frames, config.max_frames), steps=steps, cfg=cfg, sway_coef=sway,
+                              seed=seed)
+
+
+def decode_latents(tta: LoadedTTA, latents: torch.Tensor, seconds: float, *, seed: int | None = None,
+                   decode_options: dict[str, Any] | None = None) -> torch.Tensor:
+    """Generated latents -> audio ``[N]`` at the space's output rate, ``seconds`` long (step 3)."""
     options = dict(decode_options or {})
     if seed is not None:  # a sampling decoder (SemanticVocoder) draws its noise from it; others ignore it
         options.setdefault("seed", seed)
     audio = tta.space.decode(latents, **options)[0, 0].cpu()
     return audio[: round(seconds * tta.space.output_rate)]
+
+
+def generate(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None, cfg: float | None = None,
+             sway: float | None = None, seed: int | None = None, decode_options: dict[str, Any] | None = None
+             ) -> torch.Tensor:
+    """Audio ``[N]`` at ``tta.space.output_rate`` for ``caption`` (module docstring)."""
+    latents = generate_latents(tta, caption, seconds, steps=steps, cfg=cfg, sway=sway, seed=seed)
+    return decode_latents(tta, latents, seconds, seed=seed, decode_options=decode_options)
 
 
 def generate_to_file(tta: LoadedTTA, out: str | os.PathLike, caption: str, seconds: float, **options: Any) -> Path:

@@ -264,6 +264,9 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
     assert choose_steps(rows) == {"steps": 4, "schedule": "uniform"}
     rows[-1]["mel_distance"] = 1.01
     assert choose_steps(rows) == {"steps": 2, "schedule": "sine"}
+    rows += [{"steps": 4, "schedule": "sine", "mel_distance": 1.03}, {"steps": 1, "mel_distance": 3.0}]
+    rows[3]["mel_distance"] = 1.5  # now 4 steps is the fewest within 5 %: the better grid wins
+    assert choose_steps(rows) == {"steps": 4, "schedule": "sine"}
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ and for each:
   judges the generator apart from the decoder;
 * for a SemanticVocoder arm, **vocoder steps vs quality** (``steps`` on the reference's uniform time grid, and
   ``sine_steps`` on the sine grid: mel distance, PESQ, STOI, judge FD and accuracy, seconds per clip) on the
-  held-out clips, and the fewest steps within 5 % (relative) of the best mel distance (``chosen``: steps and
-  schedule), used for the rest of that arm's decoding.
+  held-out clips, and the fewest steps within 5 % (relative) of the best mel distance, on the better grid at
+  that count (``chosen``), used for the rest of that arm's decoding.
 
 Output (``out/``): ``<arm>/latents`` (train store), ``<arm>/tta`` (training run), ``<arm>/generated/*.wav``,
 ``event_comparison.json`` / ``.md``. Stages resume where their outputs exist.
@@ -130,11 +130,11 @@ def steps_table(space: LoadedSpace, clips: Sequence[np.ndarray], labels: Sequenc
 
 
 def choose_steps(rows: Sequence[dict[str, Any]], tolerance: float = STEPS_TOLERANCE) -> dict[str, Any]:
-    """The fewest steps (uniform first on ties) whose mel distance is within ``tolerance`` (relative) of the
-    best: ``{"steps", "schedule"}``."""
+    """The fewest steps with a mel distance within ``tolerance`` (relative) of the best, and at that count the
+    grid with the lowest mel distance: ``{"steps", "schedule"}``."""
     best = min(r["mel_distance"] for r in rows)
     good = [r for r in rows if r["mel_distance"] <= best * (1 + tolerance)]
-    pick = min(good, key=lambda r: (r["steps"], r.get("schedule", "uniform") != "uniform"))
+    pick = min(good, key=lambda r: (r["steps"], r["mel_distance"]))
     return {"steps": pick["steps"], "schedule": pick.get("schedule", "uniform")}
 
 

@@ -721,7 +721,7 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
                    "and the final checkpoints judged at NFE 4, 8, 16, 32 (about 60 more minutes on 2 cores).")
 @click.option("--events", is_flag=True,
               help="Add the sound-event comparison (SemanticVocoder's claim): event corpus, offline Dasheng MAE, "
-                   "SemanticVocoder and a waveform VAE at equal time, text-to-audio on each (about 75 more minutes).")
+                   "SemanticVocoder and a waveform VAE at equal time, text-to-audio on each (about 90 more minutes on 2 cores).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
          tts_steps, tts_eval_every, tts_experiment, events, overrides) -> None:

@@ -320,7 +320,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
     same on every machine). ``tts_steps`` trains each latent TTS (0: no TTS stage), judged every
     ``tts_eval_every`` steps (default: once, at the end); ``tts_nfe_sweep`` also judges the final TTS
     checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
-    comparison (:func:`events_stage`, about 75 more minutes on 2 cores)."""
+    comparison (:func:`events_stage`, about 90 more minutes on 2 cores: MAE 10, vocoder 15, the VAE for their
+    time, the comparison 40)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache, extract_features

@@ -11,7 +11,7 @@ import torch
 from conftest import check_recipe_ddp, train_recorded
 from semlat.checkpoints import read_model_folder
 from semlat.configs import builtin_config
-from semlat.errors import ConfigError
+from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import load_codec
 from semlat.semantic.teachers import load_teacher
 from semlat.training.recipes import load_recipe
@@ -73,7 +73,7 @@ def test_vocoder_config_errors(event_corpus, tiny_dasheng, tmp_path):
     with pytest.raises(ConfigError, match="32-d frames but model.latent_dim is 48"):
         Trainer(config, recipe_cls)
     recipe_cls, config = _vocoder(event_corpus, tmp_path, tmp_path / "z")
-    with pytest.raises(Exception, match="Dasheng"):
+    with pytest.raises(CheckpointError, match="is not a Dasheng encoder"):
         Trainer(config, recipe_cls)
 
 

@@ -30,7 +30,7 @@ LABEL = "offline log-mel-statistics event judge (logistic regression on the corp
 
 
 class EventJudge:
-    """Fit on a labelled manifest (:meth:`fit`), then :meth:`features`, :meth:`predict`, :meth:`accuracy`."""
+    """Fit on a labelled manifest (:meth:`fit`), then :meth:`judge` clips (classes and class scores)."""
 
     label = LABEL
 
@@ -51,23 +51,14 @@ class EventJudge:
         return np.concatenate([mel.mean(1), mel.std(1), np.percentile(mel, 10, axis=1),
                                np.percentile(mel, 90, axis=1), flux]).astype(np.float64)
 
-    def _read(self, manifest: Manifest) -> tuple[np.ndarray, list[str]]:
-        rows, labels = [], []
-        for i, u in enumerate(manifest):
-            if u.label is None:
-                continue
-            audio, _ = load_audio(manifest.audio_path(i), SAMPLE_RATE)
-            rows.append(self.statistics(audio[0].numpy()))
-            labels.append(u.label)
-        return np.stack(rows) if rows else np.zeros((0, 320)), labels
-
     def fit(self, manifest_path: str | os.PathLike, split: str = "train") -> EventJudge:
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        features, labels = self._read(Manifest.read(manifest_path, split=split))
+        clips, labels, _ = labelled_clips(manifest_path, (split,))
         if len(set(labels)) < 2:
             raise DataError(f"{manifest_path}: the {split} split needs labelled clips of at least two classes")
+        features = np.stack([self.statistics(c) for c in clips])
         self.scaler = StandardScaler().fit(features)
         x = self.scaler.transform(features)
         self.classifier = LogisticRegression(max_iter=2000, C=1.0).fit(x, labels)
@@ -75,28 +66,26 @@ class EventJudge:
         self.train_accuracy = float(self.classifier.score(x, labels))
         return self
 
-    def _standardised(self, clips: Sequence[Any]) -> np.ndarray:
-        return self.scaler.transform(np.stack([self.statistics(c) for c in clips]))
+    def judge(self, clips: Sequence[Any]) -> tuple[list[str], np.ndarray]:
+        """Clips ``[N]`` at 16 kHz -> the predicted classes and the class scores ``[n, classes]`` (the Fréchet
+        embedding), from one pass of :meth:`statistics`."""
+        x = self.scaler.transform(np.stack([self.statistics(c) for c in clips]))
+        return [str(p) for p in self.classifier.predict(x)], self.classifier.decision_function(x)
 
-    def features(self, clips: Sequence[Any]) -> np.ndarray:
-        """Clips ``[N]`` at 16 kHz -> class scores ``[n, classes]`` (the Fréchet embedding)."""
-        return self.classifier.decision_function(self._standardised(clips))
 
-    def predict(self, clips: Sequence[Any]) -> list[str]:
-        return [str(p) for p in self.classifier.predict(self._standardised(clips))]
+def accuracy(predicted: Sequence[str], labels: Sequence[str]) -> float:
+    """The share of ``predicted`` equal to ``labels``."""
+    return float(np.mean([p == t for p, t in zip(predicted, labels, strict=True)]))
 
-    def accuracy(self, clips: Sequence[Any], labels: Sequence[str]) -> float:
-        predicted = self.predict(clips)
-        return float(np.mean([p == t for p, t in zip(predicted, labels)]))
 
-    def manifest_clips(self, manifest_path: str | os.PathLike, splits: Sequence[str]
-                       ) -> tuple[list[np.ndarray], list[str], list[str]]:
-        """The real clips (16 kHz), labels and captions of the given splits."""
-        manifest = Manifest.read(manifest_path)
-        clips, labels, captions = [], [], []
-        for i, u in enumerate(manifest):
-            if u.label is not None and u.split in splits:
-                captions.append(u.caption or "")
-                clips.append(load_audio(manifest.audio_path(i), SAMPLE_RATE)[0][0].numpy())
-                labels.append(u.label)
-        return clips, labels, captions
+def labelled_clips(manifest_path: str | os.PathLike, splits: Sequence[str]
+                   ) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The real clips (16 kHz, ``[N]``), labels and captions of a manifest's labelled utterances in ``splits``."""
+    manifest = Manifest.read(manifest_path)
+    clips, labels, captions = [], [], []
+    for i, u in enumerate(manifest):
+        if u.label is not None and u.split in splits:
+            captions.append(u.caption or "")
+            clips.append(load_audio(manifest.audio_path(i), SAMPLE_RATE)[0][0].numpy())
+            labels.append(u.label)
+    return clips, labels, captions

@@ -43,7 +43,7 @@ from semlat.chunking import chunk_seed
 from semlat.data.manifest import Manifest
 from semlat.errors import DataError
 from semlat.evaluation import metrics as M
-from semlat.evaluation.event_judge import SAMPLE_RATE, EventJudge
+from semlat.evaluation.event_judge import SAMPLE_RATE, EventJudge, accuracy, labelled_clips
 from semlat.evaluation.frechet import frechet_distance_of
 from semlat.evaluation.latent_probes import linear_probe, mean_pool
 from semlat.generation.captioned import decode_latents, generate_latents, load_tta
@@ -68,8 +68,9 @@ def _to_16k(audio: torch.Tensor, rate: int) -> np.ndarray:
 def _score_set(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray] | None, labels: Sequence[str],
                judge: EventJudge, real: np.ndarray) -> dict[str, Any]:
     """Judge accuracy and FD of a set of 16 kHz clips; mel distance / PESQ / STOI against ``inputs``."""
-    result: dict[str, Any] = {"clips": len(outputs), "judge_accuracy": judge.accuracy(outputs, labels),
-                              "fd": frechet_distance_of(judge.features(outputs), real)}
+    predicted, scores = judge.judge(outputs)
+    result: dict[str, Any] = {"clips": len(outputs), "judge_accuracy": accuracy(predicted, labels),
+                              "fd": frechet_distance_of(scores, real)}
     if inputs is not None:
         for name, fn in (("mel_distance", M.mel_distance), ("pesq", M.pesq_wb), ("stoi", M.stoi)):
             values = [float(fn(o[: len(i)], i[: len(o)], SAMPLE_RATE)) for o, i in zip(outputs, inputs)]
@@ -78,32 +79,40 @@ def _score_set(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray] | Non
     return result
 
 
-def _reconstruct(space: LoadedSpace, clips: Sequence[np.ndarray], options: dict[str, Any]) -> list[np.ndarray]:
-    out = []
-    for index, clip in enumerate(clips):
-        audio = resample(torch.as_tensor(clip)[None], SAMPLE_RATE, space.input_rate) \
-            if space.input_rate != SAMPLE_RATE else torch.as_tensor(clip)[None]
-        latents = space.encode(audio[None])
-        decoded = space.decode(latents, **({**options, "seed": chunk_seed(0, index)} if options else {}))
-        out.append(_to_16k(decoded, space.output_rate)[: len(clip)])
-    return out
+def encode_clips(space: LoadedSpace, clips: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    """16 kHz clips -> their latents ``[1, D, T]`` (once per space: the probe, the reconstruction and every row
+    of the steps table share them)."""
+    latents = []
+    for clip in clips:
+        audio = torch.as_tensor(clip)[None]
+        if space.input_rate != SAMPLE_RATE:
+            audio = resample(audio, SAMPLE_RATE, space.input_rate)
+        latents.append(space.encode(audio[None]))
+    return latents
 
 
-def event_probe(space: LoadedSpace, manifest_path: Path, generated: Sequence[np.ndarray] = (),
+def _decode(space: LoadedSpace, latents: Sequence[torch.Tensor], clips: Sequence[np.ndarray],
+            options: dict[str, Any]) -> list[np.ndarray]:
+    """Decode each clip's latents (clip ``i`` seeded ``chunk_seed(0, i)``) -> 16 kHz, cut to the clip's length."""
+    return [_to_16k(space.decode(z, **options, seed=chunk_seed(0, index)), space.output_rate)[: len(clip)]
+            for index, (z, clip) in enumerate(zip(latents, clips))]
+
+
+def event_probe(space: LoadedSpace, manifest_path: Path, heldout: Sequence[torch.Tensor],
+                heldout_labels: Sequence[str], generated: Sequence[np.ndarray] = (),
                 generated_labels: Sequence[str] = ()) -> dict[str, Any]:
-    """Mean-pooled latents -> label: trained on the train split, scored on the held-out splits; with
-    ``generated`` latents ``[D, T]`` also their accuracy against ``generated_labels``."""
-    manifest = Manifest.read(manifest_path)
-    latents, labels, splits = [], [], []
+    """Mean-pooled latents -> label: trained on the train split's clips, scored on the ``heldout`` latents
+    ``[1, D, T]``; with ``generated`` latents ``[D, T]`` also their accuracy against ``generated_labels``."""
+    manifest = Manifest.read(manifest_path, split="train")
+    latents, labels = [], []
     for i, u in enumerate(manifest):
-        if u.label is None or u.split not in ("train", *HELD_OUT):
-            continue
-        audio, _ = load_audio(manifest.audio_path(i), space.input_rate)
-        latents.append(space.encode(audio[None])[0].numpy())  # [D, T]
-        labels.append(u.label)
-        splits.append(u.split)
-    split = np.array(splits)
-    probe = linear_probe(mean_pool(latents), labels, train_mask=split == "train", test_mask=split != "train",
+        if u.label is not None:
+            audio, _ = load_audio(manifest.audio_path(i), space.input_rate)
+            latents.append(space.encode(audio[None])[0].numpy())  # [D, T]
+            labels.append(u.label)
+    test = np.arange(len(latents) + len(heldout)) >= len(latents)
+    latents += [z[0].numpy() for z in heldout]
+    probe = linear_probe(mean_pool(latents), labels + list(heldout_labels), test_mask=test,
                          classify=mean_pool(generated) if len(generated) else None)
     result = {k: probe[k] for k in ("accuracy", "balanced_accuracy", "chance", "balanced_chance", "n_train",
                                     "n_test", "classes")}
@@ -112,17 +121,18 @@ def event_probe(space: LoadedSpace, manifest_path: Path, generated: Sequence[np.
     return result
 
 
-def steps_table(space: LoadedSpace, clips: Sequence[np.ndarray], labels: Sequence[str], judge: EventJudge,
-                real: np.ndarray, steps: Sequence[int] = STEPS, sine_steps: Sequence[int] = SINE_STEPS,
-                progress: bool = True) -> list[dict[str, Any]]:
-    """Reconstruction quality of a sampling decoder at each number of steps and schedule (same noise seeds)."""
+def steps_table(space: LoadedSpace, latents: Sequence[torch.Tensor], clips: Sequence[np.ndarray],
+                labels: Sequence[str], judge: EventJudge, real: np.ndarray, steps: Sequence[int] = STEPS,
+                sine_steps: Sequence[int] = SINE_STEPS, progress: bool = True) -> list[dict[str, Any]]:
+    """Reconstruction quality of a sampling decoder at each number of steps and schedule (same noise seeds) from
+    the clips' ``latents``; ``seconds_per_clip`` times the decoding."""
     from tqdm import tqdm
 
     settings = [("uniform", n) for n in steps] + [("sine", n) for n in sine_steps]
     rows = []
     for schedule, n in tqdm(settings, desc="vocoder steps", unit="setting", disable=not progress):
         started = time.perf_counter()
-        outputs = _reconstruct(space, clips, {"steps": n, "schedule": schedule})
+        outputs = _decode(space, latents, clips, {"steps": n, "schedule": schedule})
         seconds = (time.perf_counter() - started) / len(clips)
         rows.append({"schedule": schedule, "steps": n, **_score_set(outputs, clips, labels, judge, real),
                      "seconds_per_clip": seconds})
@@ -147,15 +157,15 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = Path(manifest_path).resolve()
     judge = EventJudge().fit(manifest_path, "train")
-    clips, labels, captions = judge.manifest_clips(manifest_path, HELD_OUT)
+    clips, labels, captions = labelled_clips(manifest_path, HELD_OUT)
     if not clips:
         raise DataError(f"{manifest_path}: no labelled clips in the valid and test splits")
     if max_clips is not None:
         clips, labels, captions = clips[:max_clips], labels[:max_clips], captions[:max_clips]
-    real = judge.features(clips)
+    predicted, real = judge.judge(clips)
     report: dict[str, Any] = {
         "manifest": str(manifest_path), "judge": {"label": judge.label, "train_accuracy": judge.train_accuracy,
-                                                  "real_heldout_accuracy": judge.accuracy(clips, labels),
+                                                  "real_heldout_accuracy": accuracy(predicted, labels),
                                                   "chance": 1.0 / len(judge.classes), "classes": len(judge.classes)},
         "heldout_clips": len(clips), "tta": {"config": tta_config, "steps": tta_steps, "sampling_steps": tta_sampling_steps,
                                           "text_encoder": str(text_encoder), "overrides": list(tta_overrides)},
@@ -165,13 +175,14 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         space = load(folder, "cpu")
         arm: dict[str, Any] = {"model": str(Path(folder).resolve()), "model_type": space.model_type,
                                "latent": f"{space.latent_dim} x {space.frame_rate:g} Hz"}
+        latents = encode_clips(space, clips)
         options: dict[str, Any] = {}
         if space.model_type == "semantic_vocoder":
-            arm["steps_table"] = steps_table(space, clips, labels, judge, real, steps,
+            arm["steps_table"] = steps_table(space, latents, clips, labels, judge, real, steps,
                                              [n for n in SINE_STEPS if n <= max(steps)], progress)
             arm["chosen"] = choose_steps(arm["steps_table"])
             options = dict(arm["chosen"])
-        arm["reconstruction"] = _score_set(_reconstruct(space, clips, options), clips, labels, judge, real)
+        arm["reconstruction"] = _score_set(_decode(space, latents, clips, options), clips, labels, judge, real)
         encode_to_store(space, manifest_path, arm_dir / "latents", split="train", progress=progress)
         checkpoint, trainer = train_recipe(tta_config, [f"run_dir={arm_dir / 'tta'}",
                                                         f"data.latents={arm_dir / 'latents'}",
@@ -186,13 +197,13 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         gen_dir.mkdir(parents=True, exist_ok=True)
         for index, (caption, clip) in enumerate(zip(captions, clips)):
             seconds = min(len(clip) / SAMPLE_RATE, tta.model.config.max_seconds)
-            latents = generate_latents(tta, caption, seconds, steps=tta_sampling_steps, seed=chunk_seed(0, index))
-            audio = decode_latents(tta, latents, seconds, seed=chunk_seed(0, index), decode_options=options)
+            made = generate_latents(tta, caption, seconds, steps=tta_sampling_steps, seed=chunk_seed(0, index))
+            audio = decode_latents(tta, made, seconds, seed=chunk_seed(0, index), decode_options=options)
             tta.space.save(audio, gen_dir / f"{index:04d}.wav")
             generated.append(_to_16k(audio, tta.space.output_rate))
-            generated_latents.append(latents[0].cpu().numpy())
+            generated_latents.append(made[0].cpu().numpy())
         arm["tta"] = _score_set(generated, None, labels, judge, real)
-        arm["probe"] = event_probe(space, manifest_path, generated_latents, labels)
+        arm["probe"] = event_probe(space, manifest_path, latents, labels, generated_latents, labels)
         arm["tta"]["latent_probe_accuracy"] = arm["probe"].pop("generated_accuracy")
         report["arms"][name] = arm
         atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(report, indent=2) + "\n")
@@ -225,7 +236,7 @@ def render(report: dict[str, Any]) -> str:
             continue
         chosen = arm["chosen"]
         lines += ["", f"Vocoder steps vs quality ({name}; chosen: {chosen['steps']} steps, {chosen['schedule']} grid):",
-                  "", "| grid | steps | mel dist | PESQ | STOI | judge acc | FD | s / clip |",
+                  "", "| grid | steps | mel dist | PESQ | STOI | judge acc | FD | decode s / clip |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in arm["steps_table"]:
             lines.append(f"| {row['schedule']} | {row['steps']} | {_f(row['mel_distance'])} | {_f(row['pesq'], 2)} | {_f(row['stoi'])} | "

@@ -65,14 +65,13 @@ def load_tta(folder: str | os.PathLike, device: str | torch.device = "auto", spa
 
 def generate_latents(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None,
                      cfg: float | None = None, sway: float | None = None, seed: int | None = None) -> torch.Tensor:
-    """Raw latents ``[1, C, round(seconds · frame_rate)]`` for ``caption`` (steps 1 and 2 of the module docstring)."""
-    if not caption or not caption.strip():
-        raise ConfigError("empty caption: give a description of the sound (--caption)")
+    """Raw latents ``[1, C, round(seconds · frame_rate)]`` for ``caption`` (steps 1 and 2 of the module docstring;
+    the caption encoder refuses an empty caption)."""
     config = tta.model.config
     if seconds <= 0 or seconds > config.max_seconds + 1e-9:
         raise ConfigError(f"--seconds must be in (0, {config.max_seconds:g}] for this model (its window), got {seconds:g}")
     frames = max(1, round(seconds * config.frame_rate))
-    hidden, mask = tta.encoder([caption.strip()])
+    hidden, mask = tta.encoder([caption.strip()])  # [1, L, d], [1, L]
     return tta.model.generate(hidden, mask, min(frames, config.max_frames), steps=steps, cfg=cfg, sway_coef=sway,
                               seed=seed)
 
@@ -105,11 +104,10 @@ def read_caption_list(path: str | os.PathLike, out_dir: str | os.PathLike | None
     file of one caption per line written to ``out_dir/NNNN.wav``."""
     path = Path(path)
     if path.suffix in (".jsonl", ".tsv"):
-        rows = read_rows(path, "caption list")
+        rows = read_rows(path, "caption list", paths=("output",))
         for number, row in enumerate(rows, start=1):
             if not str(row.get("caption") or "").strip() or not str(row.get("output") or "").strip():
                 raise DataError(f"{path}: row {number} needs a caption and an output")
-            row["output"] = str(_relative(path.parent, row["output"]))
     else:
         if not path.is_file():
             raise DataError(f"{path}: no such caption list file")

@@ -22,14 +22,20 @@ an integer before embedding it; semlat embeds the exact value.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from semlat.checkpoints import load_model_of_type, read_foreign_weights, save_model, unwrap_state_dict
+from semlat.checkpoints import (
+    check_state_dict,
+    load_model_of_type,
+    read_foreign_weights,
+    save_model,
+    unwrap_state_dict,
+)
+from semlat.config import read_json_object
 from semlat.errors import CheckpointError, ConfigError
 from semlat.generation.tta import TTAConfig, TTAFlow, TTAModel
 from semlat.generation.udit import UDiTConfig
@@ -84,12 +90,7 @@ def import_semantic_vocoder_tta(weights: str | os.PathLike, out: str | os.PathLi
     for prefix in (BACKBONE, T5, PROJ):
         if not parts[prefix]:
             raise CheckpointError(f"{weights}: no {prefix}* keys (not SemanticVocoder's text-to-audio layout)")
-    settings: dict[str, Any] = {}
-    if config is not None:
-        try:
-            settings = json.loads(Path(config).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{config}: cannot read the config ({err})") from None
+    settings = read_json_object(config, "text-to-audio config") if config is not None else {}
     space, _, space_folder = load_model_of_type(vocoder, "semantic_vocoder", "a SemanticVocoder",
                                                 "make one with `semlat import semantic-vocoder`")
     if parts[GENERATOR]:
@@ -132,10 +133,6 @@ def _text_encoder(state: dict[str, torch.Tensor], folder: Path, where: str) -> A
         raise CheckpointError(f"{where}: the text encoder has no token embedding")
     state.setdefault("shared.weight", tied)
     state.setdefault("encoder.embed_tokens.weight", tied)
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{where}: its text encoder does not fit {folder}'s config (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
+    check_state_dict(model.state_dict(), state, f"{where} (its text encoder, against {folder}'s config)")
     model.load_state_dict(state, strict=True)
     return model

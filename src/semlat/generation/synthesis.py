@@ -160,14 +160,11 @@ def read_tts_list(path: str | os.PathLike) -> list[dict[str, str]]:
     """A batch list: JSONL or TSV (with a header) of ``prompt``, ``prompt_text``, ``text``, ``output``; paths
     relative to the list's folder. One-line errors name the file and line."""
     path = Path(path)
-    rows = read_rows(path)
+    rows = read_rows(path, paths=("prompt", "output"))
     for number, row in enumerate(rows, start=1):
         missing = [k for k in LIST_FIELDS if not str(row.get(k) or "").strip()]
         if missing:
             raise DataError(f"{path}: row {number} lacks {', '.join(missing)} (each row needs {', '.join(LIST_FIELDS)})")
-        for key in ("prompt", "output"):
-            if not Path(row[key]).is_absolute():
-                row[key] = str(path.parent / row[key])
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from semlat.config import from_dict
 from semlat.errors import ConfigError
+from semlat.generation.dit import RotaryEmbedding
 from semlat.nn.linear import Linear
 
 TIME_DIM = 256
@@ -83,20 +84,13 @@ def timestep_embedding(timesteps: Tensor, dim: int = TIME_DIM) -> Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
-class Rotary(nn.Module):
-    """Rotary positions over a head of ``dim`` (rotate-half layout); buffer ``inv_freq [dim / 2]``."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("inv_freq", 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x [B, H, N, d]`` with positions ``0 .. N - 1``."""
-        n = x.shape[-2]
-        angles = torch.arange(n, device=x.device, dtype=torch.float32)[:, None] * self.inv_freq[None]
-        cos, sin = torch.cat([angles, angles], -1).cos().to(x.dtype), torch.cat([angles, angles], -1).sin().to(x.dtype)
-        first, second = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-second, first], dim=-1) * sin
+def apply_rotary_half(x: Tensor, rotation: Tensor) -> Tensor:
+    """Rotate ``x [B, H, N, d]`` by ``rotation [N, d / 2]`` (:class:`~semlat.generation.dit.RotaryEmbedding`'s unit
+    complex numbers) in the rotate-half layout: channel ``j`` pairs with ``j + d / 2``, i.e. ``x · cos +
+    (-x2, x1) · sin``, as one complex product of ``x1 + i x2``."""
+    dtype = x.dtype
+    pairs = torch.view_as_complex(rearrange(x.float(), "... (r d) -> ... d r", r=2).contiguous())
+    return rearrange(torch.view_as_real(pairs * rotation), "... d r -> ... (r d)").to(dtype)
 
 
 class Attention(nn.Module):
@@ -111,7 +105,7 @@ class Attention(nn.Module):
         self.norm_q = nn.LayerNorm(head)
         self.norm_k = nn.LayerNorm(head)
         self.proj = Linear(dim, dim)
-        self.rotary = Rotary(head) if rotary else None
+        self.rotary = RotaryEmbedding(head) if rotary else None
 
     def forward(self, x: Tensor, context: Tensor | None = None, key_mask: Tensor | None = None) -> Tensor:
         """``x [B, N, D]``, ``context [B, L, Dk]`` (None: self-attention), ``key_mask [B, L]`` True = attend."""
@@ -120,7 +114,8 @@ class Attention(nn.Module):
         k = self.norm_k(rearrange(self.to_k(source), "b n (h d) -> b h n d", h=self.heads))
         v = rearrange(self.to_v(source), "b n (h d) -> b h n d", h=self.heads)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            rotation = self.rotary(q.shape[-2], q.device)  # once for queries and keys
+            q, k = apply_rotary_half(q, rotation), apply_rotary_half(k, rotation)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))

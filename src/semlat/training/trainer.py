@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from semlat.checkpoints import WEIGHTS_NAME, check_state_dict, latest_checkpoint, write_model_files
 from semlat.config import save_yaml
+from semlat.data.manifest import Manifest
 from semlat.data.samplers import ShardedSampler
 from semlat.errors import CheckpointError, ConfigError
 from semlat.training.distributed import (
@@ -104,6 +105,10 @@ class Recipe(ABC):
     @abstractmethod
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """``(model_type, model config dict, extra config.json entries)`` of the exported model."""
+
+    def manifest(self, path: str | None, split: str | None) -> Manifest:
+        """The ``split`` of manifest ``path`` (``data.train`` when None); an empty one is a DataError."""
+        return Manifest.read_split(path or self.config.data.train, split)
 
     def batch_sampler(self, dataset: Dataset) -> Sampler | None:
         """A batch sampler of this rank's batches (``set_epoch`` each epoch; keys as semlat's samplers give

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
-from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError
 from semlat.semantic.dasheng import PATCH_SAMPLES, SAMPLE_RATE, DashengConfig
 from semlat.semantic.dasheng_mae import DashengMAE, MAEConfig
@@ -87,10 +86,7 @@ class DashengMAERecipe(Recipe):
     def __init__(self, config: DashengMAERecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)
         self.manifest_path = Path(config.data.train).resolve()
-        self._valid: tuple[torch.Tensor, torch.Generator] | None = None
-
-    def _manifest(self, path: str | None, split: str | None) -> Manifest:
-        return Manifest.read_split(path or self.config.data.train, split)
+        self._valid: torch.Tensor | None = None  # the held-out crops [B, N]
 
     def build_modules(self) -> dict[str, nn.Module]:
         return {"model": DashengMAE(self.config.model.encoder, self.config.model.mae)}
@@ -100,7 +96,7 @@ class DashengMAERecipe(Recipe):
 
     def train_dataset(self):
         data = self.config.data
-        return AudioCropDataset(self._manifest(data.train, data.train_split), SAMPLE_RATE, data.segment_seconds,
+        return AudioCropDataset(self.manifest(data.train, data.train_split), SAMPLE_RATE, data.segment_seconds,
                                 seed=self.config.train.seed, min_rms_db=data.min_rms_db), collate_audio
 
     def train_step(self, batches: Sequence[Any], step: int) -> dict[str, float]:
@@ -119,7 +115,7 @@ class DashengMAERecipe(Recipe):
     def _valid_audio(self) -> torch.Tensor:
         if self._valid is None:
             data = self.config.data
-            subset = fixed_subset(self._manifest(data.valid, data.valid_split), data.valid_items)
+            subset = fixed_subset(self.manifest(data.valid, data.valid_split), data.valid_items)
             dataset = AudioCropDataset(subset, SAMPLE_RATE, data.valid_seconds, seed=self.config.train.seed)
             self._valid = collate_audio([dataset[i] for i in range(len(dataset))])["audio"].mean(dim=1)
         return self._valid

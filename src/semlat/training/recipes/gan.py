@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from semlat.data.manifest import Manifest
 from semlat.losses.adversarial import (
     discriminate_pair,
     discriminator_loss,
@@ -41,10 +40,6 @@ class GANRecipe(Recipe):
 
     def optimizer_config(self, name: str) -> OptimizerConfig | None:
         return {"generator": self.config.optim, "discriminator": self.config.optim_disc}.get(name)
-
-    def manifest(self, path: str | None, split: str | None) -> Manifest:
-        """The ``split`` of manifest ``path`` (``data.train`` when None); an empty one is an error."""
-        return Manifest.read_split(path or self.config.data.train, split)
 
     # ------------------------------------------------------------------ hooks
     def real_input(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -112,12 +112,9 @@ class SemanticVocoderRecipe(Recipe):
         return AudioCropDataset(manifest, self.config.model.sampling_rate, seconds, seed=self.config.train.seed,
                                 min_rms_db=min_rms_db)
 
-    def _manifest(self, path: str | None, split: str | None) -> Manifest:
-        return Manifest.read_split(path or self.config.data.train, split)
-
     def train_dataset(self):
         data = self.config.data
-        return self._crops(self._manifest(data.train, data.train_split), data.segment_seconds,
+        return self._crops(self.manifest(data.train, data.train_split), data.segment_seconds,
                            data.min_rms_db), collate_audio
 
     @torch.no_grad()
@@ -149,7 +146,7 @@ class SemanticVocoderRecipe(Recipe):
     def _valid_batch(self) -> dict[str, Any]:
         if self._valid is None:
             data = self.config.data
-            subset = fixed_subset(self._manifest(data.valid, data.valid_split), data.valid_items)
+            subset = fixed_subset(self.manifest(data.valid, data.valid_split), data.valid_items)
             dataset = self._crops(subset, data.valid_seconds, None)
             batch = collate_audio([dataset[i] for i in range(len(dataset))])
             audio = self.trainer.to_device(batch["audio"])

@@ -75,6 +75,11 @@ class TTARecipeConfig:
             raise ConfigError(f"recipe must be 'tta' for this config, got {self.recipe!r}")
 
 
+def captioned_ids(store: TensorStore) -> list[str]:
+    """The ids of a store's items that have a non-empty caption."""
+    return [item["id"] for item in store.items if (item.get("caption") or "").strip()]
+
+
 class TTARecipe(Recipe):
     """Flow matching on latents with caption cross-attention."""
 
@@ -91,26 +96,24 @@ class TTARecipe(Recipe):
         if self.store.dim != config.model.in_chans:
             raise ConfigError(f"{data.latents}: latents are {self.store.dim}-d but model.in_chans is "
                               f"{config.model.in_chans}")
-        self.ids = [item["id"] for item in self.store.items if (item.get("caption") or "").strip()]
+        self.ids = captioned_ids(self.store)
         if not self.ids:
             raise DataError(f"{data.latents}: no item has a caption (encode a captioned manifest, such as "
                             "`semlat data demo-events`)")
         self.window = max(1, math.floor(data.max_seconds * self.store.frame_rate))
-        self.encoder = T5CaptionEncoder(config.text_encoder, device=trainer.device)
-        valid_store = TensorStore(data.valid_latents) if data.valid_latents else None
-        captions = {item["caption"] for store in (self.store, valid_store) if store is not None
-                    for item in store.items if (item.get("caption") or "").strip()}
-        self.captions = {}  # caption -> (hidden [L, d], )
-        for caption in sorted(captions):
-            hidden, _ = self.encoder([caption])
-            self.captions[caption] = hidden[0].cpu()
+        self.valid_store = TensorStore(data.valid_latents) if data.valid_latents else self.store
+        # the frozen encoder runs once, here, on every distinct caption (then it is let go)
+        encoder = T5CaptionEncoder(config.text_encoder, device=trainer.device)
+        self.text_folder, self.text_dim, self.text_label = encoder.folder, encoder.dim, encoder.label
+        captions = {store.item(i)["caption"] for store in (self.store, self.valid_store) for i in captioned_ids(store)}
+        self.captions = {caption: encoder([caption])[0][0].cpu() for caption in sorted(captions)}  # -> [L, d]
         self.space = self.store.index.get("model")
         self._valid: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- model and data
     def tta_config(self) -> TTAConfig:
         cfg = self.config
-        return TTAConfig(backbone=cfg.model, text_dim=self.encoder.dim, text_encoder=str(self.encoder.folder),
+        return TTAConfig(backbone=cfg.model, text_dim=self.text_dim, text_encoder=str(self.text_folder),
                          space=str(self.space or ""), frame_rate=self.store.frame_rate,
                          max_seconds=self.window / self.store.frame_rate, flow=dataclasses.replace(cfg.flow))
 
@@ -164,10 +167,8 @@ class TTARecipe(Recipe):
     # ---------------------------------------------------------------- validation and export
     def _valid_batch(self) -> dict[str, Any]:
         if self._valid is None:
-            data = self.config.data
-            store = TensorStore(data.valid_latents) if data.valid_latents else self.store
-            ids = [item["id"] for item in store.items if (item.get("caption") or "").strip()][: data.valid_items]
-            dataset = self._dataset(store, ids)  # crops drawn from each index's fixed seed
+            ids = captioned_ids(self.valid_store)[: self.config.data.valid_items]
+            dataset = self._dataset(self.valid_store, ids)  # crops drawn from each index's fixed seed
             self._valid = self.collate([dataset[i] for i in range(len(dataset))])
         return self._valid
 
@@ -184,6 +185,6 @@ class TTARecipe(Recipe):
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         extra = {"latent_dim": self.store.dim, "frame_rate": self.store.frame_rate, "space": str(self.space or ""),
-                 "latents": str(Path(self.config.data.latents).resolve()), "text_encoder_label": self.encoder.label,
+                 "latents": str(Path(self.config.data.latents).resolve()), "text_encoder_label": self.text_label,
                  "captions": len(self.captions), "train_items": len(self.ids)}
         return "tta", dataclasses.asdict(model.config), extra

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # semlat's one-command install. Run from the repository root:   bash install.sh
 #
-# 1. System packages for the demo corpus: flite and espeak-ng (apt-get where available, else a hint).
+# 1. System packages: flite and espeak-ng for the demo corpus, chromium for the app's browser tests (dev extra)
+#    (apt-get where available, else a hint).
 # 2. A Python environment: the active virtualenv/conda env if there is one, else ./.venv.
 # 3. PyTorch: kept if already installed (bring your own CUDA build first), else torch==2.13.0 (CPU).
 # 4. semlat in editable mode with the extras in $SEMLAT_EXTRAS (default "dev"), pinned to the
@@ -17,6 +18,10 @@ command -v flite >/dev/null 2>&1 || missing+=(flite)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 # pesq, pyworld and webrtcvad (the eval metrics, in the dev extra) compile C code at install time.
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+# The app's browser tests (dev extra) drive the system chromium headlessly (playwright, no browser download).
+case ",${SEMLAT_EXTRAS:-dev}," in
+  *,dev,*) command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium) ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd=(sudo); fi
@@ -25,10 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null \
       || { "${sudo_cmd[@]}" apt-get update -qq >/dev/null && "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null; } \
-      || say "WARNING: apt-get could not install ${missing[*]}; the demo corpus needs them"
+      || say "WARNING: apt-get could not install ${missing[*]}; the demo corpus (and the app tests) need them"
   else
-    say "WARNING: ${missing[*]} not found and apt-get is not usable here. The demo corpus needs them:"
-    say "  Fedora: sudo dnf install flite espeak-ng    macOS: brew install flite espeak-ng"
+    say "WARNING: ${missing[*]} not found and apt-get is not usable here. The demo corpus (and the app tests) need them:"
+    say "  Fedora: sudo dnf install flite espeak-ng chromium    macOS: brew install flite espeak-ng (and a Chromium)"
   fi
 fi
 

@@ -106,6 +106,30 @@ def tiny_dasheng(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def event_store(event_corpus, tiny_dasheng, tmp_path_factory):
+    """The event corpus encoded by a random tiny SemanticVocoder (32-d, 25 Hz), and an offline T5."""
+    from semlat.autoencoders.semantic_vocoder import SemanticVocoder, SemanticVocoderConfig
+    from semlat.checkpoints import read_model_folder, save_model
+    from semlat.cli import main
+    from semlat.semantic.dasheng import DashengConfig
+    from semlat.vocoders.flow_vocoder import FlowVocoderConfig
+
+    root = tmp_path_factory.mktemp("tta")
+    state, meta = read_model_folder(tiny_dasheng)
+    config = SemanticVocoderConfig(encoder=DashengConfig(**meta["config"]),
+                                   generator=FlowVocoderConfig.tiny(latent_dim=32), steps=2)
+    torch.manual_seed(0)
+    space = SemanticVocoder(config)
+    space.encoder.load_state_dict(state)
+    save_model(root / "space", space.eval(), model_type="semantic_vocoder", config=config)
+    assert main(["encode", str(root / "space"), str(event_corpus / "manifest.jsonl"), str(root / "latents"),
+                 "--split", "train", "--device", "cpu"]) == 0
+    assert main(["data", "offline-t5", str(event_corpus / "manifest.jsonl"), "--out", str(root / "t5"),
+                 "--dim", "16", "--layers", "1"]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_ctc_judge(demo_corpus, tmp_path_factory) -> Path:
     """An offline CTC phoneme judge trained for 3 steps on the demo corpus (32 channels, 1 block)."""
     from semlat.training.run import train_judge

@@ -51,6 +51,12 @@ def test_chunking_is_exact_when_context_covers_the_receptive_field():
         assert chunked.shape == full.shape == (2, 3, 1001)
         torch.testing.assert_close(chunked, full, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(decode_chunked(space, full, 0.7, 0.05), space.decode(full), atol=1e-6, rtol=1e-6)
+        seen = []  # the progress callback hears every window, in order (a progress bar for long files)
+        encode_chunked(space, audio, chunk_seconds=0.7, context_seconds=0.05, progress=lambda *p: seen.append(p))
+        assert seen == [(k, 15) for k in range(1, 16)]  # ceil(1001 frames / 70)
+        seen.clear()
+        decode_chunked(space, full[..., :50], 0.7, 0.05, progress=lambda *p: seen.append(p))
+        assert seen == [(1, 1)]  # one window
 
 
 def test_wave_vae_chunking_matches_unchunked_within_tolerance():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semlat.evaluation.plots import dimension_bars, log_mel_db, probe_bars, spectrogram_comparison
+from semlat.evaluation.plots import (dimension_bars, latent_image, log_mel_db, probe_bars, spectrogram,
+                                     spectrogram_comparison)
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -44,3 +45,16 @@ def test_probe_and_dimension_bars(tmp_path):
         probe_bars({"event": {"skipped": "x"}}, tmp_path / "p2.png")
     dims = [{"dim": d, "variance": float(d), "kl": 0.1 * d, "dead": d == 0} for d in range(8)]
     assert _png_size(dimension_bars(dims, tmp_path / "dims.png"))[1] > 100
+
+
+def test_single_spectrogram_and_latent_image(tmp_path):
+    import matplotlib.image
+
+    rate = 16000
+    audio = np.sin(2 * np.pi * 440 * np.arange(rate) / rate)
+    assert spectrogram(audio, rate, tmp_path / "s.png", "tone").stat().st_size > 5000
+    latents = np.stack([np.linspace(0, 1, 40) * scale for scale in (1e-3, 1.0, 1e3)])  # channels of very different scales
+    path = latent_image(latents, 40.0, tmp_path / "z.png", "latents")
+    assert matplotlib.image.imread(path).shape[:2] == (240, 800)  # 8 x 2.4 inches at 100 dpi
+    with pytest.raises(ValueError, match=r"\[D, T\]"):
+        latent_image(latents[0], 40.0, tmp_path / "bad.png")

@@ -12,7 +12,6 @@ import soundfile as sf
 import torch
 
 from conftest import check_recipe_ddp, fixture_file, train_recorded
-from semlat.checkpoints import save_model
 from semlat.cli import main
 from semlat.configs import builtin_config
 from semlat.errors import ConfigError
@@ -96,29 +95,6 @@ def test_guidance_combines_conditional_and_zero_context_velocities():
 
 
 # ------------------------------------------------------------------ the recipe on a real store
-@pytest.fixture(scope="module")
-def event_store(event_corpus, tiny_dasheng, tmp_path_factory):
-    """The event corpus encoded by a random tiny SemanticVocoder (32-d, 25 Hz), and an offline T5."""
-    from semlat.autoencoders.semantic_vocoder import SemanticVocoder, SemanticVocoderConfig
-    from semlat.checkpoints import read_model_folder
-    from semlat.semantic.dasheng import DashengConfig
-    from semlat.vocoders.flow_vocoder import FlowVocoderConfig
-
-    root = tmp_path_factory.mktemp("tta")
-    state, meta = read_model_folder(tiny_dasheng)
-    config = SemanticVocoderConfig(encoder=DashengConfig(**meta["config"]),
-                                   generator=FlowVocoderConfig.tiny(latent_dim=32), steps=2)
-    torch.manual_seed(0)
-    space = SemanticVocoder(config)
-    space.encoder.load_state_dict(state)
-    save_model(root / "space", space.eval(), model_type="semantic_vocoder", config=config)
-    assert main(["encode", str(root / "space"), str(event_corpus / "manifest.jsonl"), str(root / "latents"),
-                 "--split", "train", "--device", "cpu"]) == 0
-    assert main(["data", "offline-t5", str(event_corpus / "manifest.jsonl"), "--out", str(root / "t5"),
-                 "--dim", "16", "--layers", "1"]) == 0
-    return root
-
-
 def _config(root, run_dir, *extra):
     return load_recipe(builtin_config("tta/tiny"), [
         f"run_dir={run_dir}", f"data.latents={root / 'latents'}", f"text_encoder={root / 't5'}",

@@ -47,7 +47,7 @@ def frames_for(seconds: float, frame_rate: float) -> int:
 
 def run_chunked(fn: Callable[..., torch.Tensor], source: torch.Tensor, *, frames: int, chunk: int, context: int,
                 in_hop: int = 1, out_hop: int = 1, overlap: int = 0, seed: int | None = None,
-                **options: Any) -> torch.Tensor:
+                progress: Callable[[int, int], None] | None = None, **options: Any) -> torch.Tensor:
     """Apply ``fn`` to ``source`` window by window and join the outputs along the last axis.
 
     Args:
@@ -59,6 +59,7 @@ def run_chunked(fn: Callable[..., torch.Tensor], source: torch.Tensor, *, frames
         chunk, context: frames kept per window and frames of context on each side.
         overlap: frames computed past each window's end and crossfaded into the next (0: hard cuts).
         seed: user seed; window ``i`` gets ``chunk_seed(seed, i)``.
+        progress: called as ``progress(windows done, windows)`` after every window (a progress bar).
         options: passed on to ``fn`` (sampling steps, guidance, ...).
 
     Returns ``[..., frames * out_hop]`` (an output that comes back shorter is an error: the function's
@@ -66,7 +67,10 @@ def run_chunked(fn: Callable[..., torch.Tensor], source: torch.Tensor, *, frames
     """
     chunk, context, overlap = max(1, int(chunk)), max(0, int(context)), max(0, int(overlap))
     if frames <= chunk + 2 * context:
-        return _call(fn, source, seed, 0, options)
+        out = _call(fn, source, seed, 0, options)
+        if progress is not None:
+            progress(1, 1)
+        return out
     pieces: list[torch.Tensor] = []
     starts = list(range(0, frames, chunk))
     for index, start in enumerate(starts):
@@ -80,6 +84,8 @@ def run_chunked(fn: Callable[..., torch.Tensor], source: torch.Tensor, *, frames
             raise RuntimeError(f"window [{left}, {right}) gave {out.shape[-1]} output elements, too few for frames "
                                f"[{start}, {keep_stop}): the function's receptive field is wider than the context")
         pieces.append(piece)
+        if progress is not None:
+            progress(index + 1, len(starts))
     if overlap == 0:
         return torch.cat(pieces, dim=-1)
     return _crossfade(pieces, starts, out_hop, frames)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 import semlat
-from semlat.errors import ConfigError, SemlatError
+from semlat.errors import ConfigError, SemlatError, ToolMissingError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -760,6 +760,32 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     for warning in report["warnings"]:
         click.echo(f"WARNING: {warning}")
     click.echo(f"report: {Path(out) / 'report.md'}")
+
+
+@cli.command("app")
+@click.option("--models", "roots", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="A folder to serve (repeatable): model folders, training runs, manifests and reports under it, "
+                   "e.g. a `semlat demo` output folder.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (the default accepts only this machine; 0.0.0.0 opens it to the network).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=7860, show_default=True,
+              help="Port (0: any free port).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for the app's outputs [default: a new temporary folder].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.1), default=50.0, show_default=True,
+              help="Refuse larger uploads.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Jobs of one kind that run at once (Gradio's queue).")
+def app(roots, host, port, out, device, max_upload_mb, concurrency) -> None:
+    """A local web app: hear and compare reconstructions, see latent diagnostics, generate speech and sound,
+    read reports, for every model under the --models folders (needs `pip install 'semlat[app]'`)."""
+    try:
+        from semlat.app.ui import launch
+    except ImportError as err:
+        raise ToolMissingError(f"semlat app needs Gradio: pip install 'semlat[app]' ({err})") from None
+    launch(list(roots), out=out, host=host, port=port or None, device=device, max_upload_mb=max_upload_mb,
+           concurrency=concurrency, log=click.echo)
 
 
 def _split_counts(manifest) -> str:

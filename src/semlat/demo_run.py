@@ -506,4 +506,10 @@ def render_report(report: dict[str, Any]) -> str:
         lines.append(f"- {m['name']}: model `{m['model']}`; reports `{folders['recon']}/report.md` (with "
                      f"spectrograms.png), `{folders['latents']}/report.md` (t-SNE, probe and dimension plots), "
                      f"`{folders['speech']}/report.md`; `tensorboard --logdir {m['tensorboard']}`")
+    served = Path(report["corpus"]).parent
+    lines += ["", "## Listen and compare in the browser", "",
+              f"`semlat app --models {served}` serves every model, manifest and report of this run on "
+              "http://127.0.0.1:7860: reconstructions of any utterance side by side with their spectrograms, latents "
+              "and metrics, the latent diagnostics, TTS (and text-to-audio) with each trained model, and these "
+              "reports (needs the `app` extra, part of `dev`)."]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,26 +100,30 @@ class LoadedSpace:
                                                     enabled=dtype is not None):
             yield
 
-    def encode(self, audio: torch.Tensor | str | os.PathLike) -> torch.Tensor:
-        """``[B, 1, N]`` at ``input_rate`` (or an audio file's path) -> ``[B, D, ceil(N / hop)]`` float32."""
+    def encode(self, audio: torch.Tensor | str | os.PathLike,
+               progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """``[B, 1, N]`` at ``input_rate`` (or an audio file's path) -> ``[B, D, ceil(N / hop)]`` float32;
+        ``progress(chunks done, chunks)`` is called after each chunk of the chunk loop."""
         if not isinstance(audio, torch.Tensor):
             audio = load_audio(audio, self.input_rate)[0][None]
         with self._running():
-            latents = encode_chunked(self.space, audio.to(self.device), self.chunk_seconds, self.context_seconds)
+            latents = encode_chunked(self.space, audio.to(self.device), self.chunk_seconds, self.context_seconds,
+                                     progress)
         return latents.float()
 
-    def decode(self, latents: torch.Tensor | str | os.PathLike, **options: Any) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor | str | os.PathLike, progress: Callable[[int, int], None] | None = None,
+               **options: Any) -> torch.Tensor:
         """``[B, D, T]`` (or a latent file's path) -> ``[B, 1, T * hop]`` float32 at ``output_rate``.
 
         ``options`` are the model's sampling options (``steps``, ``seed``, ``guidance``); deterministic
-        models accept ``seed`` alone."""
+        models accept ``seed`` alone. ``progress`` as for :meth:`encode`."""
         if not isinstance(latents, torch.Tensor):
             tensor, meta = read_latent_file(latents)
             self.check_latents(tensor.shape[0], meta.get("frame_rate"), str(latents))
             latents = tensor[None]
         with self._running():
             audio = decode_chunked(self.space, latents.to(self.device), self.chunk_seconds, self.context_seconds,
-                                   self.overlap_seconds, **options)
+                                   self.overlap_seconds, progress, **options)
         return audio.float()
 
     def save(self, audio: torch.Tensor, path: str | os.PathLike) -> Path:

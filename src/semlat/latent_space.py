@@ -21,7 +21,7 @@ a per-chunk seed and crossfaded overlaps (``overlap_seconds``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -94,8 +94,9 @@ def hop_length(space: LatentSpace) -> int:
 
 
 def encode_chunked(space: LatentSpace, audio: torch.Tensor, chunk_seconds: float = 30.0,
-                   context_seconds: float = 2.0) -> torch.Tensor:
-    """``encode`` of ``[B, 1, N]`` in chunks of ``chunk_seconds`` with ``context_seconds`` each side.
+                   context_seconds: float = 2.0, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """``encode`` of ``[B, 1, N]`` in chunks of ``chunk_seconds`` with ``context_seconds`` each side
+    (``progress(chunks done, chunks)`` after each).
 
     Returns ``[B, D, ceil(N / hop)]``, the frame count unchunked ``encode`` gives after padding.
     """
@@ -104,12 +105,15 @@ def encode_chunked(space: LatentSpace, audio: torch.Tensor, chunk_seconds: float
     chunk, context = frames_for(chunk_seconds, space.frame_rate), frames_for(context_seconds, space.frame_rate)
     if frames > max(1, chunk) + 2 * context:
         audio = torch.nn.functional.pad(audio, (0, frames * hop - audio.shape[-1]))
-    return run_chunked(space.encode, audio, frames=frames, chunk=chunk, context=context, in_hop=hop, out_hop=1)
+    return run_chunked(space.encode, audio, frames=frames, chunk=chunk, context=context, in_hop=hop, out_hop=1,
+                       progress=progress)
 
 
 def decode_chunked(space: LatentSpace, latents: torch.Tensor, chunk_seconds: float = 30.0,
-                   context_seconds: float = 2.0, overlap_seconds: float = 0.0, **options: Any) -> torch.Tensor:
-    """``decode`` of ``[B, D, T]`` in chunks of ``chunk_seconds`` with ``context_seconds`` each side.
+                   context_seconds: float = 2.0, overlap_seconds: float = 0.0,
+                   progress: Callable[[int, int], None] | None = None, **options: Any) -> torch.Tensor:
+    """``decode`` of ``[B, D, T]`` in chunks of ``chunk_seconds`` with ``context_seconds`` each side
+    (``progress(chunks done, chunks)`` after each).
 
     ``options`` go to ``decode``; a ``seed`` becomes one seed per chunk, and ``overlap_seconds`` are
     crossfaded between chunks (for decoders that sample). Returns ``[B, 1, T * output_hop]``.
@@ -118,7 +122,8 @@ def decode_chunked(space: LatentSpace, latents: torch.Tensor, chunk_seconds: flo
     return run_chunked(space.decode, latents, frames=latents.shape[-1],
                        chunk=frames_for(chunk_seconds, space.frame_rate),
                        context=frames_for(context_seconds, space.frame_rate), in_hop=1, out_hop=output_hop(space),
-                       overlap=frames_for(overlap_seconds, space.frame_rate), seed=seed, **options)
+                       overlap=frames_for(overlap_seconds, space.frame_rate), seed=seed, progress=progress,
+                       **options)
 
 
 class OneRateSpace:

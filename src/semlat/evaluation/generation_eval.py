@@ -178,8 +178,11 @@ def score_transcript(hypothesis: str, target: str, kind: str) -> tuple[float, in
     return (edits / len(ref) if ref else math.nan), edits, len(ref)
 
 
-def _tts_row(item: ListedAudio, audio: np.ndarray, hypothesis: str | None, columns: Sequence[str],
+def score_clip(item: ListedAudio, audio: np.ndarray, hypothesis: str | None, columns: Sequence[str],
              speaker: SpeakerJudge | None, language: str, mos: DNSMOSJudge | None = None) -> dict[str, Any]:
+    """One clip's row: ``audio`` (16 kHz ``[N]``) scored with the ASR ``hypothesis`` against the item's text or
+    phonemes, SIM against its prompt with ``speaker``, DNSMOS with ``mos``; ``columns`` as :func:`asr_columns`
+    plus ``sim`` and the DNSMOS figures."""
     scores: dict[str, float | None] = {}
     undefined: dict[str, str] = {}
     counts: dict[str, list[int]] = {}
@@ -347,7 +350,7 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
             if asr_judge and loaded:
                 hypotheses = list(asr_judge.transcribe([a for _, a in loaded], JUDGE_RATE))
             for (item, audio), hypothesis in zip(loaded, hypotheses, strict=True):
-                row = _tts_row(item, audio, hypothesis, columns, speaker_judge, language, mos_judge)
+                row = score_clip(item, audio, hypothesis, columns, speaker_judge, language, mos_judge)
                 done[item.id] = row
                 rows_file.write(json.dumps(row, allow_nan=False, ensure_ascii=False) + "\n")
                 rows_file.flush()

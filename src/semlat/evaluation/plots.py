@@ -79,6 +79,40 @@ def spectrogram_comparison(items: Sequence[tuple[str, Any, Any]], sample_rate: i
     return path
 
 
+def _time_image(fig, ax, image, path: str | os.PathLike, title: str, ylabel: str, unit: str) -> Path:
+    """Label a time x something image (seconds on x), add its colour bar and save the figure."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("s", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label=unit)
+    return _save(fig, path)
+
+
+def spectrogram(audio: Any, sample_rate: int, path: str | os.PathLike, title: str = "") -> Path:
+    """One log-mel spectrogram of ``audio [N]`` (loudest bin 0 dB, 80 dB range), 8 x 2.4 inches."""
+    spec = log_mel_db(audio, sample_rate)
+    fig = _figure(8, 2.4)
+    ax = fig.subplots()
+    image = ax.imshow(spec - float(spec.max()), origin="lower", aspect="auto", cmap="magma",
+                      vmin=-DYNAMIC_RANGE_DB, vmax=0.0, extent=(0, spec.shape[1] * HOP / sample_rate, 0, N_MELS))
+    return _time_image(fig, ax, image, path, title, "mel band", "dB")
+
+
+def latent_image(latents: Any, frame_rate: float, path: str | os.PathLike, title: str = "") -> Path:
+    """A latent sequence ``[D, T]`` as an image (channels x frames), each channel standardised over time so
+    that channels of different scales stay visible; the colour scale is clipped at +-3 standard deviations."""
+    z = np.asarray(latents, dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"latents must be [D, T], got shape {z.shape}")
+    z = (z - z.mean(axis=1, keepdims=True)) / (z.std(axis=1, keepdims=True) + 1e-8)
+    fig = _figure(8, 2.4)
+    ax = fig.subplots()
+    image = ax.imshow(z, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-3.0, vmax=3.0, interpolation="nearest",
+                      extent=(0, z.shape[1] / frame_rate, 0, z.shape[0]))
+    return _time_image(fig, ax, image, path, title, "channel", "z-score")
+
+
 def probe_bars(probes: dict[str, dict[str, Any]], path: str | os.PathLike, title: str = "linear probes") -> Path:
     """Accuracy bars per probe with the majority-class chance (black tick) and ``1 / classes`` (grey)."""
     shown = {name: p for name, p in probes.items() if "accuracy" in p}

@@ -293,6 +293,34 @@ def test_latents_and_reports(page, tmp_path):
     _shot(page, "reports", tmp_path)
 
 
+def test_one_users_long_job_does_not_block_another(page, running, tmp_path):
+    """Two users reconstruct at once: the short job started second finishes while the long one still runs."""
+    long_clip = write_audio(tmp_path / "long.wav", tone(30.0, 16000, 200.0), 16000)  # 0.96 MB, under the limit
+    short_clip = write_audio(tmp_path / "short.wav", tone(0.5, 16000, 200.0), 16000)
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.set_default_timeout(120_000)
+    try:
+        for tab in (page, other):
+            tab.goto(running[0])
+            tab.wait_for_selector("#recon-run")
+        page.locator("#recon-input input[type=file]").set_input_files(str(long_clip))
+        for label in ("runs/vanilla", "f0", "speaker"):  # three spaces and every metric: many seconds
+            page.get_by_label(label, exact=True).check()
+        other.locator("#recon-input input[type=file]").set_input_files(str(short_clip))
+        for label in ("events/sv", "pesq", "stoi", "sisdr"):  # one space, one metric: a moment
+            other.get_by_label(label, exact=True).uncheck()
+        page.wait_for_timeout(500)
+        other.wait_for_timeout(500)
+        page.locator("#recon-run").click()
+        page.wait_for_timeout(300)
+        other.locator("#recon-run").click()
+        _status(other, "recon-status", "done")
+        assert "done" not in page.locator("#recon-status").inner_text()  # the long job is still running
+        _status(page, "recon-status", "done")
+    finally:
+        other.close()
+
+
 def test_refusals_are_visible_messages(page, running, tmp_path):
     page.goto(running[0])  # a fresh page: empty inputs
     page.wait_for_selector("#recon-run")

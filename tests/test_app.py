@@ -219,6 +219,38 @@ def test_file_route_serves_only_the_served_folders(running, served):
     assert settings["host"] == "127.0.0.1" and settings["found"]["tts"] == ["tts/run (step-00000002)"]
 
 
+def test_api_refuses_files_that_were_not_uploaded(running, tmp_path):
+    """A client of Gradio's API that names a file outside (instead of uploading one) gets an error, no job."""
+    url, ws = running
+    outside = write_audio(tmp_path / "outside.wav", tone(0.5, 16000), 16000)
+    body = {"data": [{"path": str(outside), "meta": {"_type": "gradio.FileData"}}, ["runs/vanilla"], ["mel"]]}
+    request = urllib.request.Request(f"{url}gradio_api/call/reconstruct", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    event = json.load(urllib.request.urlopen(request))["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/reconstruct/{event}") as response:
+        stream = response.read().decode()
+    assert "event: error" in stream and "done" not in stream
+    jobs = list((ws.out / "reconstruct").glob("*")) if (ws.out / "reconstruct").exists() else []
+    assert not any(json.loads((j / "job.json").read_text())["input"] == str(outside) for j in jobs)
+
+
+def test_operator_judge_specs_are_offered_and_nothing_else(served, tiny_whisper, tmp_path):
+    from semlat.app import actions
+    from semlat.app.guard import Refused
+    from semlat.app.ui import workspace
+
+    spec = f"whisper:{tiny_whisper}"
+    ws = workspace([served], tmp_path / "out", device="cpu", asr=[spec])
+    assert ws.asr_choices() == ["judge", spec]
+    prompt = sorted((served / "corpus").rglob("*.wav"))[0]
+    speech = torch.from_numpy(tone(1.0, 16000)[:, 0])
+    figures = actions.judge_tts(ws, speech, 16000, "hello there", prompt, spec, speaker=False, mos=False)
+    assert {"WER", "CER", "transcript (text)"} <= figures.keys() and figures["WER"] >= 0
+    assert "PER" in actions.judge_tts(ws, speech, 16000, "hello there", prompt, "judge", speaker=False, mos=False)
+    with pytest.raises(Refused, match="is not an ASR judge this app serves"):
+        actions.judge_tts(ws, speech, 16000, "hi", prompt, f"whisper:{tmp_path}", speaker=False, mos=False)
+
+
 def test_cli_refuses_a_missing_folder(tmp_path, capsys):
     assert main(["app", "--models", str(tmp_path / "nowhere")]) != 0
     assert "nowhere" in capsys.readouterr().err

@@ -777,7 +777,12 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
               help="Refuse larger uploads.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="Jobs of one kind that run at once (Gradio's queue).")
-def app(roots, host, port, out, device, max_upload_mb, concurrency) -> None:
+@click.option("--asr", "asr", multiple=True,
+              help="An ASR judge for generated speech besides the served CTC judges (repeatable): whisper:/path, "
+                   "ctc:/path.")
+@click.option("--speaker", default="resemblyzer", show_default=True,
+              help="Speaker judge for SIM: resemblyzer or wavlm-sv:/path.")
+def app(roots, host, port, out, device, max_upload_mb, concurrency, asr, speaker) -> None:
     """A local web app: hear and compare reconstructions, see latent diagnostics, generate speech and sound,
     read reports, for every model under the --models folders (needs `pip install 'semlat[app]'`)."""
     try:
@@ -785,7 +790,7 @@ def app(roots, host, port, out, device, max_upload_mb, concurrency) -> None:
     except ImportError as err:
         raise ToolMissingError(f"semlat app needs Gradio: pip install 'semlat[app]' ({err})") from None
     launch(list(roots), out=out, host=host, port=port or None, device=device, max_upload_mb=max_upload_mb,
-           concurrency=concurrency, log=click.echo)
+           concurrency=concurrency, asr=list(asr), speaker=speaker, log=click.echo)
 
 
 def _split_counts(manifest) -> str:

@@ -55,12 +55,28 @@ class Workspace:
     out: Path
     max_upload_mb: float = MAX_UPLOAD_MB
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ASR judge specs the operator added (``whisper:/path``, ``ctc:/path``), offered beside the served CTC judges
+    asr_specs: list[str] = field(default_factory=list)
+    #: the speaker judge for SIM (``resemblyzer`` or ``wavlm-sv:/path``)
+    speaker_spec: str = "resemblyzer"
+
+    def asr_choices(self) -> list[str]:
+        """What the TTS judges offer for PER/WER: the served CTC judges by name, then the operator's specs."""
+        return [*self.catalog.names("judge"), *self.asr_specs]
+
+    def asr_spec(self, choice: str) -> str:
+        """The judge spec of an ASR choice (:class:`Refused` for anything not offered)."""
+        if choice in self.asr_specs:
+            return choice
+        return f"ctc:{self.entry('judge', choice, 'ASR judge').path}"
 
     def entry(self, kind: str, name: str, what: str) -> Entry:
         """The catalog entry ``name`` of ``kind``; :class:`Refused` for a name the app does not offer."""
         found = self.catalog.find(kind, name) if name else None
         if found is None:
-            raise Refused(f"choose a {what}" if not name else f"refused: {name!r} is not a {what} this app serves")
+            article = "an" if what[:1].lower() in "aeiou" else "a"
+            raise Refused(f"choose {article} {what}" if not name else
+                          f"refused: {name!r} is not {article} {what} this app serves")
         return found
 
     def job(self, kind: str, settings: dict[str, Any]) -> Path:
@@ -296,14 +312,15 @@ class Generated:
 
 def judge_tts(ws: Workspace, audio: torch.Tensor, rate: int, text: str, prompt: Path, asr: str | None,
               speaker: bool, mos: bool) -> dict[str, Any]:
-    """The offline judges' figures for one generated clip: PER/WER (with a served CTC judge's name in ``asr``),
-    SIM against the prompt (resemblyzer) and DNSMOS, as ``semlat eval tts`` computes them."""
+    """The offline judges' figures for one generated clip: PER or WER/CER with the ASR judge ``asr`` (a served CTC
+    judge's name or an operator's spec, :meth:`Workspace.asr_choices`), SIM against the prompt with the workspace's
+    speaker judge, and DNSMOS, as ``semlat eval tts`` computes them."""
     from semlat.evaluation.generation_eval import TTS_COLUMNS, ListedAudio, asr_columns, score_clip
     from semlat.evaluation.dnsmos import FIGURES as MOS_FIGURES
 
     clip = resample(audio.reshape(1, -1), rate, JUDGE_RATE)[0].numpy() if rate != JUDGE_RATE else audio.numpy()
-    asr_judge = ws.models.get("asr", f"ctc:{ws.entry('judge', asr, 'CTC judge').path}") if asr else None
-    speaker_judge = ws.models.get("speaker", "resemblyzer") if speaker else None
+    asr_judge = ws.models.get("asr", ws.asr_spec(asr)) if asr else None
+    speaker_judge = ws.models.get("speaker", ws.speaker_spec) if speaker else None
     mos_judge = ws.models.get("mos", "dnsmos") if mos else None
     columns = asr_columns(asr_judge) + (["sim"] if speaker_judge else []) + (list(MOS_FIGURES) if mos_judge else [])
     if not columns:

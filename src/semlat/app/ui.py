@@ -235,7 +235,7 @@ def _latents_tab(ws: Workspace, spaces: list[str], manifests: list[str], latent_
 
 def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
     tts_models, tta_models = ws.catalog.names("tts"), ws.catalog.names("tta")
-    judges = [NONE, *ws.catalog.names("judge")]
+    judges = [NONE, *ws.asr_choices()]
     with gr.Tab("Speech (zero-shot TTS)", id="tts"):
         with gr.Row():
             with gr.Column(scale=2):
@@ -255,8 +255,9 @@ def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
                     speed = gr.Number(value=1.0, minimum=0.1, label="speed")
                     seed = gr.Number(value=0, precision=0, label="seed (-1: random)")
                 with gr.Row():
-                    asr = gr.Dropdown(choices=judges, value=judges[-1], label="PER judge (offline CTC)")
-                    sim = gr.Checkbox(value=True, label="SIM (resemblyzer)")
+                    asr = gr.Dropdown(choices=judges, value=judges[1] if len(judges) > 1 else NONE,
+                                      label="ASR judge (PER or WER/CER)", elem_id="tts-asr")
+                    sim = gr.Checkbox(value=True, label=f"SIM ({ws.speaker_spec.split(':')[0]})")
                     mos = gr.Checkbox(value=False, label="DNSMOS")
                 run = gr.Button("Generate speech", variant="primary", elem_id="tts-run")
             with gr.Column(scale=3):
@@ -374,8 +375,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def workspace(roots: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, device: str = "auto",
-              max_upload_mb: float = MAX_UPLOAD_MB) -> Workspace:
-    """Scan ``roots`` and set up the output folder (a new temporary one when ``out`` is None)."""
+              max_upload_mb: float = MAX_UPLOAD_MB, asr: Sequence[str] = (), speaker: str = "resemblyzer") -> Workspace:
+    """Scan ``roots`` and set up the output folder (a new temporary one when ``out`` is None); ``asr`` adds judge
+    specs (``whisper:/path``, ``ctc:/path``) to the served CTC judges, ``speaker`` is the SIM judge's spec."""
     if not roots:
         raise Refused("give at least one folder to serve (--models DIR)")
     try:
@@ -385,19 +387,23 @@ def workspace(roots: Sequence[str | os.PathLike], out: str | os.PathLike | None 
     folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="semlat-app-"))
     folder.mkdir(parents=True, exist_ok=True)
     folder = folder.resolve()
-    return Workspace(catalog, PathGuard(catalog.roots, folder), ModelCache(device), folder, max_upload_mb)
+    return Workspace(catalog, PathGuard(catalog.roots, folder), ModelCache(device), folder, max_upload_mb,
+                     asr_specs=list(asr), speaker_spec=speaker)
 
 
 def launch(roots: Sequence[str | os.PathLike], *, out: str | os.PathLike | None = None, host: str = "127.0.0.1",
            port: int | None = None, device: str = "auto", max_upload_mb: float = MAX_UPLOAD_MB, concurrency: int = 4,
-           block: bool = True, log: Callable[[str], None] = print) -> tuple[gr.Blocks, str, Workspace]:
+           asr: Sequence[str] = (), speaker: str = "resemblyzer", block: bool = True,
+           log: Callable[[str], None] = print) -> tuple[gr.Blocks, str, Workspace]:
     """Start the app on ``host:port`` (a free port when None); with ``block`` serve until interrupted.
 
-    Writes the resolved settings to ``OUT/app.json``. Returns the Blocks, its URL and the workspace."""
-    ws = workspace(roots, out, device, max_upload_mb)
+    ``asr`` / ``speaker``: judge specs as for :func:`workspace`. Writes the resolved settings to ``OUT/app.json``.
+    Returns the Blocks, its URL and the workspace."""
+    ws = workspace(roots, out, device, max_upload_mb, asr, speaker)
     port = port or free_port(host if is_loopback(host) else "0.0.0.0")
     ws.settings = {"roots": [str(r) for r in ws.catalog.roots], "out": str(ws.out), "host": host, "port": port,
                    "device": device, "max_upload_mb": max_upload_mb, "concurrency": concurrency,
+                   "asr": list(asr), "speaker": speaker,
                    "found": {kind: [e.name for e in entries] for kind, entries in ws.catalog.items.items()}}
     atomic_write_text(ws.out / "app.json", json.dumps(ws.settings, indent=2) + "\n")
     if not is_loopback(host):

@@ -251,9 +251,19 @@ def test_operator_judge_specs_are_offered_and_nothing_else(served, tiny_whisper,
         actions.judge_tts(ws, speech, 16000, "hi", prompt, f"whisper:{tmp_path}", speaker=False, mos=False)
 
 
-def test_cli_refuses_a_missing_folder(tmp_path, capsys):
+def test_cli_refuses_a_missing_folder_and_a_busy_port(served, tmp_path, capsys):
+    import socket
+
     assert main(["app", "--models", str(tmp_path / "nowhere")]) != 0
     assert "nowhere" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["app", "--models", str(served), "--port", str(port), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before anything was written
 
 
 # --- in the browser ------------------------------------------------------------------------------------
@@ -386,3 +396,10 @@ def test_demo_report_says_how_to_open_the_app(tmp_path):
               "models": [], "judge_label": "ctc", "clean_per": None, "teacher": "t", "comparison": ""}
     text = render_report(report)
     assert f"semlat app --models {tmp_path / 'demo'}" in text and "127.0.0.1" in text
+
+
+def test_only_loopback_hosts_count_as_local():
+    from semlat.app.ui import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")

@@ -374,6 +374,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def check_port(host: str, port: int) -> None:
+    """:class:`Refused` (one line) when ``host:port`` cannot be bound, e.g. another app is listening there."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise Refused(f"cannot listen on {host}:{port} ({err.strerror or err}): give another --port "
+                          "(0 picks a free one)") from None
+
+
 def workspace(roots: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, device: str = "auto",
               max_upload_mb: float = MAX_UPLOAD_MB, asr: Sequence[str] = (), speaker: str = "resemblyzer") -> Workspace:
     """Scan ``roots`` and set up the output folder (a new temporary one when ``out`` is None); ``asr`` adds judge
@@ -399,6 +409,8 @@ def launch(roots: Sequence[str | os.PathLike], *, out: str | os.PathLike | None 
 
     ``asr`` / ``speaker``: judge specs as for :func:`workspace`. Writes the resolved settings to ``OUT/app.json``.
     Returns the Blocks, its URL and the workspace."""
+    if port:
+        check_port(host, port)
     ws = workspace(roots, out, device, max_upload_mb, asr, speaker)
     port = port or free_port(host if is_loopback(host) else "0.0.0.0")
     ws.settings = {"roots": [str(r) for r in ws.catalog.roots], "out": str(ws.out), "host": host, "port": port,

@@ -176,17 +176,18 @@ def test_guard_refuses_paths_outside_and_bad_uploads(served, tmp_path):
     assert check_upload(big, max_mb=2.0).sample_rate == 16000
 
 
-def test_models_load_once_and_are_shared(running):
+def test_models_load_once_and_are_shared(served):
     import concurrent.futures
 
-    _, ws = running
-    name = ws.catalog.names("space")[0]
-    path = ws.catalog.find("space", name).path
-    before = ws.models.loads
+    from semlat.app.models import ModelCache
+
+    cache = ModelCache("cpu")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        loaded = list(pool.map(lambda _: ws.models.get("space", path), range(4)))
+        loaded = list(pool.map(lambda _: cache.get("space", served / "runs" / "vanilla"), range(4)))
     assert all(m is loaded[0] for m in loaded)
-    assert ws.models.loads - before <= 1
+    assert cache.loads == 1  # four users asking at once: one load
+    cache.get("space", served / "events" / "sv")
+    assert cache.loads == 2
 
 
 def test_long_inputs_run_through_the_chunk_loop_with_progress(running, tmp_path):

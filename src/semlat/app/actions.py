@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import re
 import time
 import uuid
@@ -29,9 +28,10 @@ from semlat.app.models import ModelCache
 from semlat.audio.io import load_audio, save_audio
 from semlat.audio.processing import resample
 from semlat.data.manifest import Manifest
-from semlat.errors import ConfigError, DataError
+from semlat.errors import DataError
 from semlat.evaluation import plots
 from semlat.evaluation.metrics import COLUMNS, GROUPS
+from semlat.evaluation.recon_eval import finite_or_none
 from semlat.utils.files import atomic_write_text
 
 #: called with (fraction done 0..1, what is happening)
@@ -92,10 +92,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "item"
 
 
-def _finite(value: Any) -> float | None:
-    return None if value is None or not math.isfinite(float(value)) else float(value)
-
-
 # --- inputs -------------------------------------------------------------------------------------
 
 def manifest_items(ws: Workspace, manifest_name: str) -> list[tuple[str, int]]:
@@ -121,12 +117,19 @@ def manifest_utterance(ws: Workspace, manifest_name: str, index: int) -> tuple[P
     return path, data[int(index)].text or ""
 
 
-def input_audio(ws: Workspace, upload: str | None, upload_name: str | None = None) -> Path:
-    """An uploaded or recorded file, checked (size limit, readable audio)."""
-    if not upload:
+def input_audio(ws: Workspace, audio: str | None) -> Path:
+    """The audio of a request: a file under a served folder (a picked manifest utterance) as it is, anything else
+    (an upload or a recording) only after :func:`~semlat.app.guard.check_upload` (size limit, readable audio)."""
+    if not audio:
         raise Refused("give audio: upload or record a file, or pick an utterance of a manifest")
-    check_upload(upload, ws.max_upload_mb, upload_name)
-    return Path(upload)
+    try:
+        served = ws.guard.check(audio, "audio file")
+    except Refused:
+        check_upload(audio, ws.max_upload_mb)
+        return Path(audio)
+    if not served.is_file():
+        raise Refused(f"{audio}: no such file")
+    return served
 
 
 # --- reconstruct & compare ------------------------------------------------------------------------
@@ -152,11 +155,6 @@ def _stage(progress: Progress, index: int, count: int, low: float, high: float, 
     return report
 
 
-def metric_groups(selected: Sequence[str] | None) -> list[str]:
-    groups = [g for g in GROUPS if selected is None or g in selected]
-    return groups
-
-
 def reconstruct_compare(ws: Workspace, audio: Path, model_names: Sequence[str], metrics: Sequence[str] | None = None,
                         progress: Progress = _quiet) -> tuple[Path, Path, list[Reconstruction]]:
     """Encode and decode ``audio`` with every chosen latent space; score each reconstruction against the input
@@ -165,16 +163,16 @@ def reconstruct_compare(ws: Workspace, audio: Path, model_names: Sequence[str], 
     if not model_names:
         raise Refused("choose at least one latent space")
     entries = [ws.entry("space", name, "latent space") for name in model_names]
-    groups = metric_groups(metrics)
+    groups = [g for g in GROUPS if metrics is None or g in metrics]  # none ticked: no metrics
     job = ws.job("reconstruct", {"input": str(audio), "models": [str(e.path) for e in entries], "metrics": groups})
-    original, rate = load_audio(audio)
+    original, rate = load_audio(audio)  # [1, N] at the file's rate, read once
     input_spec = plots.spectrogram(original[0].numpy(), rate, job / "input.png", "input")
     suite = ws.models.get("metrics", ",".join(groups)) if groups else None
     results = []
     for k, entry in enumerate(entries):
         progress(k / len(entries), f"{entry.name}: loading")
         space = ws.models.get("space", entry.path)
-        reference, _ = load_audio(audio, space.input_rate)  # [1, N] at the model's rate
+        reference = resample(original, rate, space.input_rate)  # [1, N'] at the model's rate, as load_audio gives
         start = time.perf_counter()
         latents = space.encode(reference[None], _stage(progress, k, len(entries), 0.1, 0.4, f"{entry.name}: encoding"))
         decoded = space.decode(latents, _stage(progress, k, len(entries), 0.4, 0.7, f"{entry.name}: decoding")).cpu()
@@ -192,7 +190,7 @@ def reconstruct_compare(ws: Workspace, audio: Path, model_names: Sequence[str], 
         progress((k + 0.8) / len(entries), f"{entry.name}: scoring")
         scores = {}
         if suite is not None:
-            scores = {column: _finite(value) for column, value in suite(scored, reference[0], space.input_rate).items()}
+            scores = {column: finite_or_none(value) for column, value in suite(scored, reference[0], space.input_rate).items()}
         info = (f"{space.latent_dim} x {space.frame_rate:g} Hz ({space.latent_dim * space.frame_rate:g} floats/s), "
                 f"{space.input_rate} -> {space.output_rate} Hz, {seconds:.2f} s")
         results.append(Reconstruction(entry.name, wav, spec, image, scores, info))
@@ -370,8 +368,6 @@ def tta(ws: Workspace, model_name: str, caption: str, seconds: float | None = No
     from semlat.generation.captioned import decode_latents, generate_latents
 
     entry = ws.entry("tta", model_name, "text-to-audio model")
-    if not caption or not caption.strip():
-        raise ConfigError("empty caption: describe the sound")
     progress(0.0, f"{entry.name}: loading")
     loaded = ws.models.get("tta", entry.path)
     seconds = float(seconds or loaded.model.config.max_seconds)

@@ -114,6 +114,18 @@ def _utterance_picker(ws: Workspace, manifests: list[str], prefix: str) -> tuple
     return manifest, utterance
 
 
+def _picked(ws: Workspace, manifest_name: str | None, index: int | None) -> tuple[str, str] | None:
+    """``(audio path, text)`` of a picked manifest utterance, or None (nothing picked, or refused with a warning)."""
+    if not manifest_name or index is None:
+        return None
+    try:
+        path, words = actions.manifest_utterance(ws, manifest_name, index)
+    except SemlatError as err:
+        gr.Warning(first_line(err))
+        return None
+    return str(path), words
+
+
 def _reconstruct_tab(ws: Workspace, spaces: list[str], manifests: list[str]) -> None:
     with gr.Row():
         with gr.Column(scale=2):
@@ -141,14 +153,8 @@ def _reconstruct_tab(ws: Workspace, spaces: list[str], manifests: list[str]) -> 
         slots.append((row, audio, spec, latents))
 
     def pick(manifest_name: str | None, index: int | None):
-        if not manifest_name or index is None:
-            return gr.skip()
-        try:
-            path, _ = actions.manifest_utterance(ws, manifest_name, index)
-        except SemlatError as err:
-            gr.Warning(first_line(err))
-            return gr.skip()
-        return str(path)
+        picked = _picked(ws, manifest_name, index)
+        return gr.skip() if picked is None else picked[0]
 
     utterance.change(pick, [manifest, utterance], source)
     outputs = [status, table, input_spec, *[c for slot in slots for c in slot]]
@@ -156,8 +162,7 @@ def _reconstruct_tab(ws: Workspace, spaces: list[str], manifests: list[str]) -> 
     def reconstruct(audio: str | None, chosen: list[str], groups: list[str], progress=gr.Progress(track_tqdm=True)):
         if len(chosen or []) > MAX_COMPARED:
             raise Refused(f"choose at most {MAX_COMPARED} latent spaces at once")
-        path = audio if audio and _served(ws, audio) else actions.input_audio(ws, audio)
-        job, input_png, results = actions.reconstruct_compare(ws, Path(path), chosen or [], groups,
+        job, input_png, results = actions.reconstruct_compare(ws, actions.input_audio(ws, audio), chosen or [], groups,
                                                               _progress(progress))
         headers, rows = actions.score_table(results)
         values: list[Any] = [_status("done", f"{len(results)} reconstruction(s) in `{job}`"),
@@ -172,14 +177,6 @@ def _reconstruct_tab(ws: Workspace, spaces: list[str], manifests: list[str]) -> 
         return tuple(values)
 
     run.click(_guarded(reconstruct, len(outputs)), [source, models, metrics], outputs)
-
-
-def _served(ws: Workspace, path: str) -> bool:
-    """Whether ``path`` is a file under a served folder (a picked manifest utterance, not an upload)."""
-    try:
-        return ws.guard.check(path).is_file()
-    except SemlatError:
-        return False
 
 
 def _latents_tab(ws: Workspace, spaces: list[str], manifests: list[str], latent_reports: list[str]) -> None:
@@ -268,21 +265,15 @@ def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
                                        elem_id="tts-figures")
 
         def pick(manifest_name, index):
-            if not manifest_name or index is None:
-                return gr.skip(), gr.skip()
-            try:
-                path, words = actions.manifest_utterance(ws, manifest_name, index)
-            except SemlatError as err:
-                gr.Warning(first_line(err))
-                return gr.skip(), gr.skip()
-            return str(path), words
+            picked = _picked(ws, manifest_name, index)
+            return (gr.skip(), gr.skip()) if picked is None else picked
 
         utterance.change(pick, [manifest, utterance], [prompt, prompt_text])
 
         def speak(model_name, prompt_path, prompt_words, words, steps, strength, coef, rate, seed_value, judge,
                   with_sim, with_mos, progress=gr.Progress(track_tqdm=True)):
-            path = prompt_path if prompt_path and _served(ws, prompt_path) else actions.input_audio(ws, prompt_path)
-            result = actions.tts(ws, model_name, Path(path), prompt_words or "", words or "", nfe=int(steps),
+            result = actions.tts(ws, model_name, actions.input_audio(ws, prompt_path), prompt_words or "", words or "",
+                                 nfe=int(steps),
                                  cfg=float(strength), sway=float(coef), speed=float(rate), seed=_seed(seed_value),
                                  asr=None if judge in (None, NONE) else judge, speaker=bool(with_sim),
                                  mos=bool(with_mos), progress=_progress(progress))

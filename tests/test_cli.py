@@ -37,7 +37,14 @@ def test_prepare_stats_and_rejects(tmp_path, capsys):
     (["data", "stats", "/no/such.jsonl"], 1, "semlat: error: /no/such.jsonl: no such manifest"),
     (["import", "nope", "w.pt", "out"], 1, "semlat: error: unknown import kind 'nope'"),
     (["info", "/no/model"], 1, "semlat: error: /no/model: no such model folder"),
-    (["data", "demo", "--out", "x", "--minutes", "-1"], 1, "semlat: error: --minutes must be positive"),
+    (["data", "demo", "--out", "x", "--minutes", "-1"], 2, "Invalid value for '--minutes' / '-m': -1.0 is not in the range x>0"),
+    (["tts", "m", "o.wav", "--seconds", "-2"], 2, "Invalid value for '--seconds': -2.0 is not in the range x>0"),
+    (["tts", "m", "o.wav", "--speed", "0"], 2, "Invalid value for '--speed'"),
+    (["tts", "m", "o.wav", "--cfg", "-1"], 2, "Invalid value for '--cfg'"),
+    (["tts", "m", "o.wav", "--sway", "2"], 2, "Invalid value for '--sway'"),
+    (["tta", "m", "o.wav", "--seconds", "0"], 2, "Invalid value for '--seconds'"),
+    (["data", "demo", "--out", "x", "--seed", "-3"], 2, "Invalid value for '--seed'"),
+    (["data", "prepare", ".", "--out", "x.jsonl", "--valid-fraction", "1.5"], 2, "Invalid value for '--valid-fraction'"),
 ])
 def test_bad_arguments(argv, code, pattern, capsys):
     assert main(argv) == code

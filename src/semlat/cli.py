@@ -14,6 +14,16 @@ import click
 import semlat
 from semlat.errors import ConfigError, SemlatError, ToolMissingError
 
+# Ranges of the numeric options: a value outside is a usage error naming the option (exit 2), never a
+# silently clamped or empty output.
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
+FRACTION = click.FloatRange(0, 1)
+POSITIVE_INT = click.IntRange(min=1)
+SEED = click.IntRange(min=0)
+#: Sway sampling coefficients outside [-1, 1] bend the time grid backwards.
+SWAY = click.FloatRange(-1, 1)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(semlat.__version__, prog_name="semlat")
@@ -30,21 +40,21 @@ def data() -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "-o", "manifest", required=True, type=click.Path(dir_okay=False),
               help="Manifest to write (.jsonl). Rejects go to <name>.rejects.tsv beside it.")
-@click.option("--resample-to", type=int, default=None, help="Resample every file to this rate (Hz).")
+@click.option("--resample-to", type=POSITIVE_INT, default=None, help="Resample every file to this rate (Hz).")
 @click.option("--audio-out", type=click.Path(file_okay=False), default=None,
               help="Folder for resampled audio [default: 'audio' beside the manifest].")
 @click.option("--format", "audio_format", type=click.Choice(["flac", "wav"]), default="flac", show_default=True,
               help="Container of resampled audio.")
-@click.option("--valid-fraction", type=float, default=0.02, show_default=True)
-@click.option("--test-fraction", type=float, default=0.02, show_default=True)
+@click.option("--valid-fraction", type=FRACTION, default=0.02, show_default=True)
+@click.option("--test-fraction", type=FRACTION, default=0.02, show_default=True)
 @click.option("--split-by", type=click.Choice(["utterance", "speaker"]), default="utterance", show_default=True,
               help="Hash utterance paths or speaker ids into splits.")
-@click.option("--speaker-depth", type=int, default=1, show_default=True,
+@click.option("--speaker-depth", type=click.IntRange(min=0), default=1, show_default=True,
               help="Speaker id = the folder this many levels above each file (0: none).")
-@click.option("--min-duration", type=float, default=0.0, show_default=True, help="Reject shorter files (s).")
-@click.option("--max-duration", type=float, default=3600.0, show_default=True, help="Reject longer files (s).")
+@click.option("--min-duration", type=NON_NEGATIVE, default=0.0, show_default=True, help="Reject shorter files (s).")
+@click.option("--max-duration", type=POSITIVE, default=3600.0, show_default=True, help="Reject longer files (s).")
 @click.option("--verify", is_flag=True, help="Decode every file fully (finds corrupt data past the header).")
-@click.option("--workers", "-j", type=int, default=None, help="Parallel processes [default: all CPUs].")
+@click.option("--workers", "-j", type=POSITIVE_INT, default=None, help="Parallel processes [default: all CPUs].")
 def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_fraction, test_fraction,
                  split_by, speaker_depth, min_duration, max_duration, verify, workers) -> None:
     """Scan folders of audio (or CSV/TSV lists) into a JSONL manifest.
@@ -71,10 +81,10 @@ def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_f
 
 @data.command("demo")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Corpus folder to create.")
-@click.option("--minutes", "-m", type=float, default=10.0, show_default=True, help="Minutes of speech.")
-@click.option("--sample-rate", type=int, default=22050, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", "-j", type=int, default=None, help="Parallel synthesis jobs [default: all CPUs].")
+@click.option("--minutes", "-m", type=POSITIVE, default=10.0, show_default=True, help="Minutes of speech.")
+@click.option("--sample-rate", type=POSITIVE_INT, default=22050, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--workers", "-j", type=POSITIVE_INT, default=None, help="Parallel synthesis jobs [default: all CPUs].")
 def data_demo(out, minutes, sample_rate, seed, workers) -> None:
     """Synthesise the offline demo speech corpus with flite and espeak-ng."""
     from semlat.data.demo import make_demo_corpus
@@ -87,9 +97,9 @@ def data_demo(out, minutes, sample_rate, seed, workers) -> None:
 
 @data.command("demo-events")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Corpus folder to create.")
-@click.option("--minutes", "-m", type=float, default=10.0, show_default=True, help="Minutes of clips.")
-@click.option("--sample-rate", type=int, default=16000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--minutes", "-m", type=POSITIVE, default=10.0, show_default=True, help="Minutes of clips.")
+@click.option("--sample-rate", type=POSITIVE_INT, default=16000, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def data_demo_events(out, minutes, sample_rate, seed) -> None:
     """Synthesise the offline sound-event corpus: 12 classes of labelled, captioned clips, deterministic."""
     from semlat.data.events import make_event_corpus
@@ -105,7 +115,7 @@ def data_demo_events(out, minutes, sample_rate, seed) -> None:
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
 @click.option("--dim", type=click.IntRange(min=8), default=64, show_default=True, help="d_model.")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def data_offline_t5(manifest, out, dim, layers, seed) -> None:
     """Write a random-weight T5 encoder with a word tokenizer over MANIFEST's captions: the text encoder for
     text-to-audio where no pretrained T5 can be downloaded (it tells words apart; it knows no meaning)."""
@@ -213,9 +223,9 @@ def _codec_options(fn):
     for option in reversed([
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
-        click.option("--chunk-seconds", type=float, default=30.0, show_default=True,
+        click.option("--chunk-seconds", type=POSITIVE, default=30.0, show_default=True,
                      help="Process long audio in chunks of this length (bounded memory)."),
-        click.option("--context-seconds", type=float, default=2.0, show_default=True,
+        click.option("--context-seconds", type=NON_NEGATIVE, default=2.0, show_default=True,
                      help="Context on each side of a chunk."),
     ]):
         fn = option(fn)
@@ -231,7 +241,7 @@ def teacher() -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps [default: the config's, 400].")
-@click.option("--minutes", type=float, default=None, help="Also stop after this many minutes of training.")
+@click.option("--minutes", type=POSITIVE, default=None, help="Also stop after this many minutes of training.")
 @click.option("--config", "config", default="teacher/default", show_default=True,
               help="The teacher recipe (a YAML file or a shipped name such as teacher/tiny).")
 @click.argument("overrides", nargs=-1)
@@ -306,9 +316,9 @@ def _decode_options(fn):
                      help="Sampling steps (decoders that sample, such as a flow-matching vocoder)."),
         click.option("--schedule", type=click.Choice(["uniform", "sine"]), default=None,
                      help="Time grid of a flow-matching vocoder (SemanticVocoder; uniform is the reference's)."),
-        click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio)."),
-        click.option("--guidance", type=float, default=None, help="Guidance scale (decoders that take one)."),
-        click.option("--overlap-seconds", type=float, default=0.0, show_default=True,
+        click.option("--seed", type=SEED, default=None, help="Sampling seed (same seed -> same audio)."),
+        click.option("--guidance", type=NON_NEGATIVE, default=None, help="Guidance scale (decoders that take one)."),
+        click.option("--overlap-seconds", type=NON_NEGATIVE, default=0.0, show_default=True,
                      help="Crossfade between chunks (for decoders that sample)."),
     ]):
         fn = option(fn)
@@ -399,11 +409,11 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--list", "listing", default=None, type=click.Path(dir_okay=False),
               help="Batch: a JSONL or TSV list of prompt, prompt_text, text, output (instead of OUT and the above).")
 @click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
-@click.option("--cfg", type=float, default=2.0, show_default=True, help="Classifier-free guidance strength.")
-@click.option("--sway", type=float, default=-1.0, show_default=True, help="Sway sampling coefficient.")
-@click.option("--speed", type=float, default=1.0, show_default=True, help="Speaking rate (duration rule).")
-@click.option("--seconds", type=float, default=None, help="Generate this many seconds (instead of the rule).")
-@click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio).")
+@click.option("--cfg", type=NON_NEGATIVE, default=2.0, show_default=True, help="Classifier-free guidance strength.")
+@click.option("--sway", type=SWAY, default=-1.0, show_default=True, help="Sway sampling coefficient.")
+@click.option("--speed", type=POSITIVE, default=1.0, show_default=True, help="Speaking rate (duration rule).")
+@click.option("--seconds", type=POSITIVE, default=None, help="Generate this many seconds (instead of the rule).")
+@click.option("--seed", type=SEED, default=None, help="Sampling seed (same seed -> same audio).")
 @click.option("--method", type=click.Choice(["euler", "midpoint"]), default="euler", show_default=True)
 @click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
 @click.option("--duration-model", default=None, type=click.Path(),
@@ -437,17 +447,17 @@ def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, s
 @click.argument("model", type=click.Path())
 @click.argument("out", type=click.Path(dir_okay=False), required=False)
 @click.option("--caption", default=None, help="What the sound should be.")
-@click.option("--seconds", type=float, default=None, help="Length [default: the model's window].")
+@click.option("--seconds", type=POSITIVE, default=None, help="Length [default: the model's window].")
 @click.option("--list", "listing", default=None, type=click.Path(dir_okay=False),
               help="Batch: a text file of captions (one per line, written to --out-dir) or a JSONL/TSV of "
                    "caption and output.")
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Where a plain --list writes NNNN.wav.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Flow steps [default: the model's].")
-@click.option("--cfg", type=float, default=None, help="Classifier-free guidance [default: the model's, 3.5].")
-@click.option("--sway", type=float, default=None, help="Sway sampling coefficient [default: the model's, -1].")
+@click.option("--cfg", type=NON_NEGATIVE, default=None, help="Classifier-free guidance [default: the model's, 3.5].")
+@click.option("--sway", type=SWAY, default=None, help="Sway sampling coefficient [default: the model's, -1].")
 @click.option("--vocoder-steps", type=click.IntRange(min=1), default=None,
               help="Decoder steps of a sampling latent space (SemanticVocoder) [default: the space's].")
-@click.option("--seed", type=int, default=None, help="Sampling seed (same seed -> same audio).")
+@click.option("--seed", type=SEED, default=None, help="Sampling seed (same seed -> same audio).")
 @click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
 @click.option("--text-encoder", default=None, type=click.Path(), help="T5 folder (default: the model's).")
 @click.option("--device", default="auto", show_default=True)
@@ -489,7 +499,7 @@ def judge() -> None:
 @click.option("--units", type=click.Choice(["phonemes", "chars"]), default="phonemes", show_default=True,
               help="Recognise espeak IPA phonemes or the characters of the text.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps [default: the config's, 700].")
-@click.option("--minutes", type=float, default=None, help="Also stop after this many minutes of training.")
+@click.option("--minutes", type=POSITIVE, default=None, help="Also stop after this many minutes of training.")
 @click.option("--config", "config", default="judge/default", show_default=True,
               help="The judge recipe (a YAML file or a shipped name such as judge/tiny).")
 @click.argument("overrides", nargs=-1)
@@ -632,6 +642,8 @@ def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language
     data = report["data"]
     click.echo(f"scored {data['scored']} of {data['clips']} clip(s) ({report['run']['resumed']} resumed); "
                f"report: {Path(out) / 'report.md'}, {Path(out) / 'report.json'}")
+    if report["rejects"]:
+        click.echo(f"skipped {len(report['rejects'])} unreadable clip(s); first: {report['rejects'][0]['reason']}")
 
 
 @eval_.command("cross-sentence")
@@ -646,9 +658,9 @@ def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language
 @click.option("--mos", type=click.Choice(["dnsmos", "dnsmos-personalized"]), default=None,
               help="Offline quality judge: DNSMOS via speechmos (not UTMOS).")
 @click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
-@click.option("--cfg", type=float, default=2.0, show_default=True, help="Classifier-free guidance strength.")
-@click.option("--sway", type=float, default=-1.0, show_default=True, help="Sway sampling coefficient.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Pair i is seeded from (seed, i).")
+@click.option("--cfg", type=NON_NEGATIVE, default=2.0, show_default=True, help="Classifier-free guidance strength.")
+@click.option("--sway", type=SWAY, default=-1.0, show_default=True, help="Sway sampling coefficient.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Pair i is seeded from (seed, i).")
 @click.option("--truth-duration", is_flag=True, help="Generate each target's real duration (default: F5's rule).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per ASR call.")
@@ -700,7 +712,7 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 
 @cli.command("demo")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--corpus-minutes", type=float, default=10.0, show_default=True, help="Minutes of synthetic speech.")
+@click.option("--corpus-minutes", type=POSITIVE, default=10.0, show_default=True, help="Minutes of synthetic speech.")
 @click.option("--teacher-steps", type=click.IntRange(min=1), default=400, show_default=True,
               help="Offline teacher training steps.")
 @click.option("--train-steps", type=click.IntRange(min=1), default=None,
@@ -708,9 +720,9 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
                    "900 dc_vae: about 5 idle CPU minutes each].")
 @click.option("--judge-steps", type=click.IntRange(min=1), default=700, show_default=True,
               help="Offline CTC judge training steps (PER and the phoneme probe's alignments).")
-@click.option("--teacher-minutes", type=float, default=None, help="Also cap the teacher's training time.")
-@click.option("--train-minutes", type=float, default=None, help="Also cap each autoencoder's training time.")
-@click.option("--judge-minutes", type=float, default=None, help="Also cap the judge's training time.")
+@click.option("--teacher-minutes", type=POSITIVE, default=None, help="Also cap the teacher's training time.")
+@click.option("--train-minutes", type=POSITIVE, default=None, help="Also cap each autoencoder's training time.")
+@click.option("--judge-minutes", type=POSITIVE, default=None, help="Also cap the judge's training time.")
 @click.option("--tts-steps", type=click.IntRange(min=0), default=None,
               help="Training steps of the tiny TTS on each latent space (0: no TTS stage) [default: 400; "
                    "3000 with --tts-experiment].")

@@ -357,6 +357,9 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
                 computed += 1
             bar.update(len(batch))
     rows = [done[i.id] for i in items if i.id in done]
+    if columns and not rows:
+        first = f"; first: {rejects[0]['reason']}" if rejects else ""
+        raise DataError(f"{listing}: scored none of its {len(items)} clip(s) ({len(rejects)} unreadable{first})")
 
     frechet = None
     if reference is not None:

@@ -149,7 +149,7 @@ def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: P
             synthesize_to_file(tts, path, text=row["text"], prompt=row["prompt"], prompt_text=row["prompt_text"],
                                nfe=nfe, cfg=cfg, seed=chunk_seed(seed, i))
             generated += 1
-        files.append(str(path))
+        files.append(str(path.resolve()))
     seconds = time.monotonic() - started
     listing = _write_listing(rows, files, out / "generated.jsonl")
     report = evaluate_tts(listing, out / "scores", asr=asr, speaker=speaker, mos=mos, progress=progress)

@@ -96,14 +96,17 @@ class DurationPredictor(nn.Module):
     def front_end(self) -> TextFrontEnd:
         return TextFrontEnd(Vocab(self.config.vocab), self.config.units, self.config.language)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """Token ids ``[B, N]`` (``-1`` padded) -> predicted seconds ``[B]``."""
+    def token_seconds(self, ids: Tensor) -> Tensor:
+        """Token ids ``[B, N]`` (``-1`` padded) -> predicted seconds of each token ``[B, N]`` (0 at padding)."""
         valid = ids >= 0
         x = self.embed((ids + 1).clamp(min=0)) * valid[..., None]
         for layer in self.layers:
             x = layer(x, valid)
-        per_token = F.softplus(rearrange(self.head(x), "b n 1 -> b n"))
-        return F.softplus(self.offset) + (per_token * valid).sum(-1)
+        return F.softplus(rearrange(self.head(x), "b n 1 -> b n")) * valid
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Token ids ``[B, N]`` (``-1`` padded) -> predicted seconds ``[B]``."""
+        return F.softplus(self.offset) + self.token_seconds(ids).sum(-1)
 
     @torch.no_grad()
     def seconds(self, texts: list[str]) -> Tensor:

@@ -186,15 +186,20 @@ def draw_infilling(inp: Tensor, flow: FlowConfig | None = None) -> dict[str, Any
 
 
 def infilling_loss(backbone: nn.Module, inp: Tensor, text: Tensor, lens: Tensor, *,
-                   draws: Mapping[str, Any] | None = None, flow: FlowConfig | None = None) -> tuple[Tensor, dict[str, Any]]:
+                   draws: Mapping[str, Any] | None = None, flow: FlowConfig | None = None,
+                   aligned_text: bool = False) -> tuple[Tensor, dict[str, Any]]:
     """F5-TTS's training loss on ``inp [B, N, C]`` (``lens [B]`` valid frames) and ``text [B, Nt]``.
 
     ``draws`` (see :func:`draw_infilling`) fixes the randomness; by default it is drawn with ``flow``'s
-    settings. Returns the loss and the details (``cond``, ``pred``, ``mask``, ``start``, ``span``, the draws)."""
+    settings. With ``aligned_text`` the text is frame-aligned ids ``[B, N]`` (:mod:`.aligned`) and only the
+    infilled span keeps them (the rest is ``-1``, as the prompt's frames at generation). Returns the loss and the
+    details (``cond``, ``pred``, ``mask``, ``start``, ``span``, the draws)."""
     draws = dict(draws) if draws is not None else draw_infilling(inp, flow)
     length = inp.shape[1]
     valid = lengths_to_mask(lens, length)
     mask, start, span = span_mask(lens, draws["frac"], draws["u"], length)
+    if aligned_text:
+        text = text.masked_fill(~mask, -1)
     x0, t = draws["x0"], draws["time"]
     phi = (1 - t[:, None, None]) * x0 + t[:, None, None] * inp
     flow = inp - x0

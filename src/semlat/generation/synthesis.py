@@ -115,6 +115,12 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
         raise ConfigError("--prompt-text is empty (the transcript of the prompt audio)")
     if speed <= 0:
         raise ConfigError(f"--speed must be positive, got {speed}")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {seconds}")
+    if cfg < 0:
+        raise ConfigError(f"--cfg must be >= 0, got {cfg}")
+    if not -1 <= sway <= 1:
+        raise ConfigError(f"--sway must be within [-1, 1], got {sway}")
     audio, _ = load_audio(prompt, space.input_rate)
     audio = audio[:, : round(MAX_PROMPT_SECONDS * space.input_rate)]
     if float(audio.square().mean().sqrt()) < SILENT_RMS:
@@ -139,6 +145,20 @@ def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str
     """One chunk: the prompt's latents ``[1, Tp, D]`` continued by ``text``, decoded -> ``[N]``."""
     space, model = tts.space, tts.model
     prompt_frames = latents.shape[1]
+    if model.duration is not None:  # durations conditioning: the model's own per-token durations
+        ids = model.bounded_ids([text.strip()]).to(space.device)
+        positions = model.plan_durations(ids, model.bounded_ids([prompt_text.strip()]).to(space.device),
+                                         prompt_frames / model.config.frame_rate, speed, seconds)
+        room = model.config.max_frames * model.config.frame_split - prompt_frames * model.config.frame_split
+        if int(positions.sum()) > room:
+            raise ConfigError(f"the text needs {int(positions.sum()) / model.config.position_rate:.1f} s, more than "
+                              f"the model's window leaves after the prompt; give a shorter text or prompt")
+        result = model.generate(latents.to(space.device), ids, None, token_durations=positions, steps=nfe, cfg=cfg,
+                                sway_coef=sway, seed=seed, method=method)
+        generated = rearrange(result.out[:, prompt_frames:int(result.durations[0])], "1 t d -> 1 d t")
+        if generated.shape[-1] == 0:
+            raise ConfigError("nothing to generate: the text was given no time")
+        return space.decode(generated)[0, 0].cpu()
     ids = model.front_end().encode([prompt_text.strip() + " " + text.strip()]).to(space.device)
     if seconds is None and tts.duration is not None:
         seconds = tts.duration.target_seconds(prompt_text, prompt_frames / model.config.frame_rate, text, speed)

@@ -15,6 +15,14 @@ positions of ``D / k`` channels (``b t (k d) -> b (t k) d``, lossless). F5's bac
 padding the token sequence to the frame count and cutting what does not fit, so a latent slower than the
 text (DC-VAE's 80 x 5.4 Hz against ~14 phoneme tokens a second) would lose most of its text; with ``k = 4``
 the same latent is a 21.5 Hz sequence of 20 channels and keeps it all.
+
+**Conditioning** (``conditioning``): ``f5`` (default; imports and ``tts/paper``) is F5-TTS's implicit alignment
+above. ``durations`` gives the backbone frame-aligned text instead (:mod:`.aligned`): the text is the bounded
+token sequence ``[" ", tokens..., " "]`` and each token is repeated over its positions, taken in training from
+forced alignments and at generation from the model's own duration predictor (``duration.*``, a
+:class:`~semlat.generation.duration.DurationPredictor` trained in the same steps on log token seconds), whose
+seconds follow the prompt's pace. The prompt's frames carry no text (``-1``), in training every frame outside
+the infilled span.
 """
 
 from __future__ import annotations
@@ -29,12 +37,17 @@ from torch import Tensor, nn
 
 from semlat.config import from_dict
 from semlat.errors import ConfigError
+from semlat.generation.aligned import expand, positions_from_seconds
 from semlat.generation.dit import DiT, DiTConfig
+from semlat.generation.duration import DurationConfig, DurationPredictor
 from semlat.generation.flow import FlowConfig, Sampled, infilling_loss, sample
 from semlat.generation.text import UNITS, TextFrontEnd, Vocab
 from semlat.generation.unett import UNetT, UNetTConfig
 
 BACKBONES = {"DiT": (DiT, DiTConfig), "UNetT": (UNetT, UNetTConfig)}
+CONDITIONINGS = ("f5", "durations")
+#: The duration loss is on ``log(seconds + DURATION_EPS)`` (a word boundary may last 0 s).
+DURATION_EPS = 0.02
 
 
 @dataclass
@@ -52,6 +65,9 @@ class TTSConfig:
     max_frames: int = 4096
     flow: FlowConfig = field(default_factory=FlowConfig)
     frame_split: int = 1
+    conditioning: str = "f5"
+    duration: dict[str, Any] = field(default_factory=dict)  # DurationPredictor sizes ("durations" conditioning)
+    duration_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.flow, FlowConfig):  # read back from config.json
@@ -65,6 +81,14 @@ class TTSConfig:
         if self.frame_split < 1 or self.latent_dim % self.frame_split:
             raise ConfigError(f"{where}: frame_split must divide the latent size {self.latent_dim}, "
                               f"got {self.frame_split}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"{where}: conditioning must be one of {', '.join(CONDITIONINGS)}, "
+                              f"got {self.conditioning!r}")
+
+    @property
+    def position_rate(self) -> float:
+        """Backbone positions a second (latent frames a second times ``frame_split``)."""
+        return self.frame_rate * self.frame_split
 
 
 class TTSModel(nn.Module):
@@ -80,6 +104,11 @@ class TTSModel(nn.Module):
         self.transformer = model_cls(arch)
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
         self.register_buffer("latent_std", torch.ones(config.latent_dim))
+        self.duration = None
+        if config.conditioning == "durations":
+            self.duration = DurationPredictor(from_dict(DurationConfig, {
+                **config.duration, "units": config.units, "vocab": list(config.vocab), "language": config.language},
+                "tts config 'duration'"))
 
     @classmethod
     def from_config(cls, config: TTSConfig | dict[str, Any]) -> TTSModel:
@@ -111,31 +140,89 @@ class TTSModel(nn.Module):
         sequence = nn.functional.pad(sequence, (0, 0, 0, -sequence.shape[1] % k))
         return rearrange(sequence, "b (t k) d -> b t (k d)", k=k)
 
-    def forward(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Any] | None = None
-                ) -> tuple[Tensor, dict[str, Any]]:
+    def forward(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Any] | None = None,
+                token_durations: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
         """The infilling objective on normalised ``latents [B, T, D]`` with ``text [B, Nt]`` ids: ``(loss,
         details)`` (the forward pass, so that training runs it through DDP). ``draws["x0"]``, when given, is
-        noise of the latents' shape."""
+        noise of the latents' shape. With ``durations`` conditioning, ``text`` is the bounded token sequence and
+        ``token_durations [B, Nt]`` its positions; the loss adds the duration predictor's (``duration_weight``
+        times the mean squared error of log seconds), and the details hold both parts."""
         k = self.config.frame_split
         if draws is not None and "x0" in draws:
             draws = {**draws, "x0": self.split(draws["x0"])}
-        return infilling_loss(self.transformer, self.split(latents), text, lens * k, draws=draws,
-                              flow=self.config.flow)
+        sequence = self.split(latents)
+        if self.duration is None:
+            return infilling_loss(self.transformer, sequence, text, lens * k, draws=draws, flow=self.config.flow)
+        if token_durations is None:
+            raise ConfigError("a TTS model with durations conditioning trains on per-token durations")
+        frames = expand(text, token_durations, length=sequence.shape[1])
+        loss, details = infilling_loss(self.transformer, sequence, frames, lens * k, draws=draws,
+                                       flow=self.config.flow, aligned_text=True)
+        duration_loss = self.duration_loss(text, token_durations)
+        details.update(flow_loss=loss.detach(), duration_loss=duration_loss.detach())
+        return loss + self.config.duration_weight * duration_loss, details
 
     loss = forward
 
+    def duration_loss(self, text: Tensor, token_durations: Tensor) -> Tensor:
+        """Mean squared error of ``log(seconds + DURATION_EPS)`` over the tokens of ``text [B, Nt]``."""
+        valid = text >= 0
+        target = token_durations.float() / self.config.position_rate
+        predicted = self.duration.token_seconds(text)
+        error = (predicted + DURATION_EPS).log() - (target + DURATION_EPS).log()
+        return error.square()[valid].mean()
+
     @torch.no_grad()
-    def generate(self, prompt: Tensor, text: Tensor, durations: Tensor, lens: Tensor | None = None,
-                 **sampling: Any) -> Sampled:
+    def plan_durations(self, text: Tensor, prompt_text: Tensor | None = None, prompt_seconds: float | None = None,
+                       speed: float = 1.0, seconds: float | None = None) -> Tensor:
+        """Positions of each token of one bounded ``text [1, Nt]`` (``durations`` conditioning): the predictor's
+        seconds, times the prompt's pace (``prompt_seconds`` over the predicted seconds of the bounded
+        ``prompt_text [1, Np]``, clamped to ``max_rate_ratio`` either way) over ``speed``, or scaled to
+        ``seconds`` in all. Returns ``[1, Nt]``."""
+        if self.duration is None:
+            raise ConfigError("this TTS model aligns text implicitly (f5 conditioning): it has no duration predictor")
+        per_token = self.duration.token_seconds(text)[0]
+        if seconds is not None:
+            scale = seconds / max(float(per_token.sum()), 1e-6)
+        else:
+            scale = 1.0
+            if prompt_text is not None and prompt_seconds is not None:
+                predicted = float(self.duration.token_seconds(prompt_text).sum())
+                r = self.duration.config.max_rate_ratio
+                scale = min(max(prompt_seconds / max(predicted, 1e-3), 1 / r), r)
+            scale /= speed
+        return positions_from_seconds(per_token * scale, self.config.position_rate)[None]
+
+    def bounded_ids(self, texts: list[str]) -> Tensor:
+        """The ``durations`` conditioning's token ids of ``texts``: ``[B, Nt]`` with a space at both ends."""
+        front = self.front_end()
+        ids = front.encode(texts)
+        rows = [[0, *[int(i) for i in row if i >= 0], 0] for row in ids]
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, text: Tensor, durations: Tensor | None, lens: Tensor | None = None,
+                 token_durations: Tensor | None = None, **sampling: Any) -> Sampled:
         """Continue raw ``prompt [B, Tp, D]`` latents to ``durations [B]`` frames; ``sampling`` are
         :func:`~semlat.generation.flow.sample`'s options (steps, cfg, sway_coef, method, seed, y0).
         Returns the de-normalised result ``[B, T, D]`` (prompt frames included) and durations in latent
         frames (with ``frame_split`` > 1, a trajectory given by ``keep_trajectory`` stays in the backbone's
-        split layout)."""
+        split layout). With ``durations`` conditioning, ``text`` is the bounded sequence of the text to speak
+        (not the prompt's), ``token_durations [B, Nt]`` its positions (:meth:`plan_durations`), and the total
+        (``durations``, which may be None) is the prompt plus their sum."""
         k = self.config.frame_split
-        if lens is not None:
-            lens = lens * k
-        result = sample(self.transformer, self.split(self.normalize(prompt)), text, durations * k, lens, **sampling)
+        if lens is None:
+            lens = torch.full((prompt.shape[0],), prompt.shape[1], dtype=torch.long, device=prompt.device)
+        if self.duration is not None:
+            if token_durations is None:
+                raise ConfigError("a TTS model with durations conditioning generates from per-token durations")
+            offset = lens * k
+            total = offset + token_durations.sum(-1)
+            text = expand(text, token_durations, offset=offset)
+            durations = torch.div(total + k - 1, k, rounding_mode="floor")
+        result = sample(self.transformer, self.split(self.normalize(prompt)), text, durations * k, lens * k,
+                        **sampling)
         result.out = self.denormalize(self.merge(result.out))
         result.durations = torch.div(result.durations + k - 1, k, rounding_mode="floor")
         return result

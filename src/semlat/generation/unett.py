@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semlat.errors import ConfigError
-from semlat.nn.linear import Linear
 from semlat.generation.dit import (
     Attention,
     FeedForward,
@@ -33,6 +32,7 @@ from semlat.generation.dit import (
     TimestepEmbedding,
     guidance_batch,
 )
+from semlat.nn.linear import Linear
 
 
 @dataclass

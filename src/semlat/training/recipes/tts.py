@@ -8,6 +8,11 @@ from the store's ``phonemes``). Batches are frame budgets over duration buckets
 most ``data.batch_size / processes`` utterances). Each step is the infilling objective
 (:func:`~semlat.generation.flow.infilling_loss`: 70-100 % spans, CFG dropping of audio 0.3 and audio + text
 0.2). Validation: the loss on a fixed set of held-out items with fixed draws.
+
+``conditioning: durations`` (:mod:`semlat.generation.aligned`) trains the duration-aligned TTS: each item's
+token durations come from ``data.alignments`` (forced alignments of the manifest the store was encoded from,
+``semlat judge align``); items without an alignment are left out (counted in the log), and an alignment over
+other symbols than the item's phonemes is a one-line error naming the file and item.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from semlat.data.alignments import read_alignments
 from semlat.data.samplers import FrameBudgetBatchSampler
 from semlat.data.store import StoreDataset, TensorStore, collate_tensors
 from semlat.errors import ConfigError, DataError
+from semlat.generation.aligned import bounded, token_durations
 from semlat.generation.dit import DiTConfig
 from semlat.generation.flow import FlowConfig
 from semlat.generation.text import Vocab, char_tokens, ipa_tokens
-from semlat.generation.tts import TTSConfig, TTSModel
+from semlat.generation.tts import CONDITIONINGS, TTSConfig, TTSModel
 from semlat.training.logging import RunLogger
+from semlat.training.recipes.duration import DurationModelConfig
 from semlat.training.settings import EMAConfig, OptimizerConfig, TrainConfig
 from semlat.training.trainer import Recipe, Trainer
 
@@ -42,6 +50,7 @@ class TTSDataConfig:
 
     latents: str = "latents/train"
     valid_latents: str | None = None
+    alignments: str | None = None  # forced alignments (durations conditioning)
     units: str = "chars"
     language: str = "en-us"
     max_frames: int = 38400
@@ -76,6 +85,9 @@ class TTSRecipeConfig:
     run_dir: str = "runs/tts"
     backbone: str = "DiT"
     frame_split: int = 1
+    conditioning: str = "f5"
+    duration: DurationModelConfig = field(default_factory=DurationModelConfig)
+    duration_weight: float = 1.0
     model: DiTConfig = field(default_factory=DiTConfig.v1_small)
     flow: FlowConfig = field(default_factory=FlowConfig)
     data: TTSDataConfig = field(default_factory=TTSDataConfig)
@@ -87,6 +99,11 @@ class TTSRecipeConfig:
             raise ConfigError(f"recipe must be 'tts' for this config, got {self.recipe!r}")
         if self.backbone != "DiT":
             raise ConfigError("the tts recipe trains the DiT backbone (backbone: DiT)")
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.conditioning == "durations" and not self.data.alignments:
+            raise ConfigError("conditioning: durations needs data.alignments (forced alignments of the store's "
+                              "manifest: semlat judge align)")
 
 
 def _tokens(item: dict[str, Any], units: str) -> list[str] | None:
@@ -122,7 +139,29 @@ class TTSRecipe(Recipe):
                             f"{data.max_seconds} s (encode a manifest that has them)")
         self.vocab = Vocab.build(token_lists)
         self.space = self.store.index.get("model")
+        self.durations: dict[str, list[int]] = {}
+        if config.conditioning == "durations":
+            self.durations = self._durations(self.store, self.ids, token_lists)
+            unaligned = len(self.ids) - len(self.durations)
+            self.ids = [i for i in self.ids if i in self.durations]
+            if not self.ids:
+                raise DataError(f"{data.alignments}: aligns none of the {len(token_lists)} items of {data.latents}")
+            if unaligned and trainer.dist.rank == 0:
+                print(f"[tts] {unaligned} item(s) of {data.latents} have no alignment in {data.alignments}; "
+                      f"training on the {len(self.ids)} that do")
         self._valid = None
+
+    def _durations(self, store: TensorStore, ids: list[str], token_lists: list[list[str]]) -> dict[str, list[int]]:
+        """Backbone positions of each bounded token, from ``data.alignments``, for the items it aligns."""
+        path = self.config.data.alignments
+        aligned = read_alignments(path)
+        rate = store.frame_rate * self.config.frame_split
+        out = {}
+        for item_id, tokens in zip(ids, token_lists, strict=True):
+            if item_id in aligned:
+                length = store.frames(item_id) * self.config.frame_split
+                out[item_id] = token_durations(tokens, aligned[item_id], rate, length, where=f"{path}: {item_id}")
+        return out
 
     # ---------------------------------------------------------------- model and data
     def tts_config(self) -> TTSConfig:
@@ -133,7 +172,9 @@ class TTSRecipe(Recipe):
                          frame_rate=self.store.frame_rate,
                          max_frames=2 * math.ceil(cfg.data.max_seconds * self.store.frame_rate),
                          flow=dataclasses.replace(cfg.flow, frac_lengths=tuple(cfg.flow.frac_lengths)),
-                         frame_split=cfg.frame_split)
+                         frame_split=cfg.frame_split, conditioning=cfg.conditioning,
+                         duration=dataclasses.asdict(cfg.duration) if cfg.conditioning == "durations" else {},
+                         duration_weight=cfg.duration_weight)
 
     def build_modules(self) -> dict[str, nn.Module]:
         model = TTSModel(self.tts_config())
@@ -159,39 +200,58 @@ class TTSRecipe(Recipe):
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = collate_tensors(items)
-        rows = [self.vocab.ids(_tokens(it, self.config.data.units) or [" "]) for it in items]
-        width = max(len(r) for r in rows)
+        units = self.config.data.units
+        if self.config.conditioning == "durations":
+            rows = [self.vocab.ids(bounded(_tokens(it, units) or [])) for it in items]
+            counts = [self.durations[it["id"]] for it in items]
+            width = max(len(r) for r in rows)
+            batch["token_durations"] = torch.tensor([c + [0] * (width - len(c)) for c in counts], dtype=torch.long)
+        else:
+            rows = [self.vocab.ids(_tokens(it, units) or [" "]) for it in items]
+            width = max(len(r) for r in rows)
         batch["text_ids"] = torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
         return batch
 
     # ---------------------------------------------------------------- one step
-    def _inputs(self, model: TTSModel, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised time-major latents (zero past each item's frames), text ids and lengths."""
+    def _inputs(self, model: TTSModel, batch: dict[str, Any]) -> dict[str, Any]:
+        """The model's arguments: normalised time-major latents (zero past each item's frames), text ids,
+        lengths, and per-token durations with ``durations`` conditioning."""
         latents = rearrange(self.trainer.to_device(batch["tensor"]), "b d t -> b t d")
         lens = batch["frames"].to(latents.device)
         valid = torch.arange(latents.shape[1], device=latents.device)[None] < lens[:, None]
         normed = model.normalize(latents) * valid[..., None]
-        return normed, batch["text_ids"].to(latents.device), lens
+        inputs = {"latents": normed, "text": batch["text_ids"].to(latents.device), "lens": lens}
+        if "token_durations" in batch:
+            inputs["token_durations"] = batch["token_durations"].to(latents.device)
+        return inputs
 
     def train_step(self, batches: Sequence[Any], step: int) -> dict[str, float]:
         model = self.trainer.module("model")
         raw = self.trainer.unwrapped("model")
-        losses = []
+        losses: dict[str, list[float]] = {}
         with self.trainer.optimizer_step("model"):
             for _, batch in self.trainer.micro_batches(batches, "model"):
-                latents, text, lens = self._inputs(raw, batch)
                 with self.trainer.autocast():
-                    loss, _ = model(latents, text, lens)  # TTSModel.forward through DDP
+                    loss, details = model(**self._inputs(raw, batch))  # TTSModel.forward through DDP
                 (loss / len(batches)).backward()
-                losses.append(float(loss.detach()))
-        return {"loss": float(np.mean(losses))}
+                losses.setdefault("loss", []).append(float(loss.detach()))
+                for key in ("flow_loss", "duration_loss"):
+                    if key in details:
+                        losses.setdefault(key, []).append(float(details[key]))
+        return {key: float(np.mean(values)) for key, values in losses.items()}
 
     # ---------------------------------------------------------------- validation and export
     def _valid_batch(self) -> dict[str, Any] | None:
         if self._valid is None:
             data = self.config.data
             store = TensorStore(data.valid_latents) if data.valid_latents else self.store
-            ids = [item["id"] for item in store.items if _tokens(item, data.units)][: data.valid_items]
+            ids = [item["id"] for item in store.items if _tokens(item, data.units)]
+            if self.config.conditioning == "durations":
+                if store is not self.store:
+                    tokens = {item["id"]: _tokens(item, data.units) for item in store.items}
+                    self.durations.update(self._durations(store, ids, [tokens[i] for i in ids]))
+                ids = [i for i in ids if i in self.durations]
+            ids = ids[: data.valid_items]
             if not ids:
                 return None
             dataset = self._dataset(store, ids)
@@ -202,14 +262,17 @@ class TTSRecipe(Recipe):
         batch = self._valid_batch()
         if batch is None:
             return {}
-        latents, text, lens = self._inputs(model, batch)
+        inputs = self._inputs(model, batch)
+        latents = inputs["latents"]
         generator = torch.Generator().manual_seed(self.config.train.seed)
         b = latents.shape[0]
         draws = {"frac": torch.full((b,), 0.85), "u": torch.full((b,), 0.5),
                  "x0": torch.randn(latents.shape, generator=generator).to(latents.device),
                  "time": torch.linspace(0.1, 0.9, b).to(latents.device), "drop_audio_cond": False, "drop_text": False}
-        loss, _ = model.loss(latents, text, lens, draws=draws)
-        return {"loss": float(loss)}
+        loss, details = model.loss(**inputs, draws=draws)
+        out = {"loss": float(loss)}
+        out.update({key: float(details[key]) for key in ("flow_loss", "duration_loss") if key in details})
+        return out
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         extra = {"latent_dim": self.store.dim, "frame_rate": self.store.frame_rate, "space": str(self.space or ""),

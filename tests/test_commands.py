@@ -161,8 +161,8 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 def test_demo_main_job(synth_tools, tmp_path, capsys):
     out = tmp_path / "demo"
     argv = ["demo", "--corpus-minutes", "0.5", "--teacher-steps", "3", "--train-steps", "3", "--judge-steps", "3",
-            "--tts-steps", "2", "--tts-eval-every", "1", "train.valid_every=2", "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2",
-            "train.progress=false"]
+            "--tts-steps", "2", "--tts-eval-every", "1", "--tts-experiment", "train.valid_every=2",
+            "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2", "train.progress=false"]
     code = main([argv[0], "--out", str(out), *argv[1:]])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -191,34 +191,43 @@ def test_demo_main_job(synth_tools, tmp_path, capsys):
     for section in ("## Reconstruction", "## Latent diagnostics", "## Generated speech"):
         assert section in text
     assert "| figure | vanilla | semantic | dc_vae | clean audio | judge |" in text
-    # the TTS stage: the same tiny TTS on four latent spaces, judged at every checkpoint
+    # the TTS stage (--tts-experiment): the duration-aligned tiny TTS on every latent space and F5's implicit
+    # alignment on the mel, judged at every checkpoint
     tts = report["tts"]
-    assert list(tts["final"]) == ["vanilla", "semantic", "mel", "dc_vae"]
+    assert list(tts["final"]) == ["mel", "vanilla", "semantic", "dc_vae", "mel_f5"]
     assert all(point["step"] == 2 and 0 <= point["per"] and -1 <= point["sim"] <= 1 for point in tts["final"].values())
     assert tts["spaces"]["mel"]["frame_rate"] == pytest.approx(22050 / 256)
+    assert "conditioning=durations" in tts["spaces"]["mel"]["overrides"] and tts["spaces"]["mel_f5"]["overrides"] == []
     experiment = json.loads((out / "tts" / "tts_experiment.json").read_text())
     assert sorted((p["space"], p["step"]) for p in experiment["points"]) == sorted(
         (name, step) for name in tts["final"] for step in (1, 2))
     assert all(b["train_minutes"] > a["train_minutes"] for a, b in zip(experiment["points"][::2],
                                                                       experiment["points"][1::2], strict=True))
     assert Path(tts["plot"]).is_file() and "## Zero-shot TTS on each latent space" in text
-    assert "| real speech (same prompts) |" in text
+    assert "| real speech (same prompts) |" in text and "The Semantic-VAE paper's ordering:" in text
+    assert "### Listen: mel, test sentences it never saw" in text
+    samples = tts["samples"]
+    assert samples and all(Path(row["audio"]).is_file() and Path(row["real_audio"]).is_file() for row in samples)
+    assert all(row["transcript"] is not None and row["per"] is not None for row in samples)
+    assert f"]({Path(samples[0]['audio']).resolve().relative_to(out.resolve()).as_posix()})" in text
     printed = capsys.readouterr().out
     assert "report.md" in printed and "clean test audio: PER" in printed and "tts on dc_vae" in printed
     assert "expected 8.9 steps/s on an idle 2-core machine" in printed and "3 steps in" in printed
 
-    # the same command and seed again (same corpus): the same step counts and figures, to float noise
+    # the same command and seed again (same corpus), without --tts-experiment (the default demo: the mel arm
+    # only): the same step counts and figures, to float noise
     again = tmp_path / "again"
     shutil.copytree(out / "corpus", again / "corpus")
-    assert main([argv[0], "--out", str(again), *argv[1:]]) == 0
+    assert main([argv[0], "--out", str(again), *[a for a in argv[1:] if a != "--tts-experiment"]]) == 0
     second = json.loads((again / "report.json").read_text())
     for a, b in zip(report["models"], second["models"], strict=True):
         assert a["steps"] == b["steps"] == 3
         for key in ("mel_distance", "stoi", "per", "speaker_probe", "fd"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert report["clean_per"] == second["clean_per"]
-    for name, point in report["tts"]["final"].items():  # TTS training and seeded generation repeat too
-        assert point["per"] == pytest.approx(second["tts"]["final"][name]["per"], abs=1e-9), name
+    assert list(second["tts"]["final"]) == ["mel"]
+    # TTS training and seeded generation repeat too
+    assert report["tts"]["final"]["mel"]["per"] == pytest.approx(second["tts"]["final"]["mel"]["per"], abs=1e-9)
 
 
 def test_demo_warns_when_far_slower_than_expected():

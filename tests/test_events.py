@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from semlat.cli import main
 from semlat.data.events import EVENT_CLASSES
 from semlat.data.manifest import Manifest
@@ -33,8 +35,14 @@ def test_event_corpus_is_deterministic_labelled_and_split(tmp_path, capsys):
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
-    assert main(["data", "demo-events", "--out", str(tmp_path / "x"), "--minutes", "0"]) == 1
-    assert "--minutes must be positive" in capsys.readouterr().err
+    assert main(["data", "demo-events", "--out", str(tmp_path / "x"), "--minutes", "0"]) == 2  # a usage error
+    assert "Invalid value for '--minutes' / '-m': 0.0 is not in the range x>0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    from semlat.data.events import make_event_corpus
+    from semlat.errors import DataError
+
+    with pytest.raises(DataError, match="--minutes must be positive"):  # the Python entry point checks too
+        make_event_corpus(tmp_path / "x", 0)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     assert main(["data", "demo-events", "--out", str(tmp_path / "busy"), "--minutes", "0.1"]) == 1

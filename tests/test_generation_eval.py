@@ -245,6 +245,22 @@ def test_cli_eval_tts_and_audio(demo_corpus, tiny_ctc_judge, tmp_path, capsys):
     assert main(["eval", "tts", str(listing), "--out", str(tmp_path / "u"), "--asr", "google:x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("semlat: error: unknown ASR judge") and err.count("\n") == 1
+    # some files missing: the rest is scored and the skipped ones are counted; all missing: an error
+    rows = [json.loads(line) for line in listing.read_text().splitlines()]
+    partly = tmp_path / "partly.jsonl"
+    partly.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "audio": str(tmp_path / "gone.wav")}) + "\n")
+    assert main(["eval", "tts", str(partly), "--out", str(tmp_path / "p"), "--asr", f"ctc:{tiny_ctc_judge}"]) == 0
+    out = capsys.readouterr().out
+    assert "scored 1 of 2 clip(s)" in out and "skipped 1 unreadable clip(s); first: " in out and "gone.wav" in out
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text("".join(json.dumps({**r, "audio": str(tmp_path / f"gone{i}.wav")}) + "\n"
+                               for i, r in enumerate(rows)))
+    assert main(["eval", "tts", str(missing), "--out", str(tmp_path / "m"), "--asr", f"ctc:{tiny_ctc_judge}"]) == 1
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the progress bar, one line
+    assert last.startswith("semlat: error: ") and "scored none of its 2 clip(s) (2 unreadable; first: " in last
+    assert "gone0.wav: no such file" in last and "Traceback" not in err
+    assert not (tmp_path / "m" / "report.json").exists()
 
 
 def test_compare_puts_generation_reports_side_by_side(demo_corpus, tiny_ctc_judge, tmp_path):

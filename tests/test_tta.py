@@ -47,7 +47,9 @@ def test_udit_reproduces_the_reference_backbone():
     with torch.no_grad():
         out = model.eval()(io["x"], io["timesteps"], io["context"], io["context_mask"].bool())
     assert out.abs().max() > 5  # the fixture's outputs are not trivially small
-    assert torch.allclose(out, io["out"], atol=1e-4, rtol=1e-5)
+    # float32 noise differs between CPUs: 3.8e-5 at most where the fixture was made, 2.0e-4 (outputs up to 26)
+    # on another 2-core machine of this project; a wrong layer moves outputs by whole units
+    assert torch.allclose(out, io["out"], atol=1e-4, rtol=5e-5)
 
 
 def _tiny_model(**overrides) -> TTAModel:

@@ -85,11 +85,14 @@ def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_f
 @click.option("--sample-rate", type=POSITIVE_INT, default=22050, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--workers", "-j", type=POSITIVE_INT, default=None, help="Parallel synthesis jobs [default: all CPUs].")
-def data_demo(out, minutes, sample_rate, seed, workers) -> None:
+@click.option("--voices", default=None,
+              help="Comma-separated demo voices to use [default: all 16; e.g. espeak_us_m1,flite_slt].")
+def data_demo(out, minutes, sample_rate, seed, workers, voices) -> None:
     """Synthesise the offline demo speech corpus with flite and espeak-ng."""
     from semlat.data.demo import make_demo_corpus
 
-    manifest = make_demo_corpus(out, minutes, sample_rate=sample_rate, seed=seed, workers=workers)
+    names = [v.strip() for v in voices.split(",") if v.strip()] if voices is not None else None
+    manifest = make_demo_corpus(out, minutes, sample_rate=sample_rate, seed=seed, workers=workers, voices=names)
     click.echo(f"wrote {Path(out) / 'manifest.jsonl'}: {len(manifest)} utterances, "
                f"{manifest.total_duration / 60:.2f} min, {len(manifest.speakers())} speakers "
                f"({_split_counts(manifest)})")
@@ -419,8 +422,10 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--duration-model", default=None, type=click.Path(),
               help="A duration model (semlat train duration/...) instead of F5's ratio rule.")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16: the DiT's weights in bf16 (faster on CPUs with AVX-512 BF16 or AMX, and on GPUs).")
 def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, seconds, seed, method, space,
-        duration_model, device) -> None:
+        duration_model, device, precision) -> None:
     """Zero-shot TTS: say --text in the voice of --prompt with the TTS model MODEL; write OUT (.wav/.flac).
 
     Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
@@ -432,13 +437,13 @@ def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, s
     if listing is not None:
         if out or text or prompt or prompt_text:
             raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
-        loaded = load_tts(model, device, space, duration_model)
+        loaded = load_tts(model, device, space, duration_model, precision)
         written = synthesize_list(loaded, listing, seed=seed, **options)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
         return
     if not out or text is None or prompt is None or prompt_text is None:
         raise click.UsageError("give OUT, --text, --prompt and --prompt-text (or --list)")
-    loaded = load_tts(model, device, space, duration_model)
+    loaded = load_tts(model, device, space, duration_model, precision)
     path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed, **options)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
 
@@ -754,7 +759,7 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     report = run_demo(out, corpus_minutes=corpus_minutes, teacher_steps=teacher_steps, train_steps=train_steps,
                       judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
                       judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
-                      tts_nfe_sweep=nfe_sweep, events=events,
+                      tts_nfe_sweep=nfe_sweep, tts_experiment=tts_experiment, events=events,
                       overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):
@@ -768,7 +773,10 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     if report["tts"]:
         for name, point in report["tts"]["final"].items():
             click.echo(f"tts on {name:8s} {point['step']} steps: PER {show(point.get('per'), '{:.1%}')}, "
-                       f"SIM {show(point.get('sim'), '{:.3f}')}")
+                       f"SIM {show(point.get('sim'), '{:.3f}')} (real speech: PER "
+                       f"{show(report['tts']['ground_truth'].get('per'), '{:.1%}')})")
+        if report["tts"].get("samples"):
+            click.echo(f"listen: {Path(report['tts']['samples'][0]['audio']).parent} (generated test sentences)")
     for warning in report["warnings"]:
         click.echo(f"WARNING: {warning}")
     click.echo(f"report: {Path(out) / 'report.md'}")

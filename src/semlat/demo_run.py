@@ -253,23 +253,58 @@ def mel_space(out: Path, dc_vae: Path) -> Path:
     return folder
 
 
-def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_path: Path, judge: str, steps: int,
-               eval_every: int, nfe_sweep: Sequence[int], progress: bool, log) -> dict[str, Any]:
-    """The tiny TTS on vanilla, semantic, mel and dc_vae latents; the last judged point of each."""
+#: The TTS arms of ``--tts-experiment`` (the default demo trains only the first: the one that speaks soonest).
+TTS_ARMS = ("mel", "vanilla", "semantic", "dc_vae", "mel_f5")
+#: Test sentences whose generated audio the report lists (text, file, judge transcript, PER, SIM).
+SAMPLES = 8
+
+
+def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_path: Path, judge: str, alignments: Path,
+               steps: int, eval_every: int, nfe_sweep: Sequence[int], experiment: bool, progress: bool,
+               log) -> dict[str, Any]:
+    """The duration-aligned tiny TTS on the mel that DC-VAE compresses (Griffin-Lim); with ``experiment`` the
+    same TTS on every latent space and F5's implicit alignment on the mel beside it. Returns the last judged
+    point of each arm and the listed samples."""
     from semlat.experiments.tts_convergence import RESULT_NAME, SpaceRun, run_tts_experiment
 
-    arms = [SpaceRun(name, checkpoints[name][1]) for name in ("vanilla", "semantic")]
-    arms += [SpaceRun("mel", mel_space(out, checkpoints["dc_vae"][1])), SpaceRun("dc_vae", checkpoints["dc_vae"][1])]
-    result = run_tts_experiment(out / "tts", arms, manifest_path, asr=judge, steps=steps, eval_every=eval_every,
+    durations = ("conditioning=durations", f"data.alignments={alignments}")
+    mel = mel_space(out, checkpoints["dc_vae"][1])
+    arms = {"mel": SpaceRun("mel", mel, overrides=durations),
+            "vanilla": SpaceRun("vanilla", checkpoints["vanilla"][1], overrides=durations),
+            "semantic": SpaceRun("semantic", checkpoints["semantic"][1], overrides=durations),
+            "dc_vae": SpaceRun("dc_vae", checkpoints["dc_vae"][1], overrides=durations),
+            "mel_f5": SpaceRun("mel_f5", mel)}
+    chosen = [arms[name] for name in (TTS_ARMS if experiment else TTS_ARMS[:1])]
+    result = run_tts_experiment(out / "tts", chosen, manifest_path, asr=judge, steps=steps, eval_every=eval_every,
                                 nfe_sweep=nfe_sweep, progress=progress, log=log)
     final = {}
     for point in result["points"]:
         final[point["space"]] = point  # points come in step order
     return {"steps": steps, "eval_every": eval_every, "settings": result["settings"], "judges": result["judges"],
             "ground_truth": result["ground_truth"], "spaces": result["spaces"], "final": final,
-            "min_nfe": result["min_nfe"],
+            "min_nfe": result["min_nfe"], "ordering": result.get("ordering"),
+            "differences": result.get("differences"), "to_threshold": result.get("to_threshold"),
+            "samples": _samples(out / "tts", chosen[0].name, final[chosen[0].name]["step"]),
             "report": str(out / "tts" / f"{RESULT_NAME}.md"),
             "plot": str(out / "tts" / "convergence.png") if eval_every < steps else None}
+
+
+def _samples(folder: Path, arm: str, step: int, count: int = SAMPLES) -> list[dict[str, Any]]:
+    """The first ``count`` test sentences of ``arm``'s final checkpoint: the text, the generated file and the real
+    one, the judge's transcripts and the per-clip PER and SIM of both."""
+    def rows(path: Path) -> dict[str, dict[str, Any]]:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        return {row["id"]: row for row in map(json.loads, lines)}
+
+    generated = rows(folder / arm / "eval" / f"step-{step:08d}" / "scores" / "utterances.jsonl")
+    real = rows(folder / "ground_truth" / "scores" / "utterances.jsonl")
+    out = []
+    for item_id, row in list(generated.items())[:count]:
+        truth = real.get(item_id, {})
+        out.append({"text": row["text"], "audio": row["audio"], "transcript": row.get("hypothesis"),
+                    "per": row["scores"].get("per"), "sim": row["scores"].get("sim"), "real_audio": truth.get("audio"),
+                    "real_transcript": truth.get("hypothesis"), "real_per": (truth.get("scores") or {}).get("per")})
+    return out
 
 
 def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: bool = True,
@@ -311,15 +346,17 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
              judge_steps: int = DEFAULT_STEPS["judge"], train_minutes: float | None = None,
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
-             tts_nfe_sweep: Sequence[int] = (), events: bool = False, overrides: tuple[str, ...] = (),
+             tts_nfe_sweep: Sequence[int] = (), tts_experiment: bool = False, events: bool = False,
+             overrides: tuple[str, ...] = (),
              progress: bool = True, log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's
     :data:`DEFAULT_STEPS`); ``*_minutes`` cap a stage's time as well (a capped run is no longer the
-    same on every machine). ``tts_steps`` trains each latent TTS (0: no TTS stage), judged every
-    ``tts_eval_every`` steps (default: once, at the end); ``tts_nfe_sweep`` also judges the final TTS
-    checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
+    same on every machine). ``tts_steps`` trains the duration-aligned latent TTS on the mel (0: no TTS stage),
+    judged every ``tts_eval_every`` steps (default: once, at the end); ``tts_experiment`` trains it on every
+    latent space and F5's implicit alignment beside it (:data:`TTS_ARMS`); ``tts_nfe_sweep`` also judges the
+    final TTS checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
     comparison (:func:`events_stage`, about 90 more minutes on 2 cores: MAE 10, vocoder 15, the VAE for their
     time, the comparison 40)."""
     from semlat.evaluation.compare import compare_reports
@@ -388,8 +425,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = 10.0,
         })
     tts = None
     if tts_steps > 0:
-        tts = _tts_stage(out, checkpoints, manifest_path, judge, tts_steps, tts_eval_every or tts_steps,
-                         tts_nfe_sweep, progress, log)
+        tts = _tts_stage(out, checkpoints, manifest_path, judge, alignments, tts_steps, tts_eval_every or tts_steps,
+                         tts_nfe_sweep, tts_experiment, progress, log)
     event_result = events_stage(out, progress=progress) if events else None
     runs = [Path(m["evaluation"][kind]) for m in models for kind in ("recon", "latents", "speech")]
     names = [f"{m['name']}" for m in models for _ in range(3)]
@@ -415,29 +452,69 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
-def _tts_section(tts: dict[str, Any]) -> list[str]:
+def _audio_link(path: str | None, root: Path) -> str:
+    if not path:
+        return "–"
+    try:
+        shown = Path(path).resolve().relative_to(root.resolve())
+    except ValueError:
+        shown = Path(path)
+    return f"[{shown.name}]({shown.as_posix()})"
+
+
+def _tts_section(tts: dict[str, Any], root: Path) -> list[str]:
     truth = tts["ground_truth"]
-    lines = ["## Zero-shot TTS on each latent space", "",
-             (f"The same tiny F5-style TTS (`tts/tiny_*`: DiT dim 128, depth 4; phonemes in) trained {tts['steps']} "
-              f"steps on each space's latents of the training split, then prompted with another sentence of the "
-              f"same speaker for each of the {tts['settings']['test_utterances']} test sentences (NFE "
-              f"{tts['settings']['nfe']}, CFG {tts['settings']['cfg']}, F5's duration rule). mel: the 22.05 kHz "
-              "80-band log-mel that dc_vae compresses, vocoded by the same Griffin-Lim."), "",
-             "| latent space | latent | steps/s | PER ↓ | SIM ↑ |", "|---|---|---:|---:|---:|"]
+    s = tts["settings"]
+    several = len(tts["final"]) > 1
+    lines = ["## Zero-shot TTS" + (" on each latent space" if several else ""), "",
+             (f"A tiny latent TTS (`tts/tiny_*`: DiT dim 128, depth 4; phonemes in; `conditioning: durations`, the "
+              "text spread over the frames by the judge's forced alignments in training and by the model's own "
+              f"duration predictor when it speaks) trained {tts['steps']} steps on the training split's latents, then "
+              f"asked for each of {s['test_utterances']} test sentences it never saw, in the voice of another "
+              f"utterance of a training speaker (NFE {s['nfe']}, CFG {s['cfg']}). mel: the 22.05 kHz 80-band "
+              "log-mel, vocoded by Griffin-Lim" + ("; mel_f5: the same TTS with F5-TTS's implicit text alignment."
+                                                   if "mel_f5" in tts["final"] else ".")), "",
+             "| latent space | latent | steps/s | PER ↓ [95 % CI] | SIM ↑ [95 % CI] |", "|---|---|---:|---:|---:|"]
     for name, point in tts["final"].items():
         space = tts["spaces"][name]
         lines.append(f"| {name} | {space['latent_dim']} × {space['frame_rate']:.4g} Hz | "
-                     f"{space['steps_per_second']:.2f} | {_pct(point.get('per'))} | {_fmt(point.get('sim'))} |")
-    lines.append(f"| real speech (same prompts) | | | {_pct(truth.get('per'))} | {_fmt(truth.get('sim'))} |")
+                     f"{space['steps_per_second']:.2f} | {_pct_ci(point.get('per'), point.get('per_ci'))} | "
+                     f"{_fmt_ci(point.get('sim'), point.get('sim_ci'))} |")
+    lines.append(f"| real speech (same prompts) | | | {_pct_ci(truth.get('per'), truth.get('per_ci'))} | "
+                 f"{_fmt_ci(truth.get('sim'), truth.get('sim_ci'))} |")
     nfe = {name: n for name, n in (tts.get("min_nfe") or {}).items() if n is not None}
     if nfe:
         lines += ["", "- Smallest NFE within 10 % of NFE 32's PER (final checkpoints): "
                   + ", ".join(f"{name} {n}" for name, n in nfe.items())]
+    if tts.get("ordering") and several:
+        lines += ["", f"- The Semantic-VAE paper's ordering: {tts['ordering']}."]
     lines += ["", f"- Judges: {', '.join(tts['judges'].values())}. SIM: generated clip vs its prompt.",
               f"- Every checkpoint: `{tts['report']}`" + (f"; curves: `{tts['plot']}`" if tts.get("plot") else
-                                                            " (`semlat demo --tts-experiment` judges several "
-                                                            "checkpoints and plots the convergence curves)"), ""]
+                                                            " (`semlat demo --tts-experiment` trains it on every "
+                                                            "latent space, judges several checkpoints and plots the "
+                                                            "convergence curves)"), ""]
+    if tts.get("samples"):
+        arm = next(iter(tts["final"]))
+        lines += [f"### Listen: {arm}, test sentences it never saw", "",
+                  "| text | generated | judge heard (PER, SIM) | real | judge heard (PER) |", "|---|---|---|---|---|"]
+        for row in tts["samples"]:
+            lines.append(f"| {row['text']} | {_audio_link(row['audio'], root)} | `{row['transcript'] or ''}` "
+                         f"({_pct(row['per'])}, {_fmt(row['sim'])}) | {_audio_link(row['real_audio'], root)} | "
+                         f"`{row['real_transcript'] or ''}` ({_pct(row['real_per'])}) |")
+        lines += ["", "Transcripts are the offline judge's phonemes (espeak-ng IPA without stress).", ""]
     return lines
+
+
+def _pct_ci(value: float | None, interval: Sequence[float | None] | None) -> str:
+    if value is None or not interval or None in interval:
+        return _pct(value)
+    return f"{_pct(value)} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def _fmt_ci(value: float | None, interval: Sequence[float | None] | None) -> str:
+    if value is None or not interval or None in interval:
+        return _fmt(value)
+    return f"{_fmt(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def events_section(events: dict[str, Any]) -> list[str]:
@@ -497,7 +574,7 @@ def render_report(report: dict[str, Any]) -> str:
     comparison = report["comparison"].split("\n", 2)[2] if report["comparison"].startswith("# ") else report["comparison"]
     lines += [comparison.rstrip(), ""]
     if report.get("tts"):
-        lines += _tts_section(report["tts"])
+        lines += _tts_section(report["tts"], Path(report["corpus"]).parent)
     if report.get("events"):
         lines += events_section(report["events"])
     lines += ["## Where things are", ""]

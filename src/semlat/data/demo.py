@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -173,16 +173,33 @@ def _synthesize_star(args: tuple) -> Utterance:
     return synthesize(*args)
 
 
+def select_voices(names: Sequence[str] | None) -> tuple[DemoVoice, ...]:
+    """The demo voices named (all of them for None); a one-line DataError for an unknown name."""
+    if names is None:
+        return DEMO_VOICES
+    known = {v.speaker: v for v in DEMO_VOICES}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise DataError(f"unknown demo voice {unknown[0]!r} (known: {', '.join(known)})" if unknown
+                        else "no demo voice given")
+    return tuple(known[n] for n in dict.fromkeys(names))
+
+
 def make_demo_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int = 22050, seed: int = 0,
-                     workers: int | None = None, progress: bool = True) -> Manifest:
+                     workers: int | None = None, voices: Sequence[str] | None = None,
+                     progress: bool = True) -> Manifest:
     """Synthesise at least ``minutes`` of speech into ``out`` and write ``out/manifest.jsonl``.
 
     Utterances are taken from :func:`plan` in order until their total duration reaches
-    ``minutes``. The folder is built aside and swapped in when complete. An existing ``out`` is
-    replaced only if it is empty or an earlier demo corpus.
+    ``minutes``. ``voices`` (speaker names of :data:`DEMO_VOICES`) restricts the speakers; when none of
+    them is held out, the test split is spoken by the training voices. The folder is built aside and
+    swapped in when complete. An existing ``out`` is replaced only if it is empty or an earlier demo corpus.
     """
     if minutes <= 0:
         raise DataError(f"--minutes must be positive, got {minutes}")
+    chosen = select_voices(voices)
+    if all(v.held_out for v in chosen):
+        raise DataError("the demo voices chosen are all held-out test voices: give a training voice too")
     check_tools()
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_NAME).exists())):
@@ -191,7 +208,7 @@ def make_demo_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int
     target = minutes * 60.0
     utterances: list[Utterance] = []
     total = 0.0
-    items = plan(seed)
+    items = plan(seed, chosen)
     bar = tqdm(total=round(target), desc="synthesising", unit="s", disable=not progress, dynamic_ncols=True)
     with atomic_dir(out) as tmp:
         while total < target:
@@ -209,7 +226,7 @@ def make_demo_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int
         manifest.write(tmp / "manifest.jsonl")
         config = {"minutes": minutes, "sample_rate": sample_rate, "seed": seed,
                   "utterances": len(utterances), "seconds": round(total, 3),
-                  "tools": tool_versions(), "voices": [asdict(v) for v in DEMO_VOICES]}
+                  "tools": tool_versions(), "voices": [asdict(v) for v in chosen]}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     bar.close()
     return Manifest.read(out / "manifest.jsonl")

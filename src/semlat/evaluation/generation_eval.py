@@ -59,7 +59,15 @@ from semlat.evaluation.judges import (
     split_phonemes,
 )
 from semlat.evaluation.metrics import MetricInfo
-from semlat.evaluation.recon_eval import aggregate, batches, check_run, finite_or_none, output_folder, read_rows
+from semlat.evaluation.recon_eval import (
+    aggregate,
+    batches,
+    check_run,
+    finite_or_none,
+    output_folder,
+    ratio_ci,
+    read_rows,
+)
 from semlat.utils.files import atomic_write_text, sha256_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
@@ -224,15 +232,17 @@ def score_clip(item: ListedAudio, audio: np.ndarray, hypothesis: str | None, col
             "scores": {c: scores.get(c) for c in columns}, "counts": counts, "undefined": undefined}
 
 
-def corpus_rates(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str, float | None]:
-    """Corpus error rate per ASR column: total edits / total reference units over the rows."""
+def corpus_rates(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dict[str, tuple[float | None, list]]:
+    """Corpus error rate per ASR column: total edits / total reference units over the rows, and its 95 %
+    bootstrap interval over clips (:func:`~semlat.evaluation.recon_eval.ratio_ci`): ``{kind: (rate, [low,
+    high])}``."""
     out = {}
     for kind in columns:
         if TTS_COLUMNS[kind].group != "asr":
             continue
-        edits = sum(r["counts"][kind][0] for r in rows if kind in r.get("counts", {}))
-        total = sum(r["counts"][kind][1] for r in rows if kind in r.get("counts", {}))
-        out[kind] = edits / total if total else None
+        counts = [r["counts"][kind] for r in rows if kind in r.get("counts", {})]
+        rate, low, high = ratio_ci([c[0] for c in counts], [c[1] for c in counts])
+        out[kind] = (finite_or_none(rate), [finite_or_none(low), finite_or_none(high)])
     return out
 
 
@@ -374,8 +384,9 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
     judge_of = {"asr": judges.get("asr"), "speaker": judges.get("speaker"), "mos": judges.get("mos")}
     for name, figures in metrics.items():
         figures["judge"] = judge_of[TTS_COLUMNS[name].group]
-    for name, value in corpus_rates(rows, columns).items():
+    for name, (value, interval) in corpus_rates(rows, columns).items():
         metrics[name]["corpus"] = value
+        metrics[name]["corpus_ci95"] = interval
     report = {
         "kind": "tts", "semlat_version": semlat.__version__, "created": _now(),
         "data": {"listing": run["listing"], "listing_sha256": run["listing_sha256"], "clips": len(items),
@@ -425,7 +436,11 @@ def metrics_table(report: dict[str, Any]) -> str:
         percent = TTS_COLUMNS[name].group == "asr"
         low, high = m["ci95"]
         ci = "" if low is None else f" [{_fmt(low, percent)}, {_fmt(high, percent)}]"
-        value = _fmt(m.get("corpus"), percent) + " (corpus)" if percent else _fmt(m["mean"])
+        value = _fmt(m["mean"])
+        if percent:
+            low_c, high_c = m.get("corpus_ci95") or [None, None]
+            value = _fmt(m.get("corpus"), percent) + (
+                f" [{_fmt(low_c, percent)}, {_fmt(high_c, percent)}]" if low_c is not None else "") + " (corpus)"
         n = f"{m['n']}" + (f" (+{m['undefined']} undefined)" if m["undefined"] else "")
         lines.append(f"| {m['label']} | {value} | {_fmt(m['mean'], percent)}{ci} | {n} | "
                      f"{'↑' if m['better'] == 'higher' else '↓'} {m['better']} | {m['judge']} |")

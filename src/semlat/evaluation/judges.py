@@ -42,8 +42,8 @@ import torch
 
 from semlat.data.text import IPA_MODIFIERS, STRESS_MARKS, normalize_text, split_chars, split_phonemes  # noqa: F401
 from semlat.errors import ConfigError, first_line
-from semlat.utils.registry import resolve
 from semlat.evaluation.metrics import Score, as_signal, resample_to, undefined
+from semlat.utils.registry import resolve
 
 JUDGE_RATE = 16000
 

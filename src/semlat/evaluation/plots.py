@@ -161,8 +161,8 @@ def convergence_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[s
                        title: str = "convergence") -> Path:
     """One panel per (metric, x axis): a line per ``rows[i]["space"]`` through its points.
 
-    ``rows``: dicts with ``space``, ``step``, ``train_minutes`` and the metrics' values (None skipped);
-    ``metrics``: ``(key, label)`` pairs, each drawn against steps (left) and training minutes (right)."""
+    ``rows``: dicts with ``space``, ``step``, ``train_minutes`` and the metrics' values (None skipped), and
+    where present ``<metric>_ci`` ``[low, high]``, drawn as a band; ``metrics``: ``(key, label)`` pairs, each drawn against steps (left) and training minutes (right)."""
     fig = _figure(10, 3.2 * len(metrics))
     spaces = list(dict.fromkeys(r["space"] for r in rows))
     for m, (key, label) in enumerate(metrics):
@@ -171,7 +171,12 @@ def convergence_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[s
             for space in spaces:
                 points = sorted((r[x_key], r[key]) for r in rows if r["space"] == space and r.get(key) is not None)
                 if points:
-                    ax.plot(*zip(*points, strict=True), marker="o", label=space)
+                    (line,) = ax.plot(*zip(*points, strict=True), marker="o", label=space)
+                    bands = sorted((r[x_key], *r[f"{key}_ci"]) for r in rows if r["space"] == space
+                                   and r.get(f"{key}_ci") and None not in r[f"{key}_ci"])
+                    if len(bands) > 1:
+                        xs, lows, highs = zip(*bands, strict=True)
+                        ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.15, linewidth=0)
             ax.set_xlabel(x_label)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

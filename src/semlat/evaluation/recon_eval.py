@@ -88,6 +88,62 @@ def mean_ci(values: Sequence[float], level: float = CI_LEVEL, resamples: int = C
     return mean, float(low), float(high)
 
 
+def ratio_ci(numerators: Sequence[float], denominators: Sequence[float], level: float = CI_LEVEL,
+             resamples: int = CI_RESAMPLES, seed: int = CI_SEED) -> tuple[float, float, float]:
+    """``(rate, low, high)``: the corpus rate ``sum(numerators) / sum(denominators)`` (total edits over total
+    reference units) and its percentile-bootstrap interval over items (an item's pair is resampled whole).
+    Seeded like :func:`mean_ci`; NaN where undefined (no unit, or one item for the interval)."""
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    if len(num) != len(den):
+        raise ValueError("ratio_ci needs as many numerators as denominators")
+    if len(den) == 0 or den.sum() <= 0:
+        return math.nan, math.nan, math.nan
+    rate = float(num.sum() / den.sum())
+    if len(den) == 1:
+        return rate, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    rates = np.empty(resamples)
+    step = max(1, 4_000_000 // len(den))
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        picks = rng.integers(0, len(den), size=(stop - start, len(den)))
+        totals = den[picks].sum(axis=1)
+        rates[start:stop] = np.where(totals > 0, num[picks].sum(axis=1) / np.maximum(totals, 1e-12), np.nan)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(rates, [alpha, 1.0 - alpha])
+    return rate, float(low), float(high)
+
+
+def paired_ratio_difference(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]],
+                            level: float = CI_LEVEL, resamples: int = CI_RESAMPLES,
+                            seed: int = CI_SEED) -> tuple[float, float, float]:
+    """``(difference, low, high)`` of two corpus rates over the same items: ``a`` and ``b`` hold each item's
+    ``(edits, reference units)`` in the same order; the difference is ``rate(a) - rate(b)`` and its interval a
+    paired percentile bootstrap (the same resampled items for both), so that what the items share cancels."""
+    if len(a) != len(b):
+        raise ValueError("paired_ratio_difference needs the same items on both sides")
+    x = np.asarray(a, dtype=np.float64).reshape(-1, 2)
+    y = np.asarray(b, dtype=np.float64).reshape(-1, 2)
+    if len(x) == 0 or x[:, 1].sum() <= 0 or y[:, 1].sum() <= 0:
+        return math.nan, math.nan, math.nan
+    difference = float(x[:, 0].sum() / x[:, 1].sum() - y[:, 0].sum() / y[:, 1].sum())
+    if len(x) == 1:
+        return difference, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    step = max(1, 4_000_000 // len(x))
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        picks = rng.integers(0, len(x), size=(stop - start, len(x)))
+        rate_x = x[picks, 0].sum(1) / np.maximum(x[picks, 1].sum(1), 1e-12)
+        rate_y = y[picks, 0].sum(1) / np.maximum(y[picks, 1].sum(1), 1e-12)
+        diffs[start:stop] = rate_x - rate_y
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
+    return difference, float(low), float(high)
+
+
 def finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 

@@ -57,6 +57,8 @@ from semlat.utils.files import atomic_write_text
 TINY_CONFIGS = {"wave_vae": "tts/tiny_wave_vae", "mel_dcae": "tts/tiny_mel_dcae", "griffin_lim": "tts/tiny_mel",
                 "bigvgan": "tts/tiny_mel", "vocos": "tts/tiny_mel"}
 RESULT_NAME = "tts_experiment"
+#: Convergence: steps and minutes until an arm's error rate first reaches this.
+PER_THRESHOLD = 0.5
 NFE_SWEEP = (4, 8, 16, 32)
 NFE_TOLERANCE = 0.10  # min_nfe: error rate within 10 % (relative) of the largest NFE's
 
@@ -68,6 +70,7 @@ class SpaceRun:
     name: str
     model: Path
     config: str | None = None  # default: TINY_CONFIGS of the model's type
+    overrides: tuple[str, ...] = ()  # this arm's recipe overrides (after the experiment's)
 
 
 def tiny_config_for(model: str | os.PathLike) -> str:
@@ -80,11 +83,20 @@ def tiny_config_for(model: str | os.PathLike) -> str:
     return TINY_CONFIGS[kind]
 
 
-def cross_sentence_rows(manifest: Manifest, split: str = "test") -> list[dict[str, Any]]:
+VOICES = ("seen", "unseen", "all")
+
+
+def cross_sentence_rows(manifest: Manifest, split: str = "test", voices: str = "all",
+                        per_sentence: bool = False) -> list[dict[str, Any]]:
     """Targets of ``split`` (with text) and, for each, a prompt: another utterance of the same speaker,
     preferring the next one (cyclically) of ``split``, else the first one of the other splits. A target whose
     speaker has no other utterance (only in tiny corpora) prompts itself (``cross: False``; counted in the
-    results). Rows: ``id, text, phonemes, target, prompt, prompt_text, cross``."""
+    results). ``voices``: ``seen`` keeps targets whose speaker has training utterances, ``unseen`` the others,
+    ``all`` every target; ``per_sentence`` keeps the first target of each distinct text (so that a sentence spoken
+    by several voices counts once). Rows: ``id, text, phonemes, target, prompt, prompt_text, cross, speaker``."""
+    if voices not in VOICES:
+        raise ConfigError(f"voices must be one of {', '.join(VOICES)}, got {voices!r}")
+    trained = {u.speaker for u in manifest if u.split == "train"}
     indices = [i for i, u in enumerate(manifest) if u.split == split and u.text]
     by_speaker: dict[Any, list[int]] = {}
     for i in indices:
@@ -93,9 +105,14 @@ def cross_sentence_rows(manifest: Manifest, split: str = "test") -> list[dict[st
     for i, u in enumerate(manifest):
         if u.split != split and u.text:
             others.setdefault(u.speaker, []).append(i)
-    rows = []
+    rows, texts = [], set()
     for i in indices:
         speaker = manifest[i].speaker
+        if (voices == "seen" and speaker not in trained) or (voices == "unseen" and speaker in trained):
+            continue
+        if per_sentence and manifest[i].text in texts:
+            continue
+        texts.add(manifest[i].text)
         same = by_speaker[speaker]
         if len(same) > 1:
             prompt = same[(same.index(i) + 1) % len(same)]
@@ -105,7 +122,8 @@ def cross_sentence_rows(manifest: Manifest, split: str = "test") -> list[dict[st
             prompt = i
         u, p = manifest[i], manifest[prompt]
         rows.append({"id": u.audio, "text": u.text, "phonemes": u.phonemes, "target": str(manifest.audio_path(i)),
-                     "prompt": str(manifest.audio_path(prompt)), "prompt_text": p.text, "cross": prompt != i})
+                     "prompt": str(manifest.audio_path(prompt)), "prompt_text": p.text, "cross": prompt != i,
+                     "speaker": speaker})
     return rows
 
 
@@ -122,6 +140,7 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
     for key in ("per", "wer", "cer"):
         if key in metrics:
             out[key] = metrics[key]["corpus"]
+            out[f"{key}_ci"] = metrics[key].get("corpus_ci95")
             out[f"{key}_mean_ci"] = [metrics[key]["mean"], *metrics[key]["ci95"]]
     if "sim" in metrics:
         out["sim"] = metrics["sim"]["mean"]
@@ -130,6 +149,11 @@ def _figures(report: dict[str, Any]) -> dict[str, Any]:
         if key in metrics:
             out[key] = metrics[key]["mean"]
     return out
+
+
+def _counts(report: dict[str, Any], rate: str) -> dict[str, tuple[int, int]]:
+    """Each scored clip's ``(edits, reference units)`` of the error rate ``rate``."""
+    return {row["id"]: tuple(row["counts"][rate]) for row in report["utterances"] if rate in row.get("counts", {})}
 
 
 def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: Path, *, asr: str, speaker: str | None,
@@ -156,30 +180,39 @@ def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: P
     figures = _figures(report)
     if generated == len(rows):
         figures["generation_seconds_per_utterance"] = round(seconds / max(1, len(rows)), 3)
-    return {**figures, "judges": report["judges"]}
+    rate = next((k for k in ("per", "wer") if k in figures), None)
+    counts = _counts(report, rate) if rate else {}
+    return {**figures, "judges": report["judges"], "counts": counts}
 
 
 def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manifest: str | os.PathLike, *,
                        asr: str, speaker: str | None = "resemblyzer", mos: str | None = None, steps: int = 3000,
                        eval_every: int = 500, nfe: int = 16, cfg: float = 2.0, seed: int = 0,
-                       nfe_sweep: Sequence[int] = NFE_SWEEP, overrides: Sequence[str] = (), progress: bool = True,
-                       log=print) -> dict[str, Any]:
+                       nfe_sweep: Sequence[int] = NFE_SWEEP, overrides: Sequence[str] = (), voices: str = "seen",
+                       per_sentence: bool = True, threshold: float = PER_THRESHOLD, max_minutes: float | None = None,
+                       progress: bool = True, log=print) -> dict[str, Any]:
     """Run the experiment (module docstring) into ``out``; returns the result dict (also written as
-    ``tts_experiment.json`` / ``.md`` with ``convergence.png``)."""
+    ``tts_experiment.json`` / ``.md`` with ``convergence.png``). ``max_minutes`` caps each arm's training time."""
     if steps < 1 or eval_every < 1:
         raise ConfigError(f"steps and eval_every must be positive, got {steps} and {eval_every}")
     out = Path(out)
     manifest_path = Path(manifest)
-    rows = cross_sentence_rows(Manifest.read(manifest_path))
+    data = Manifest.read(manifest_path)
+    rows = cross_sentence_rows(data, voices=voices, per_sentence=per_sentence)
+    if not rows and voices == "seen":  # a tiny corpus whose test split only has held-out voices
+        voices = "all (no test sentence of a training voice)"
+        rows = cross_sentence_rows(data, per_sentence=per_sentence)
     if not rows:
-        raise ConfigError(f"{manifest_path}: no test utterance with text")
+        raise ConfigError(f"{manifest_path}: no test utterance with text ({voices} voices)")
     truth_listing = _write_listing(rows, [r["target"] for r in rows], out / "ground_truth" / "targets.jsonl")
     truth = evaluate_tts(truth_listing, out / "ground_truth" / "scores", asr=asr, speaker=speaker, mos=mos,
                          progress=progress)
     points: list[dict[str, Any]] = []
     trained: dict[str, Any] = {}
     sweep: dict[str, list[dict[str, Any]]] = {}
+    final_counts: dict[str, dict[str, tuple[int, int]]] = {}
     judges = truth["judges"]
+    cap = [f"train.max_minutes={max_minutes}"] if max_minutes is not None else []
     for arm in spaces:
         config = arm.config or tiny_config_for(arm.model)
         folder = out / arm.name
@@ -190,9 +223,11 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
         _, trainer = train_recipe(config, [
             f"run_dir={folder / 'run'}", f"data.latents={folder / 'latents'}", f"train.max_steps={steps}",
             f"train.checkpoint_every={eval_every}", f"train.valid_every={eval_every}",
-            f"train.keep_checkpoints={steps // eval_every + 2}", f"train.progress={progress}", *overrides])
-        trained[arm.name] = {"model": str(arm.model), "config": config, "latent_dim": space.latent_dim,
-                             "frame_rate": space.frame_rate, "run": str(folder / "run"),
+            f"train.keep_checkpoints={steps // eval_every + 2}", f"train.progress={progress}", *cap, *overrides,
+            *arm.overrides])
+        trained[arm.name] = {"model": str(arm.model), "config": config, "overrides": list(arm.overrides),
+                             "latent_dim": space.latent_dim, "frame_rate": space.frame_rate,
+                             "run": str(folder / "run"), "steps": trainer.step,
                              "steps_per_second": round(trainer.step / max(trainer.train_seconds, 1e-9), 3)}
         for checkpoint in sorted((folder / "run" / "checkpoints").glob("step-*")):
             state = json.loads((checkpoint / "config.json").read_text())["training"]
@@ -200,6 +235,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
             figures = evaluate_checkpoint(checkpoint, rows, folder / "eval" / checkpoint.name, asr=asr, speaker=speaker,
                                           mos=mos, nfe=nfe, cfg=cfg, seed=seed, progress=progress)
             figures.pop("judges")
+            final_counts[arm.name] = figures.pop("counts")
             points.append({"space": arm.name, "step": state["step"],
                            "train_minutes": round(state.get("train_seconds", 0.0) / 60, 3), **figures})
         final = max((folder / "run" / "checkpoints").glob("step-*"))
@@ -208,23 +244,90 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
             figures = evaluate_checkpoint(final, rows, folder / "eval" / f"nfe-{n:02d}", asr=asr, speaker=speaker,
                                           mos=mos, nfe=n, cfg=cfg, seed=seed, progress=progress)
             figures.pop("judges")
+            figures.pop("counts")
             sweep.setdefault(arm.name, []).append({"nfe": n, **figures})
     result = {
         "settings": {"steps": steps, "eval_every": eval_every, "nfe": nfe, "cfg": cfg, "seed": seed,
-                     "manifest": str(manifest_path.resolve()), "test_utterances": len(rows),
-                     "self_prompted": sum(not r["cross"] for r in rows),
-                     "overrides": list(overrides), "duration": "F5's ratio rule from the prompt"},
+                     "manifest": str(manifest_path.resolve()), "test_utterances": len(rows), "voices": voices,
+                     "per_sentence": per_sentence, "self_prompted": sum(not r["cross"] for r in rows),
+                     "overrides": list(overrides), "threshold": threshold, "max_minutes": max_minutes,
+                     "duration": "F5's ratio rule from the prompt (f5 conditioning); the model's duration "
+                                 "predictor at the prompt's pace (durations conditioning)"},
         "judges": judges, "spaces": trained, "ground_truth": _figures(truth), "points": points,
         "nfe_sweep": sweep, "min_nfe": {name: min_nfe(runs) for name, runs in sweep.items()},
     }
-    atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     rate = next((k for k in ("per", "wer") if k in result["ground_truth"]), None)
+    if rate:
+        result["to_threshold"] = {name: to_threshold(points, name, rate, threshold) for name in trained}
+        result["differences"] = differences(final_counts)
+        result["ordering"] = ordering(result, rate)
+    atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     metrics = ([(rate, rate.upper())] if rate else []) + ([("sim", "SIM")] if speaker else [])
     if metrics and points:
         convergence_curves(points, metrics, out / "convergence.png",
-                           title="tiny TTS on each latent space: " + ", ".join(label for _, label in metrics))
+                           title="TTS on each latent space (95 % CI bands): " + ", ".join(l for _, l in metrics))
     atomic_write_text(out / f"{RESULT_NAME}.md", render(result))
     return result
+
+
+def to_threshold(points: Sequence[dict[str, Any]], space: str, rate: str, threshold: float) -> dict[str, Any] | None:
+    """The first judged checkpoint of ``space`` whose error rate is at most ``threshold``: its step and training
+    minutes (None if none gets there)."""
+    for point in sorted((p for p in points if p["space"] == space), key=lambda p: p["step"]):
+        if point.get(rate) is not None and point[rate] <= threshold:
+            return {"step": point["step"], "train_minutes": point["train_minutes"]}
+    return None
+
+
+def differences(counts: dict[str, dict[str, tuple[int, int]]]) -> list[dict[str, Any]]:
+    """Every pair of arms' final error rates: the difference ``a - b`` with a paired bootstrap 95 % CI over the
+    test sentences both scored (:func:`~semlat.evaluation.recon_eval.paired_ratio_difference`)."""
+    from semlat.evaluation.recon_eval import finite_or_none, paired_ratio_difference
+
+    out = []
+    names = list(counts)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = [k for k in counts[a] if k in counts[b]]
+            figures = paired_ratio_difference([counts[a][k] for k in shared], [counts[b][k] for k in shared])
+            diff, low, high = (finite_or_none(v) for v in figures)
+            out.append({"a": a, "b": b, "sentences": len(shared), "difference": diff, "ci95": [low, high],
+                        "resolved": low is not None and (low > 0 or high < 0)})
+    return out
+
+
+def ordering(result: dict[str, Any], rate: str) -> str:
+    """A plain statement of whether the Semantic-VAE paper's claims hold here: error rate semantic < mel <
+    vanilla at the final checkpoints (each step resolved by its paired CI), and the semantic space first to the
+    threshold."""
+    final: dict[str, float] = {}
+    for point in result["points"]:
+        final[point["space"]] = point.get(rate)
+    wanted = ("semantic", "mel", "vanilla")
+    if not all(final.get(name) is not None for name in wanted):
+        return "the paper's ordering needs the semantic, mel and vanilla arms"
+    def less(a: str, b: str) -> str:
+        """Is ``rate(a) < rate(b)``, by the paired interval of their difference?"""
+        for d in result.get("differences", []):
+            if (d["a"], d["b"]) in ((a, b), (b, a)):
+                if None in d["ci95"]:
+                    return "not resolved (no interval)"
+                low, high = d["ci95"] if d["a"] == a else (-d["ci95"][1], -d["ci95"][0])
+                return "yes" if high < 0 else "no (reversed)" if low > 0 else "not resolved (CI spans 0)"
+        return "not measured"
+
+    first, second = less("semantic", "mel"), less("mel", "vanilla")
+    reached = {name: t for name, t in (result.get("to_threshold") or {}).items() if t}
+    fastest = None
+    if reached:
+        best = min(t["train_minutes"] for t in reached.values())
+        leaders = [name for name, t in reached.items() if t["train_minutes"] == best]
+        fastest = leaders[0] if len(leaders) == 1 else " and ".join(leaders) + " (tied)"
+    words = [f"{rate.upper()} semantic < mel: {first}", f"mel < vanilla: {second}"]
+    words.append(f"first to {100 * result['settings']['threshold']:.0f} % {rate.upper()} (training minutes): "
+                 + (fastest if fastest else "no space reached it"))
+    reproduced = first == "yes" and second == "yes" and fastest == "semantic"
+    return ("reproduced: " if reproduced else "not reproduced: ") + "; ".join(words)
 
 
 def min_nfe(runs: Sequence[dict[str, Any]], tolerance: float = NFE_TOLERANCE) -> int | None:
@@ -248,33 +351,61 @@ def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _with_ci(value: float | None, interval: Sequence[float | None] | None, fmt) -> str:
+    if value is None:
+        return "–"
+    if not interval or None in interval:
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(interval[0]).removesuffix(' %')}, {fmt(interval[1]).removesuffix(' %')}]"
+
+
 def render(result: dict[str, Any]) -> str:
-    """The experiment's Markdown: settings, the final figures per space and every checkpoint's."""
+    """The experiment's Markdown: settings, every checkpoint's figures with their 95 % CIs, the convergence to
+    the threshold, the paired differences of the final checkpoints and the paper's ordering."""
     s, truth = result["settings"], result["ground_truth"]
     rate = next((k for k in ("per", "wer") if k in truth), None)
-    lines = [f"# Latent TTS convergence ({s['test_utterances']} cross-sentence test utterances, NFE {s['nfe']}, "
-             f"CFG {s['cfg']}, seed {s['seed']})", ""]
-    lines += [f"- {group} judge: {label}" for group, label in result["judges"].items()]
+    label = rate.upper() if rate else ""
+    lines = [(f"# Latent TTS convergence ({s['test_utterances']} cross-sentence test sentences, {s.get('voices', 'all')} "
+              f"voices, NFE {s['nfe']}, CFG {s['cfg']}, seed {s['seed']})"), ""]
+    lines += [f"- {group} judge: {name}" for group, name in result["judges"].items()]
     if s.get("self_prompted"):
         lines.append(f"- {s['self_prompted']} target(s) prompted by themselves (their speaker has no other utterance)")
-    lines += [f"- ground truth (real target audio, same prompts): {rate.upper() if rate else ''} "
-              f"{_pct(truth.get(rate)) if rate else ''}, SIM {_num(truth.get('sim'))}", ""]
-    head = "| space | latent | steps/s | step | train min | " + (f"{rate.upper()} ↓ | " if rate else "") + "SIM ↑ |"
-    lines += [head, "|---|---|---:|---:|---:|" + ("---:|" if rate else "") + "---:|"]
+    lines += [(f"- ground truth (real target audio, same prompts): {label} "
+               f"{_with_ci(truth.get(rate), truth.get(f'{rate}_ci'), _pct) if rate else ''}, "
+               f"SIM {_with_ci(truth.get('sim'), truth.get('sim_ci'), _num)}"),
+              "- [95 % CI]: percentile bootstrap over the test sentences (error rates: of the corpus rate)", ""]
+    head = "| space | recipe | latent | steps/s | step | train min | " + (f"{label} ↓ | " if rate else "") + "SIM ↑ |"
+    lines += [head, "|---|---|---|---:|---:|---:|" + ("---:|" if rate else "") + "---:|"]
     for point in result["points"]:
         space = result["spaces"][point["space"]]
         latent = f"{space['latent_dim']} × {space['frame_rate']:.4g} Hz"
-        lines.append(f"| {point['space']} | {latent} | {space['steps_per_second']:.2f} | {point['step']} | "
-                     f"{point['train_minutes']:.1f} | " + (f"{_pct(point.get(rate))} | " if rate else "")
-                     + f"{_num(point.get('sim'))} |")
+        recipe = " ".join([space["config"], *space.get("overrides", [])])
+        lines.append(f"| {point['space']} | `{recipe}` | {latent} | {space['steps_per_second']:.2f} | {point['step']} | "
+                     f"{point['train_minutes']:.1f} | "
+                     + (f"{_with_ci(point.get(rate), point.get(f'{rate}_ci'), _pct)} | " if rate else "")
+                     + f"{_with_ci(point.get('sim'), point.get('sim_ci'), _num)} |")
+    if result.get("to_threshold") is not None:
+        lines += ["", f"First checkpoint at or below {100 * s['threshold']:.0f} % {label}:", ""]
+        for name, reached in result["to_threshold"].items():
+            lines.append(f"- {name}: " + (f"step {reached['step']}, {reached['train_minutes']:.1f} training minutes"
+                                          if reached else "not reached"))
+    if result.get("differences"):
+        lines += ["", f"Final checkpoints, paired differences of {label} (a − b, 95 % CI over the same sentences):", "",
+                  "| a | b | sentences | a − b | resolved |", "|---|---|---:|---:|---|"]
+        for d in result["differences"]:
+            lines.append(f"| {d['a']} | {d['b']} | {d['sentences']} | "
+                         f"{_with_ci(d['difference'], d['ci95'], _pct)} | {'yes' if d['resolved'] else 'no'} |")
+    if result.get("ordering"):
+        lines += ["", f"The Semantic-VAE paper's ordering: {result['ordering']}."]
     if result.get("nfe_sweep"):
-        lines += ["", "Final checkpoints by NFE (smallest NFE within 10 % of NFE "
-                  f"{max(r['nfe'] for runs in result['nfe_sweep'].values() for r in runs)}'s error rate in bold):", "",
-                  "| space | NFE | " + (f"{rate.upper()} ↓ | " if rate else "") + "SIM ↑ | s / utterance |",
+        lines += ["", ("Final checkpoints by NFE (smallest NFE within 10 % of NFE "
+                       f"{max(r['nfe'] for runs in result['nfe_sweep'].values() for r in runs)}'s error rate in bold):"),
+                  "", "| space | NFE | " + (f"{label} ↓ | " if rate else "") + "SIM ↑ | s / utterance |",
                   "|---|---:|" + ("---:|" if rate else "") + "---:|---:|"]
         for name, runs in result["nfe_sweep"].items():
             for r in runs:
                 nfe = f"**{r['nfe']}**" if r["nfe"] == result["min_nfe"].get(name) else str(r["nfe"])
-                lines.append(f"| {name} | {nfe} | " + (f"{_pct(r.get(rate))} | " if rate else "")
+                lines.append(f"| {name} | {nfe} | "
+                             + (f"{_with_ci(r.get(rate), r.get(f'{rate}_ci'), _pct)} | " if rate else "")
                              + f"{_num(r.get('sim'))} | {_num(r.get('generation_seconds_per_utterance'))} |")
     return "\n".join(lines) + "\n"

@@ -50,6 +50,7 @@ class DurationConfig:
     layers: int = 3
     kernel: int = 5
     max_rate_ratio: float = 2.0  # the prompt may make speech at most this much faster or slower
+    utterance_offset: bool = True  # the learned leading + trailing silence (TTS durations: boundary tokens)
 
     def validate(self, where: str = "duration config") -> None:
         if self.units not in UNITS:
@@ -83,7 +84,8 @@ class DurationPredictor(nn.Module):
         self.embed = nn.Embedding(len(config.vocab) + 1, config.dim, padding_idx=0)  # id + 1; 0 = padding
         self.layers = nn.ModuleList(ConvLayer(config.dim, config.kernel) for _ in range(config.layers))
         self.head = Linear(config.dim, 1)
-        self.offset = nn.Parameter(torch.tensor(inverse_softplus(INITIAL_OFFSET_SECONDS)))
+        self.offset = (nn.Parameter(torch.tensor(inverse_softplus(INITIAL_OFFSET_SECONDS)))
+                       if config.utterance_offset else None)
         with torch.no_grad():
             self.head.bias.fill_(inverse_softplus(INITIAL_TOKEN_SECONDS))
 
@@ -106,7 +108,8 @@ class DurationPredictor(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """Token ids ``[B, N]`` (``-1`` padded) -> predicted seconds ``[B]``."""
-        return F.softplus(self.offset) + self.token_seconds(ids).sum(-1)
+        total = self.token_seconds(ids).sum(-1)
+        return total if self.offset is None else F.softplus(self.offset) + total
 
     @torch.no_grad()
     def seconds(self, texts: list[str]) -> Tensor:

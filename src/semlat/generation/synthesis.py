@@ -2,8 +2,10 @@
 
 1. The prompt is read at the latent space's input rate, cut to its first ``MAX_PROMPT_SECONDS`` (F5-TTS clips
    at ~12 s) and encoded: ``Tp`` latent frames.
-2. The model's text is ``prompt_text + " " + text``.
-3. Duration (F5-TTS's rule): ``Tp + Tp / bytes(prompt_text) · bytes(text) / speed`` frames (UTF-8 bytes), or
+2. The model's text is ``prompt_text + " " + text`` (``f5`` conditioning), or the bounded ``text`` alone spread
+   over the positions the model's own duration predictor gives each unit at the prompt's pace (``durations``
+   conditioning, :mod:`.aligned`; ``seconds`` scales them to that total, ``speed`` divides them).
+3. Duration (``f5`` conditioning; F5-TTS's rule): ``Tp + Tp / bytes(prompt_text) · bytes(text) / speed`` frames (UTF-8 bytes), or
    a duration model's prediction adapted to the prompt's pace (:mod:`.duration`, ``--duration-model``), or
    ``seconds`` given explicitly; never fewer than the text's tokens + 1 backbone positions (the sampler's
    floor, as F5's: the backbone aligns one token per position, so a 5.4 Hz latent speaks at most 5.4 tokens
@@ -51,11 +53,18 @@ class LoadedTTS:
     duration: DurationPredictor | None = None  # None: F5's ratio rule
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", space: str | None = None,
-             duration: str | os.PathLike | None = None) -> LoadedTTS:
+             duration: str | os.PathLike | None = None, precision: str = "fp32") -> LoadedTTS:
     """The TTS model at ``folder`` (a model folder or a training run) and its latent space (``space``
     overrides the path the model records); ``duration``: a duration model folder (or run) to set lengths
-    instead of F5's ratio rule. A space of other rates or size is a one-line ConfigError."""
+    instead of F5's ratio rule; ``precision`` ``bf16`` stores the backbone's weights in bf16
+    (:meth:`~semlat.generation.tts.TTSModel.half_backbone`). A space of other rates or size is a one-line
+    ConfigError."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     model, _, resolved = load_model_of_type(folder, "tts", "a TTS model", "train one with `semlat train tts/...`")
     path = Path(space or model.config.space)
     if not path.is_absolute():
@@ -71,7 +80,10 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
         predictor, _, _ = load_model_of_type(duration, "duration", "a duration model",
                                              "train one with `semlat train duration/...`")
         predictor = predictor.to(loaded.device).eval()
-    return LoadedTTS(model.to(loaded.device).eval(), loaded, resolved, predictor)
+    model = model.to(loaded.device).eval()
+    if precision == "bf16":
+        model.half_backbone(torch.bfloat16)
+    return LoadedTTS(model, loaded, resolved, predictor)
 
 
 def split_text(text: str, max_bytes: int) -> list[str]:

@@ -91,6 +91,18 @@ class TTSConfig:
         return self.frame_rate * self.frame_split
 
 
+class _InDtype(nn.Module):
+    """A backbone whose weights are stored in another dtype (bf16): its inputs are cast to that dtype and its
+    velocity back to float32, so that the sampler integrates in float32."""
+
+    def __init__(self, backbone: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.backbone, self.dtype = backbone, dtype
+
+    def forward(self, x: Tensor, cond: Tensor, text: Tensor, time: Tensor, **options: Any) -> Tensor:
+        return self.backbone(x.to(self.dtype), cond.to(self.dtype), text, time, **options).float()
+
+
 class TTSModel(nn.Module):
     """See the module docstring."""
 
@@ -107,7 +119,8 @@ class TTSModel(nn.Module):
         self.duration = None
         if config.conditioning == "durations":
             self.duration = DurationPredictor(from_dict(DurationConfig, {
-                **config.duration, "units": config.units, "vocab": list(config.vocab), "language": config.language},
+                **config.duration, "units": config.units, "vocab": list(config.vocab), "language": config.language,
+                "utterance_offset": False},
                 "tts config 'duration'"))
 
     @classmethod
@@ -210,7 +223,8 @@ class TTSModel(nn.Module):
         frames (with ``frame_split`` > 1, a trajectory given by ``keep_trajectory`` stays in the backbone's
         split layout). With ``durations`` conditioning, ``text`` is the bounded sequence of the text to speak
         (not the prompt's), ``token_durations [B, Nt]`` its positions (:meth:`plan_durations`), and the total
-        (``durations``, which may be None) is the prompt plus their sum."""
+        (``durations``, which may be None) is the prompt plus their sum. A backbone stored in bf16
+        (:meth:`half_backbone`) runs in bf16 and the sampler in float32."""
         k = self.config.frame_split
         if lens is None:
             lens = torch.full((prompt.shape[0],), prompt.shape[1], dtype=torch.long, device=prompt.device)
@@ -221,11 +235,20 @@ class TTSModel(nn.Module):
             total = offset + token_durations.sum(-1)
             text = expand(text, token_durations, offset=offset)
             durations = torch.div(total + k - 1, k, rounding_mode="floor")
-        result = sample(self.transformer, self.split(self.normalize(prompt)), text, durations * k, lens * k,
-                        **sampling)
+        backbone = self.transformer
+        dtype = next(backbone.parameters()).dtype
+        if dtype != torch.float32:
+            backbone = _InDtype(backbone, dtype)
+        result = sample(backbone, self.split(self.normalize(prompt)), text, durations * k, lens * k, **sampling)
         result.out = self.denormalize(self.merge(result.out))
         result.durations = torch.div(result.durations + k - 1, k, rounding_mode="floor")
         return result
+
+    def half_backbone(self, dtype: torch.dtype = torch.bfloat16) -> TTSModel:
+        """Store the backbone's weights in ``dtype`` (inference: on CPUs with AVX-512 BF16 / AMX, bf16 products
+        run about twice as fast as float32); statistics and the duration predictor stay float32."""
+        self.transformer.to(dtype)
+        return self
 
     def info(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

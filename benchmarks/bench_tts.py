@@ -1,7 +1,7 @@
 """Speed of latent TTS: one DiT step against the reference F5-TTS, and real-time factor against frame rate.
 
     python benchmarks/bench_tts.py dit-step [--size base|small] [--frames 938] [--reference-src F5-TTS/src]
-    python benchmarks/bench_tts.py rtf --experiment DEMO/tts [--seconds 10] [--nfe 32]
+    python benchmarks/bench_tts.py rtf --experiment DEMO/tts [--seconds 10] [--nfe 32] [--precision both]
     python benchmarks/bench_tts.py rtf-size [--size small] [--seconds 10] [--nfe 32]
 
 Everything runs in ``torch.inference_mode()``, fp32, ``--threads`` threads (default 2), each measurement in a
@@ -21,7 +21,8 @@ needs only ``x_transformers`` (``pip install x_transformers -c <your torch pin>`
 ``DEMO/tts``): for each latent space, the final checkpoint generates ``--seconds`` of speech after a test
 prompt at NFE 32 and at the experiment's ``min_nfe`` (the smallest NFE whose judge error rate is within 10 %
 of NFE 32's), the whole pipeline (prompt encoding, the sampler, decoding); real-time factor = wall time /
-seconds generated.
+seconds generated; with ``--precision both`` (default) each setting also with the DiT in bf16
+(``load_tts(..., precision="bf16")``: the weights and products in bf16, AVX-512 BF16 / AMX on CPUs).
 
 ``rtf-size``: the same frame rates (93.75 Hz F5 mel, 40 Hz waveform VAE, 5.4 Hz DC-VAE with ``frame_split``
 4) at an equal, larger DiT (``--size``, random weights, DiT steps only): how the sampler's cost scales with
@@ -145,7 +146,7 @@ def _rtf_size(size: str, rate: float, latent_dim: int, split: int, seconds: floa
     return {"frames": total, "seconds": elapsed, "peak": _peak_mib() - baseline}
 
 
-def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, repeats: int):
+def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, repeats: int, precision: str = "fp32"):
     from semlat.data.manifest import Manifest
     from semlat.experiments.tts_convergence import cross_sentence_rows
     from semlat.generation.synthesis import load_tts, synthesize
@@ -155,7 +156,7 @@ def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, rep
     result = json.loads((folder / "tts_experiment.json").read_text())
     row = cross_sentence_rows(Manifest.read(result["settings"]["manifest"]))[0]
     final = max((folder / name / "run" / "checkpoints").glob("step-*"))
-    tts = load_tts(final, "cpu")
+    tts = load_tts(final, "cpu", precision=precision)
     with torch.inference_mode():
         def run():
             return synthesize(tts, row["text"], row["prompt"], row["prompt_text"], nfe=nfe, seconds=seconds, seed=0)
@@ -180,6 +181,8 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both", help="rtf: the DiT's dtype")
+    parser.add_argument("--spaces", default=None, help="rtf: comma-separated arms of the experiment [default: all]")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {args.threads} thread(s), inference mode, fp32")
     if args.op == "dit-step":
@@ -206,18 +209,21 @@ def main() -> None:
         if not args.experiment:
             raise SystemExit("rtf needs --experiment DEMO/tts (from `semlat demo --tts-experiment`)")
         names = list(json.loads((Path(args.experiment) / "tts_experiment.json").read_text())["spaces"])
+        names = [n for n in names if not args.spaces or n in args.spaces.split(",")]
+        precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
         rows = []
         for name in names:
             first = run_in_subprocess(_rtf, args.experiment, name, args.nfe, args.seconds, args.threads, args.repeats)
-            settings = [(args.nfe, first)]
-            if first["min_nfe"] and first["min_nfe"] != args.nfe:
-                settings.append((first["min_nfe"], run_in_subprocess(_rtf, args.experiment, name, first["min_nfe"],
-                                                                     args.seconds, args.threads, args.repeats)))
-            for nfe, r in settings:
-                rows.append((name, f"{r['rate']:.4g} Hz", nfe, f"{r['generated']:.2f} s", f"{r['seconds']:.2f} s",
-                             f"{r['seconds'] / r['generated']:.3f}", f"{r['peak']:.0f} MiB"))
-        print("trained tiny TTS of the experiment, whole pipeline (prompt encoding, sampler, decoding)")
-        print_table(["space", "rate", "NFE", "generated", "time", "RTF", "peak work"], rows)
+            nfes = [args.nfe] + ([first["min_nfe"]] if first["min_nfe"] and first["min_nfe"] != args.nfe else [])
+            for nfe in nfes:
+                for precision in precisions:
+                    r = first if (nfe, precision) == (args.nfe, "fp32") else run_in_subprocess(
+                        _rtf, args.experiment, name, nfe, args.seconds, args.threads, args.repeats, precision)
+                    rows.append((name, f"{r['rate']:.4g} Hz", nfe, precision, f"{r['generated']:.2f} s",
+                                 f"{r['seconds']:.2f} s", f"{r['seconds'] / r['generated']:.3f}", f"{r['peak']:.0f} MiB"))
+        print("trained tiny TTS of the experiment, whole pipeline (prompt encoding, sampler, decoding); "
+              "bf16: the DiT's weights and products in bf16")
+        print_table(["space", "rate", "NFE", "DiT", "generated", "time", "RTF", "peak work"], rows)
 
 
 if __name__ == "__main__":

@@ -717,7 +717,8 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 
 @cli.command("demo")
 @click.option("--out", "-o", default="demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--corpus-minutes", type=POSITIVE, default=10.0, show_default=True, help="Minutes of synthetic speech.")
+@click.option("--corpus-minutes", type=POSITIVE, default=None,
+              help="Minutes of synthetic speech [default: 60; 90 with --tts-experiment].")
 @click.option("--teacher-steps", type=click.IntRange(min=1), default=400, show_default=True,
               help="Offline teacher training steps.")
 @click.option("--train-steps", type=click.IntRange(min=1), default=None,
@@ -729,13 +730,14 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--train-minutes", type=POSITIVE, default=None, help="Also cap each autoencoder's training time.")
 @click.option("--judge-minutes", type=POSITIVE, default=None, help="Also cap the judge's training time.")
 @click.option("--tts-steps", type=click.IntRange(min=0), default=None,
-              help="Training steps of the tiny TTS on each latent space (0: no TTS stage) [default: 400; "
+              help="Training steps of the duration-aligned tiny TTS (0: no TTS stage) [default: 1500; "
                    "3000 with --tts-experiment].")
 @click.option("--tts-eval-every", type=click.IntRange(min=1), default=None,
               help="Judge the TTS every N steps [default: once at the end; 500 with --tts-experiment].")
 @click.option("--tts-experiment", is_flag=True,
-              help="The full convergence experiment: 3000 TTS steps per space, judged every 500, with plots, "
-                   "and the final checkpoints judged at NFE 4, 8, 16, 32 (about 60 more minutes on 2 cores).")
+              help="The Semantic-VAE paper's comparison: the TTS on every latent space (and F5's implicit "
+                   "alignment on the mel) for 3000 steps, judged every 500, with CIs and plots, and the final "
+                   "checkpoints at NFE 4, 8, 16, 32 (90 minutes of speech; a few hours on 2 cores).")
 @click.option("--events", is_flag=True,
               help="Add the sound-event comparison (SemanticVocoder's claim): event corpus, offline Dasheng MAE, "
                    "SemanticVocoder and a waveform VAE at equal time, text-to-audio on each (about 90 more minutes on 2 cores).")
@@ -748,8 +750,12 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     result depend on the machine's speed). Extra key=value OVERRIDES go to all three training recipes
     (configs/wave_vae/tiny.yaml, semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. data.batch_size=8.
     """
-    from semlat.demo_run import DEFAULT_TTS_STEPS, EXPERIMENT_EVAL_EVERY, EXPERIMENT_TTS_STEPS, run_demo
+    from semlat.demo_run import (DEFAULT_CORPUS_MINUTES, DEFAULT_TTS_STEPS, EXPERIMENT_CORPUS_MINUTES,
+                                 EXPERIMENT_EVAL_EVERY, EXPERIMENT_TTS_STEPS, run_demo)
     from semlat.experiments.tts_convergence import NFE_SWEEP
+
+    if corpus_minutes is None:
+        corpus_minutes = EXPERIMENT_CORPUS_MINUTES if tts_experiment else DEFAULT_CORPUS_MINUTES
 
     if tts_steps is None:
         tts_steps = EXPERIMENT_TTS_STEPS if tts_experiment else DEFAULT_TTS_STEPS

@@ -2,19 +2,26 @@
 
 The paper trains F5-TTS on Semantic-VAE latents, on mel and on a vanilla VAE's latents and reports that the
 semantic latents are more intelligible (WER), keep the speaker better (SIM) and converge faster. Here the
-same tiny TTS (``tts/tiny_<kind>``: same backbone, batches of 16 utterances, optimiser, steps) trains on
-each latent space's encoding of a corpus's training split, and every ``eval_every`` steps its checkpoint is
-judged on a cross-sentence test set:
+same tiny TTS (``tts/tiny_<kind>``: same backbone, batches of 16 utterances, optimiser, steps; each arm may add
+recipe overrides, e.g. ``conditioning=durations``) trains on each latent space's encoding of a corpus's
+training split, and every ``eval_every`` steps its checkpoint is judged on a cross-sentence test set:
 
-* **test set** (:func:`cross_sentence_rows`): each utterance of the test split is a target; its prompt is
-  another utterance of the same speaker (the next one of the test split, else of the training data), as in
-  LibriSpeech-PC's cross-sentence protocol. Duration: F5's ratio rule from the prompt.
+* **test set** (:func:`cross_sentence_rows`): by default the test split's sentences spoken by *training*
+  voices (``voices="seen"``), one target per sentence (``per_sentence``), so that the sentences are unseen and
+  each counts once; its prompt is another utterance of the same speaker (the next one of the test split, else
+  of the training data), as in LibriSpeech-PC's cross-sentence protocol. Duration: F5's ratio rule from the
+  prompt (``f5`` conditioning) or the model's own duration predictor at the prompt's pace (``durations``).
 * **judges**: the ASR judge's error rate against the target (PER for the offline phoneme judge, WER for
   Whisper) and the speaker judge's cosine between the generated clip and its prompt (SIM), both with
   :func:`~semlat.evaluation.generation_eval.evaluate_tts`; the same judges on the real target audio give
-  the floor / ceiling (``ground truth``).
+  the floor / ceiling (``ground truth``). Every error rate is the corpus rate with a 95 % bootstrap interval
+  over the test sentences; the final checkpoints of every pair of arms are compared by a *paired* bootstrap
+  of their difference over the same sentences (:func:`differences`), which resolves smaller gaps than two
+  separate intervals.
 * **x axes**: training steps and training wall-clock (``train_seconds`` of each checkpoint: time in training
-  steps only, so evaluation does not count).
+  steps only, so evaluation does not count); :func:`to_threshold` gives the first checkpoint of each arm at
+  or below ``threshold`` (50 % PER by default), and :func:`ordering` states whether the paper's ordering
+  (semantic < mel < vanilla, semantic first to the threshold) holds.
 * **NFE sweep**: each space's final checkpoint is also judged at the NFEs of ``nfe_sweep`` (default 4, 8, 16,
   32); ``min_nfe`` is the smallest whose error rate is within 10 % (relative) of NFE 32's, the setting
   ``benchmarks/bench_tts.py`` times beside NFE 32.
@@ -158,12 +165,13 @@ def _counts(report: dict[str, Any], rate: str) -> dict[str, tuple[int, int]]:
 
 def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: Path, *, asr: str, speaker: str | None,
                         mos: str | None = None, nfe: int = 16, cfg: float = 2.0, seed: int = 0,
-                        progress: bool = True) -> dict[str, Any]:
-    """Generate every row with the TTS at ``checkpoint`` (row ``i`` seeded ``chunk_seed(seed, i)``) into
-    ``out/audio`` and judge it; returns the figures and the evaluation's judges."""
+                        precision: str = "fp32", progress: bool = True) -> dict[str, Any]:
+    """Generate every row with the TTS at ``checkpoint`` (row ``i`` seeded ``chunk_seed(seed, i)``; the DiT in
+    ``precision``) into ``out/audio`` and judge it; returns the figures, the evaluation's judges and each row's
+    error counts."""
     from tqdm import tqdm
 
-    tts = load_tts(checkpoint, "cpu")
+    tts = load_tts(checkpoint, "cpu", precision=precision)
     files = []
     started = time.monotonic()
     generated = 0

@@ -158,12 +158,13 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_main_job(synth_tools, tmp_path, capsys):
+def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     argv = ["demo", "--corpus-minutes", "0.5", "--teacher-steps", "3", "--train-steps", "3", "--judge-steps", "3",
             "--tts-steps", "2", "--tts-eval-every", "1", "--tts-experiment", "train.valid_every=2",
             "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2", "train.progress=false"]
-    code = main([argv[0], "--out", str(out), *argv[1:]])
+    monkeypatch.chdir(tmp_path)  # a relative --out, as users type it: every listing must still find its audio
+    code = main([argv[0], "--out", "demo", *argv[1:]])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["throughput"]) == {"teacher", "vanilla", "semantic", "dc_vae", "judge"}
@@ -185,6 +186,8 @@ def test_demo_main_job(synth_tools, tmp_path, capsys):
         assert (Path(m["evaluation"]["recon"]) / "spectrograms.png").is_file()
         assert (Path(m["evaluation"]["latents"]) / "dimensions.png").is_file()
     assert vanilla["alignment_cosine"] is None and -1.0 <= semantic["alignment_cosine"] <= 1.0
+    probe = report["teacher_probe"]  # how phonetic the alignment target is, by the latent spaces' probe
+    assert ("accuracy" in probe and 0 <= probe["accuracy"] <= 1 and probe["dim"] > 0) or "skipped" in probe
     text = (out / "report.md").read_text()
     assert "| vanilla (wave_vae/tiny)" in text and "| semantic (semantic_vae/tiny)" in text
     assert "| dc_vae (mel_dcae/tiny)" in text
@@ -206,6 +209,7 @@ def test_demo_main_job(synth_tools, tmp_path, capsys):
     assert Path(tts["plot"]).is_file() and "## Zero-shot TTS on each latent space" in text
     assert "| real speech (same prompts) |" in text and "The Semantic-VAE paper's ordering:" in text
     assert "### Listen: mel, test sentences it never saw" in text
+    assert set(experiment["bf16"]) == set(tts["final"])  # each final checkpoint judged with its DiT in bf16 too
     samples = tts["samples"]
     assert samples and all(Path(row["audio"]).is_file() and Path(row["real_audio"]).is_file() for row in samples)
     assert all(row["transcript"] is not None and row["per"] is not None for row in samples)

@@ -148,11 +148,11 @@ def _speech_listing(rows: list[dict[str, Any]], audio_root: Path | None, manifes
     lines = []
     for row in rows:
         index, u = by_id[row["id"]]
-        clean = str(manifest.audio_path(index))
+        clean = str(Path(manifest.audio_path(index)).resolve())
         if audio_root is None:
             audio = clean
         elif row.get("reconstruction"):
-            audio = str(audio_root / row["reconstruction"])
+            audio = str((audio_root / row["reconstruction"]).resolve())
         else:
             continue
         lines.append(json.dumps({"audio": audio, "id": row["id"], "text": u.text, "phonemes": u.phonemes,
@@ -240,6 +240,20 @@ def _judge(out: Path, manifest_path: Path, manifest: Manifest, steps: int, minut
     if not alignments.is_file():
         write_alignments(load_judge(checkpoint), manifest_path, alignments, progress=progress)
     return f"ctc:{checkpoint}", alignments
+
+
+def _teacher_probe(features: Path, manifest: Path, alignments: Path) -> dict[str, Any]:
+    """The phoneme probe of ``eval latents`` on the teacher's cached features (the same utterances and probe as
+    the latent spaces'), so the report says how phonetic the target of the semantic alignment is."""
+    from semlat.errors import DataError
+    from semlat.evaluation.latent_eval import store_phoneme_probe
+
+    try:
+        probe = store_phoneme_probe(features, manifest, alignments, max_utterances=LATENT_UTTERANCES)
+    except (DataError, ValueError) as err:
+        return {"skipped": str(err)}
+    return {k: probe[k] for k in ("accuracy", "chance", "balanced_chance", "classes", "utterances", "dim",
+                                  "frame_rate")}
 
 
 def mel_space(out: Path, dc_vae: Path) -> Path:
@@ -401,6 +415,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
                                                  progress, (*extra, *overrides), speed, manifest_path)[0])
 
     judge, alignments = _judge(out, manifest_path, manifest, judge_steps, judge_minutes, progress, speed)
+    teacher_probe = _teacher_probe(features_dir, manifest_path, alignments)
     test = manifest.split("test")
     clean_rows = [{"id": u.audio} for u in test]
     reference_listing = _speech_listing(clean_rows, None, manifest, out / "eval" / "clean.jsonl")
@@ -443,7 +458,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
                           "caps_minutes": {"teacher": teacher_minutes, "train": train_minutes, "judge": judge_minutes}},
               "throughput": speed.stages, "warnings": speed.warnings,
               "minutes": round((time.monotonic() - started) / 60, 2),
-              "threads": torch.get_num_threads(), "clean_per": _figure(clean, "per", "corpus"), "models": models,
+              "threads": torch.get_num_threads(), "clean_per": _figure(clean, "per", "corpus"),
+              "teacher_probe": teacher_probe, "models": models,
               "comparison": comparison, "tts": tts, "events": event_result}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", render_report(report))
@@ -537,6 +553,13 @@ def events_section(events: dict[str, Any]) -> list[str]:
             render(events).rstrip(), "", f"- Full tables: `{events['report']}`", ""]
 
 
+def _teacher_line(probe: dict[str, Any] | None) -> str:
+    if not probe or "accuracy" not in probe:
+        return "."
+    return (f"; the phoneme probe on its features ({probe['dim']} × {probe['frame_rate']:g} Hz, the same utterances "
+            f"and probe as the latent spaces'): {_pct(probe['accuracy'])}, chance {_pct(probe['chance'])}.")
+
+
 def _budgets(steps: dict[str, int]) -> str:
     return ", ".join(f"{name} {count} steps" for name, count in steps.items())
 
@@ -575,7 +598,7 @@ def render_report(report: dict[str, Any]) -> str:
         "  projection of the teacher features on the test utterances (what training maximises; the",
         "  vanilla VAE has no regulator).",
         (f"- Teacher: `{report['teacher']}` (HuBERT's first iteration trained on the demo corpus; far weaker "
-         "than WavLM)."), "",
+         "than WavLM)" + _teacher_line(report.get("teacher_probe"))), "",
     ]
     comparison = report["comparison"].split("\n", 2)[2] if report["comparison"].startswith("# ") else report["comparison"]
     lines += [comparison.rstrip(), ""]

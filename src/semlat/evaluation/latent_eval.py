@@ -234,6 +234,31 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
     return report
 
 
+def store_phoneme_probe(store_folder: str | os.PathLike, manifest: str | os.PathLike,
+                        alignments: str | os.PathLike, *, max_utterances: int | None = None) -> dict[str, Any]:
+    """The phoneme probe of :func:`evaluate_latents` on the tensors of a store instead of a model's latents: a
+    teacher's feature cache (``semlat features extract``) or a latent store, ``[D, T]`` per manifest utterance
+    at the store's frame rate. The same utterance selection (``max_utterances``, seeded), frame labels and
+    probe (split by utterance), so a teacher's figure reads beside its students'. Utterances missing from the
+    store or the alignments are left out; a DataError when fewer than two remain."""
+    from semlat.data.store import TensorStore
+
+    store = TensorStore(store_folder)
+    data = Manifest.read(manifest)
+    aligned = read_alignments(alignments)
+    tensors, labels = [], []
+    for i in _select(data, max_utterances):
+        item_id = data[i].audio
+        if item_id in store and item_id in aligned:
+            z = store.get(item_id).float().numpy()
+            tensors.append(z)
+            labels.append(frame_labels(aligned[item_id], z.shape[1], store.frame_rate))
+    if len(tensors) < 2:
+        raise DataError(f"{store_folder}: holds {len(tensors)} aligned utterance(s) of {manifest}; the probe needs 2")
+    probe = P.frame_probe(tensors, labels, seed=SEED)
+    return {**_public(probe), "utterances": len(tensors), "frame_rate": store.frame_rate, "dim": store.dim}
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 

@@ -64,6 +64,22 @@ SPECTROGRAM_ITEMS = 3
 RUN_KEYS = ("model_sha256", "manifest", "split", "metrics", "f0_method", "precision", "sample_rate")
 
 
+def bootstrap_interval(count: int, statistic, level: float = CI_LEVEL, resamples: int = CI_RESAMPLES,
+                       seed: int = CI_SEED) -> tuple[float, float]:
+    """The percentile interval of ``statistic(picks)`` over ``resamples`` seeded resamples of ``count`` items:
+    ``picks [R, count]`` are item indices drawn with replacement (in blocks that bound memory to about 32 MB of
+    indices) and ``statistic`` returns one value per row (NaN rows are ignored)."""
+    rng = np.random.default_rng(seed)
+    values = np.empty(resamples)
+    step = max(1, 4_000_000 // count)
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        values[start:stop] = statistic(rng.integers(0, count, size=(stop - start, count)))
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
 def mean_ci(values: Sequence[float], level: float = CI_LEVEL, resamples: int = CI_RESAMPLES,
             seed: int = CI_SEED) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of the finite ``values`` and its percentile-bootstrap interval.
@@ -77,15 +93,7 @@ def mean_ci(values: Sequence[float], level: float = CI_LEVEL, resamples: int = C
     mean = float(x.mean())
     if len(x) == 1:
         return mean, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    step = max(1, 4_000_000 // len(x))  # bound memory: about 32 MB of indices per block
-    for start in range(0, resamples, step):
-        stop = min(resamples, start + step)
-        means[start:stop] = x[rng.integers(0, len(x), size=(stop - start, len(x)))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return mean, float(low), float(high)
+    return (mean, *bootstrap_interval(len(x), lambda picks: x[picks].mean(axis=1), level, resamples, seed))
 
 
 def ratio_ci(numerators: Sequence[float], denominators: Sequence[float], level: float = CI_LEVEL,
@@ -102,17 +110,12 @@ def ratio_ci(numerators: Sequence[float], denominators: Sequence[float], level: 
     rate = float(num.sum() / den.sum())
     if len(den) == 1:
         return rate, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    rates = np.empty(resamples)
-    step = max(1, 4_000_000 // len(den))
-    for start in range(0, resamples, step):
-        stop = min(resamples, start + step)
-        picks = rng.integers(0, len(den), size=(stop - start, len(den)))
+
+    def rates(picks: np.ndarray) -> np.ndarray:
         totals = den[picks].sum(axis=1)
-        rates[start:stop] = np.where(totals > 0, num[picks].sum(axis=1) / np.maximum(totals, 1e-12), np.nan)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.nanquantile(rates, [alpha, 1.0 - alpha])
-    return rate, float(low), float(high)
+        return np.where(totals > 0, num[picks].sum(axis=1) / np.maximum(totals, 1e-12), np.nan)
+
+    return (rate, *bootstrap_interval(len(den), rates, level, resamples, seed))
 
 
 def paired_ratio_difference(a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]],
@@ -130,18 +133,13 @@ def paired_ratio_difference(a: Sequence[tuple[float, float]], b: Sequence[tuple[
     difference = float(x[:, 0].sum() / x[:, 1].sum() - y[:, 0].sum() / y[:, 1].sum())
     if len(x) == 1:
         return difference, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples)
-    step = max(1, 4_000_000 // len(x))
-    for start in range(0, resamples, step):
-        stop = min(resamples, start + step)
-        picks = rng.integers(0, len(x), size=(stop - start, len(x)))
+
+    def differences(picks: np.ndarray) -> np.ndarray:
         rate_x = x[picks, 0].sum(1) / np.maximum(x[picks, 1].sum(1), 1e-12)
         rate_y = y[picks, 0].sum(1) / np.maximum(y[picks, 1].sum(1), 1e-12)
-        diffs[start:stop] = rate_x - rate_y
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
-    return difference, float(low), float(high)
+        return rate_x - rate_y
+
+    return (difference, *bootstrap_interval(len(x), differences, level, resamples, seed))
 
 
 def finite_or_none(value: float | None) -> float | None:

@@ -34,7 +34,7 @@ def compare_duration_rules(model: str | os.PathLike, manifest: str | os.PathLike
     predictor, _, resolved = load_model_of_type(model, "duration", "a duration model",
                                                 "train one with `semlat train duration/...`")  # in eval mode
     data = Manifest.read(manifest)
-    seconds = {str(data.audio_path(i)): u.duration for i, u in enumerate(data)}
+    seconds = {str(data.audio_path(i).resolve()): u.duration for i, u in enumerate(data)}
     rows = cross_sentence_rows(data, split)
     if not rows:
         raise DataError(f"{manifest}: no {split} utterance with text")

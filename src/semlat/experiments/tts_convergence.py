@@ -98,7 +98,8 @@ def cross_sentence_rows(manifest: Manifest, split: str = "test", voices: str = "
     """Targets of ``split`` (with text) and, for each, a prompt: another utterance of the same speaker,
     preferring the next one (cyclically) of ``split``, else the first one of the other splits. A target whose
     speaker has no other utterance (only in tiny corpora) prompts itself (``cross: False``; counted in the
-    results). ``voices``: ``seen`` keeps targets whose speaker has training utterances, ``unseen`` the others,
+    results). Paths are absolute (the listings they go into resolve relative paths against their own folder).
+    ``voices``: ``seen`` keeps targets whose speaker has training utterances, ``unseen`` the others,
     ``all`` every target; ``per_sentence`` keeps the first target of each distinct text (so that a sentence spoken
     by several voices counts once). Rows: ``id, text, phonemes, target, prompt, prompt_text, cross, speaker``."""
     if voices not in VOICES:
@@ -128,9 +129,10 @@ def cross_sentence_rows(manifest: Manifest, split: str = "test", voices: str = "
         else:
             prompt = i
         u, p = manifest[i], manifest[prompt]
-        rows.append({"id": u.audio, "text": u.text, "phonemes": u.phonemes, "target": str(manifest.audio_path(i)),
-                     "prompt": str(manifest.audio_path(prompt)), "prompt_text": p.text, "cross": prompt != i,
-                     "speaker": speaker})
+        rows.append({"id": u.audio, "text": u.text, "phonemes": u.phonemes,
+                     "target": str(manifest.audio_path(i).resolve()),
+                     "prompt": str(manifest.audio_path(prompt).resolve()), "prompt_text": p.text,
+                     "cross": prompt != i, "speaker": speaker})
     return rows
 
 
@@ -219,6 +221,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
     trained: dict[str, Any] = {}
     sweep: dict[str, list[dict[str, Any]]] = {}
     final_counts: dict[str, dict[str, tuple[int, int]]] = {}
+    bf16: dict[str, dict[str, Any]] = {}
     judges = truth["judges"]
     cap = [f"train.max_minutes={max_minutes}"] if max_minutes is not None else []
     for arm in spaces:
@@ -254,6 +257,14 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
             figures.pop("judges")
             figures.pop("counts")
             sweep.setdefault(arm.name, []).append({"nfe": n, **figures})
+        if nfe_sweep:  # the same checkpoint with its DiT in bf16 (the speed benchmark's other setting)
+            log(f"[tts experiment] {arm.name}: judging {final.name} with the DiT in bf16")
+            figures = evaluate_checkpoint(final, rows, folder / "eval" / f"bf16-nfe-{nfe:02d}", asr=asr,
+                                          speaker=speaker, mos=mos, nfe=nfe, cfg=cfg, seed=seed, precision="bf16",
+                                          progress=progress)
+            figures.pop("judges")
+            figures.pop("counts")
+            bf16[arm.name] = figures
     result = {
         "settings": {"steps": steps, "eval_every": eval_every, "nfe": nfe, "cfg": cfg, "seed": seed,
                      "manifest": str(manifest_path.resolve()), "test_utterances": len(rows), "voices": voices,
@@ -262,7 +273,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
                      "duration": "F5's ratio rule from the prompt (f5 conditioning); the model's duration "
                                  "predictor at the prompt's pace (durations conditioning)"},
         "judges": judges, "spaces": trained, "ground_truth": _figures(truth), "points": points,
-        "nfe_sweep": sweep, "min_nfe": {name: min_nfe(runs) for name, runs in sweep.items()},
+        "nfe_sweep": sweep, "min_nfe": {name: min_nfe(runs) for name, runs in sweep.items()}, "bf16": bf16,
     }
     rate = next((k for k in ("per", "wer") if k in result["ground_truth"]), None)
     if rate:
@@ -416,4 +427,13 @@ def render(result: dict[str, Any]) -> str:
                 lines.append(f"| {name} | {nfe} | "
                              + (f"{_with_ci(r.get(rate), r.get(f'{rate}_ci'), _pct)} | " if rate else "")
                              + f"{_num(r.get('sim'))} | {_num(r.get('generation_seconds_per_utterance'))} |")
+    if result.get("bf16"):
+        finals = {p["space"]: p for p in result["points"]}
+        lines += ["", f"Final checkpoints with the DiT in bf16 (NFE {s['nfe']}), against float32:", "",
+                  "| space | " + (f"{label} fp32 | {label} bf16 | " if rate else "") + "SIM fp32 | SIM bf16 |",
+                  "|---|" + ("---:|---:|" if rate else "") + "---:|---:|"]
+        for name, r in result["bf16"].items():
+            f = finals.get(name, {})
+            lines.append(f"| {name} | " + (f"{_pct(f.get(rate))} | {_with_ci(r.get(rate), r.get(f'{rate}_ci'), _pct)} | "
+                                           if rate else "") + f"{_num(f.get('sim'))} | {_num(r.get('sim'))} |")
     return "\n".join(lines) + "\n"

@@ -261,6 +261,9 @@ def test_cli_eval_tts_and_audio(demo_corpus, tiny_ctc_judge, tmp_path, capsys):
     assert last.startswith("semlat: error: ") and "scored none of its 2 clip(s) (2 unreadable; first: " in last
     assert "gone0.wav: no such file" in last and "Traceback" not in err
     assert not (tmp_path / "m" / "report.json").exists()
+    # a run that scored nothing does not block the corrected listing in the same folder
+    assert main(["eval", "tts", str(listing), "--out", str(tmp_path / "m"), "--asr", f"ctc:{tiny_ctc_judge}"]) == 0
+    assert "scored 2 of 2 clip(s)" in capsys.readouterr().out
 
 
 def test_compare_puts_generation_reports_side_by_side(demo_corpus, tiny_ctc_judge, tmp_path):

@@ -48,8 +48,9 @@ def test_udit_reproduces_the_reference_backbone():
         out = model.eval()(io["x"], io["timesteps"], io["context"], io["context_mask"].bool())
     assert out.abs().max() > 5  # the fixture's outputs are not trivially small
     # float32 noise differs between CPUs: 3.8e-5 at most where the fixture was made, 2.0e-4 (outputs up to 26)
-    # on another 2-core machine of this project; a wrong layer moves outputs by whole units
-    assert torch.allclose(out, io["out"], atol=1e-4, rtol=5e-5)
+    # on another 2-core machine of this project and more on the CI machine (1e-4 + 5e-5 relative failed
+    # there); a wrong layer moves outputs by whole units, so 1e-3 still tells them apart
+    assert torch.allclose(out, io["out"], atol=1e-3, rtol=1e-4)
 
 
 def _tiny_model(**overrides) -> TTAModel:

@@ -218,8 +218,12 @@ def read_rows(path: Path, ids: set[str], columns: Sequence[str]) -> dict[str, di
 
 def check_run(out: Path, run: dict[str, Any], keys: Sequence[str] = RUN_KEYS) -> None:
     """Refuse to resume into a folder holding another run's rows (one of ``keys`` differs); record
-    this run's identity in ``run.json``."""
+    this run's identity in ``run.json``. A folder whose run scored nothing (no rows yet, e.g. a run that
+    stopped on an error) is taken over."""
     path = out / RUN_NAME
+    rows = out / ROWS_NAME
+    if path.exists() and not (rows.is_file() and rows.stat().st_size > 0):
+        path.unlink()
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))

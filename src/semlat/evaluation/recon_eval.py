@@ -222,7 +222,9 @@ def check_run(out: Path, run: dict[str, Any], keys: Sequence[str] = RUN_KEYS) ->
     stopped on an error) is taken over."""
     path = out / RUN_NAME
     rows = out / ROWS_NAME
-    if path.exists() and not (rows.is_file() and rows.stat().st_size > 0):
+    if rows.is_file() and rows.stat().st_size == 0:
+        rows.unlink()
+    if path.exists() and not rows.exists():
         path.unlink()
     if path.exists():
         try:
@@ -233,7 +235,7 @@ def check_run(out: Path, run: dict[str, Any], keys: Sequence[str] = RUN_KEYS) ->
             if old.get(key) != run.get(key):
                 raise ConfigError(f"{out}: holds an evaluation with a different {key} ({old.get(key)!r}, now "
                                   f"{run.get(key)!r}); choose another --out or delete it")
-    elif (out / ROWS_NAME).exists():
+    elif rows.exists():
         raise ConfigError(f"{out}: has {ROWS_NAME} but no {RUN_NAME}; choose another --out or delete it")
     atomic_write_text(path, json.dumps(run, indent=2) + "\n")
 

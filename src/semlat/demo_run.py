@@ -458,7 +458,9 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
                           "caps_minutes": {"teacher": teacher_minutes, "train": train_minutes, "judge": judge_minutes}},
               "throughput": speed.stages, "warnings": speed.warnings,
               "minutes": round((time.monotonic() - started) / 60, 2),
-              "threads": torch.get_num_threads(), "clean_per": _figure(clean, "per", "corpus"),
+              "corpus_minutes": round(manifest.total_duration / 60, 2), "utterances": len(manifest),
+              "speakers": len(manifest.speakers()), "threads": torch.get_num_threads(),
+              "clean_per": _figure(clean, "per", "corpus"),
               "teacher_probe": teacher_probe, "models": models,
               "comparison": comparison, "tts": tts, "events": event_result}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -564,13 +566,20 @@ def _budgets(steps: dict[str, int]) -> str:
     return ", ".join(f"{name} {count} steps" for name, count in steps.items())
 
 
+def _corpus_size(report: dict[str, Any]) -> str:
+    if "corpus_minutes" not in report:  # a report.json written before the corpus size was recorded
+        return "its size not recorded"
+    return f"{report['corpus_minutes']} min of speech: {report['utterances']} utterances, {report['speakers']} voices"
+
+
 def render_report(report: dict[str, Any]) -> str:
     """The report as Markdown: a summary, the notes on reading it, eval compare's tables, the paths."""
     lines = [
         "# semlat demo report", "",
         (f"Tiny autoencoders trained for a step budget each ({_budgets(report['train_steps'])}; about 5 idle "
          "CPU minutes each) on the synthetic demo corpus "
-         f"({report['minutes']} min in all, {report['threads']} threads). Test split: held-out sentences, "
+         f"({_corpus_size(report)}). This run took {report['minutes']} min on {report['threads']} threads "
+         "(stages reused from an earlier run not counted). Test split: held-out sentences, "
          "including speakers never heard in training."), "",
         *[f"> **Warning:** {w}" for w in report.get("warnings", [])],
         *([""] if report.get("warnings") else []),

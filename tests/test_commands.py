@@ -159,19 +159,30 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 
 @pytest.mark.slow
 def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
+    from semlat.experiments import phonetic_teacher
+
+    monkeypatch.setattr(phonetic_teacher, "TEACHER_MINUTES", 0.3)
     out = tmp_path / "demo"
     argv = ["demo", "--corpus-minutes", "0.5", "--teacher-steps", "3", "--train-steps", "3", "--judge-steps", "3",
-            "--tts-steps", "2", "--tts-eval-every", "1", "--tts-experiment", "train.valid_every=2",
+            "--tts-steps", "2", "--tts-eval-every", "1", "--tts-experiment", "--phonetic-teacher", "train.valid_every=2",
             "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2", "train.progress=false"]
     monkeypatch.chdir(tmp_path)  # a relative --out, as users type it: every listing must still find its audio
     code = main([argv[0], "--out", "demo", *argv[1:]])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["throughput"]) == {"teacher", "vanilla", "semantic", "dc_vae", "judge"}
+    assert set(report["throughput"]) == {"teacher", "vanilla", "semantic", "dc_vae", "judge", "phonetic_teacher",
+                                         "semantic_ctc"}
     assert all(stage["steps"] == 3 for stage in report["throughput"].values())  # step budgets, not time
     assert all(stage["expected_steps_per_second"] > 0 for stage in report["throughput"].values())
-    vanilla, semantic, dc_vae = report["models"]
+    vanilla, semantic, dc_vae, semantic_ctc = report["models"]
     assert (vanilla["name"], semantic["name"], dc_vae["name"]) == ("vanilla", "semantic", "dc_vae")
+    # --phonetic-teacher: the semantic VAE aligned to a supervised CTC teacher that shares no voice or sentence
+    # with the judge's corpus, and the phoneme probes on unseen speakers against the vanilla VAE
+    phonetic = report["phonetic_teacher"]
+    assert phonetic["teacher"].startswith("ctc:") and phonetic["teacher"] != report["judge"]
+    assert phonetic["shared_speakers"] == phonetic["shared_sentences"] == 0 and phonetic["teacher_speakers"] >= 2
+    assert semantic_ctc["name"] == "semantic_ctc" and -1.0 <= semantic_ctc["alignment_cosine"] <= 1.0
+    assert set(phonetic["comparison"]["spaces"]) == {"vanilla", "semantic", "semantic_ctc"}
     assert dc_vae["latent_dim"] == 80 and abs(dc_vae["frame_rate"] - 22050 / 4096) < 1e-9
     assert dc_vae["vocoder"] == "griffin_lim" and dc_vae["alignment_cosine"] is None
     assert report["judge_label"].startswith("ctc-phonemes (offline") and 0 <= report["clean_per"]
@@ -190,10 +201,11 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     assert ("accuracy" in probe and 0 <= probe["accuracy"] <= 1 and probe["dim"] > 0) or "skipped" in probe
     text = (out / "report.md").read_text()
     assert "| vanilla (wave_vae/tiny)" in text and "| semantic (semantic_vae/tiny)" in text
+    assert "## Is the semantic VAE more phonetic?" in text and "**supervised** phonetic teacher" in text
     assert "| dc_vae (mel_dcae/tiny)" in text
     for section in ("## Reconstruction", "## Latent diagnostics", "## Generated speech"):
         assert section in text
-    assert "| figure | vanilla | semantic | dc_vae | clean audio | judge |" in text
+    assert "| figure | vanilla | semantic | dc_vae | semantic_ctc | clean audio | judge |" in text
     # the TTS stage (--tts-experiment): the duration-aligned tiny TTS on every latent space and F5's implicit
     # alignment on the mel, judged at every checkpoint
     tts = report["tts"]
@@ -222,9 +234,11 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     # only): the same step counts and figures, to float noise
     again = tmp_path / "again"
     shutil.copytree(out / "corpus", again / "corpus")
-    assert main([argv[0], "--out", str(again), *[a for a in argv[1:] if a != "--tts-experiment"]]) == 0
+    rerun = [a for a in argv[1:] if a not in ("--tts-experiment", "--phonetic-teacher")]
+    assert main([argv[0], "--out", str(again), *rerun]) == 0
     second = json.loads((again / "report.json").read_text())
-    for a, b in zip(report["models"], second["models"], strict=True):
+    assert second["phonetic_teacher"] is None
+    for a, b in zip(report["models"][:3], second["models"], strict=True):
         assert a["steps"] == b["steps"] == 3
         for key in ("mel_distance", "stoi", "per", "speaker_probe", "fd"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key

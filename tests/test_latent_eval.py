@@ -82,6 +82,15 @@ def test_frame_probe_splits_by_utterance():
     capped = P.frame_probe(latents, labels, max_frames=100)
     assert capped["n_train"] + capped["n_test"] == 100
     assert not set(capped["train_utterances"]) & set(capped["test_utterances"])
+    # held-out utterances (e.g. unseen speakers) are exactly the test side, counted per utterance
+    flags = [k >= 7 for k in range(10)]
+    held = P.frame_probe(latents, labels, held_out=flags)
+    assert held["test_utterances"] == [7, 8, 9] and held["train_utterances"] == list(range(7))
+    assert [u for u, _, _ in held["test_counts"]] == [7, 8, 9]
+    assert sum(n for _, _, n in held["test_counts"]) == held["n_test"]
+    assert sum(c for _, c, _ in held["test_counts"]) == round(held["accuracy"] * held["n_test"])
+    with pytest.raises(ValueError, match="one side"):
+        P.frame_probe(latents, labels, held_out=[True] * 10)
 
 
 def test_dimension_stats_find_planted_dead_dims_and_exact_kl():
@@ -173,6 +182,12 @@ def test_evaluate_latents_end_to_end(model_dir, tone_corpus, tmp_path, one_threa
         assert 0.0 <= probe["accuracy"] <= 1.0 and 0.0 < probe["chance"] <= 1.0
     phone = report["probes"]["phoneme"]
     assert phone["classes"] == 3 and not set(phone["train_utterances"]) & set(phone["test_utterances"])
+    # spk0 has no train-split utterance: the unseen-speaker probe trains on spk1/spk2 and scores spk0's 3 aligned
+    unseen = report["probes"]["phoneme_unseen_speakers"]
+    assert unseen["unseen_speakers"] == ["spk0"] and unseen["test_utterances"] == 3 and unseen["train_utterances"] == 5
+    assert set(unseen["test_counts"]) == {"wav/u00.wav", "wav/u03.wav", "wav/u06.wav"}
+    low, high = unseen["ci95"]
+    assert low <= unseen["accuracy"] <= high
     dims = report["dimensions"]
     assert dims["kl_source"] and len(dims["per_dim"]) == 16 and all(d["kl"] >= 0 for d in dims["per_dim"])
     assert set(report["robustness"]) == {"noise_40dB", "noise_30dB", "noise_20dB", "gain_x0.5", "gain_x2"}

@@ -86,13 +86,18 @@ def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_f
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--workers", "-j", type=POSITIVE_INT, default=None, help="Parallel synthesis jobs [default: all CPUs].")
 @click.option("--voices", default=None,
-              help="Comma-separated demo voices to use [default: all 16; e.g. espeak_us_m1,flite_slt].")
-def data_demo(out, minutes, sample_rate, seed, workers, voices) -> None:
+              help="Comma-separated voices to use [default: the 16 demo voices; e.g. espeak_us_m1,flite_slt; "
+                   "12 more, none of them a demo voice, e.g. espeak_us_m2 (semlat.data.demo.EXTRA_VOICES)].")
+@click.option("--sentences", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A text file of sentences, one per line, to speak instead of the shipped list.")
+def data_demo(out, minutes, sample_rate, seed, workers, voices, sentences) -> None:
     """Synthesise the offline demo speech corpus with flite and espeak-ng."""
-    from semlat.data.demo import make_demo_corpus
+    from semlat.data.demo import make_demo_corpus, read_sentences
 
     names = [v.strip() for v in voices.split(",") if v.strip()] if voices is not None else None
-    manifest = make_demo_corpus(out, minutes, sample_rate=sample_rate, seed=seed, workers=workers, voices=names)
+    texts = read_sentences(sentences) if sentences is not None else None
+    manifest = make_demo_corpus(out, minutes, sample_rate=sample_rate, seed=seed, workers=workers, voices=names,
+                                sentences=texts)
     click.echo(f"wrote {Path(out) / 'manifest.jsonl'}: {len(manifest)} utterances, "
                f"{manifest.total_duration / 60:.2f} min, {len(manifest.speakers())} speakers "
                f"({_split_counts(manifest)})")
@@ -741,9 +746,13 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--events", is_flag=True,
               help="Add the sound-event comparison (SemanticVocoder's claim): event corpus, offline Dasheng MAE, "
                    "SemanticVocoder and a waveform VAE at equal time, text-to-audio on each (about 90 more minutes on 2 cores).")
+@click.option("--phonetic-teacher", is_flag=True,
+              help="Add semantic_ctc: the semantic VAE aligned to a SUPERVISED phonetic teacher (a CTC recognizer "
+                   "trained on other voices and sentences than the judge's), and the phoneme probes on unseen "
+                   "speakers against the vanilla VAE (about 12 more minutes on 2 cores).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
-         tts_steps, tts_eval_every, tts_experiment, events, overrides) -> None:
+         tts_steps, tts_eval_every, tts_experiment, events, phonetic_teacher, overrides) -> None:
     """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
     Budgets are steps, so the same command gives the same models on any machine (a time cap makes the
@@ -766,7 +775,7 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
                       judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
                       judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
                       tts_nfe_sweep=nfe_sweep, tts_experiment=tts_experiment, events=events,
-                      overrides=tuple(overrides), log=click.echo)
+                      phonetic_teacher=phonetic_teacher, overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):
         return "n/a" if value is None else fmt.format(value)
@@ -776,6 +785,11 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
         click.echo(f"{m['name']:8s} {m['steps']} steps: test mel distance {show(m['mel_distance'], '{:.3f}')}, "
                    f"STOI {show(m['stoi'], '{:.3f}')}, PER {show(m['per'], '{:.1%}')}{cosine}")
     click.echo(f"clean test audio: PER {show(report['clean_per'], '{:.1%}')} (offline judge)")
+    if report.get("phonetic_teacher"):
+        for name, row in report["phonetic_teacher"]["comparison"]["spaces"].items():
+            if "accuracy" in row:
+                versus = "" if row.get("difference") is None else f" ({row['difference']:+.1%} vs vanilla)"
+                click.echo(f"phoneme probe on unseen speakers, {name}: {row['accuracy']:.1%}{versus}")
     if report["tts"]:
         for name, point in report["tts"]["final"].items():
             click.echo(f"tts on {name:8s} {point['step']} steps: PER {show(point.get('per'), '{:.1%}')}, "

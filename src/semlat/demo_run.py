@@ -61,7 +61,8 @@ from semlat.utils.files import atomic_write_text
 SAMPLE_RATE = 16000
 #: Steps per second of each demo stage on an idle 2-core machine (2 torch threads), measured by a default
 #: `semlat demo` run (the teacher's and judge's include their k-means / feature loading).
-EXPECTED_STEPS_PER_SECOND = {"teacher": 1.75, "vanilla": 8.9, "semantic": 8.5, "dc_vae": 2.8, "judge": 2.7}
+EXPECTED_STEPS_PER_SECOND = {"teacher": 1.75, "vanilla": 8.9, "semantic": 8.5, "dc_vae": 2.8, "judge": 2.7,
+                             "phonetic_teacher": 2.7, "semantic_ctc": 8.5}
 #: Default step budgets: about 5 idle minutes per autoencoder (the three compared at equal wall-clock
 #: time, as before budgets were steps), about 4 minutes each for the teacher and the judge.
 DEFAULT_STEPS = {"teacher": 400, "vanilla": 2500, "semantic": 2500, "dc_vae": 900, "judge": 700}
@@ -242,6 +243,14 @@ def _judge(out: Path, manifest_path: Path, manifest: Manifest, steps: int, minut
     return f"ctc:{checkpoint}", alignments
 
 
+def _unseen(probe: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The figures of a phoneme probe on unseen speakers that the report shows (None when it was skipped)."""
+    if not probe or "accuracy" not in probe:
+        return None
+    return {"accuracy": probe["accuracy"], "ci95": probe.get("ci95"), "chance": probe["chance"],
+            "test_utterances": probe["test_utterances"]}
+
+
 def _teacher_probe(features: Path, manifest: Path, alignments: Path) -> dict[str, Any]:
     """The phoneme probe of ``eval latents`` on the teacher's cached features (the same utterances and probe as
     the latent spaces'), so the report says how phonetic the target of the semantic alignment is."""
@@ -254,6 +263,40 @@ def _teacher_probe(features: Path, manifest: Path, alignments: Path) -> dict[str
         return {"skipped": str(err)}
     return {k: probe[k] for k in ("accuracy", "chance", "balanced_chance", "classes", "utterances", "dim",
                                   "frame_rate")}
+
+
+def phonetic_teacher_stage(out: Path, manifest: Manifest, steps: int, progress: bool,
+                           speed: Throughput) -> tuple[str, Path, dict[str, Any]]:
+    """The supervised phonetic teacher (:mod:`semlat.experiments.phonetic_teacher`): its own corpus (other
+    voices, scrambled sentences; checked to share neither with ``manifest``), a CTC recognizer trained on it
+    for ``steps`` (the judge's recipe and budget), and its features cached for ``manifest``. Returns the
+    teacher spec, the cache folder and the figures for the report. Every part resumes."""
+    from semlat.experiments.phonetic_teacher import check_disjoint, make_teacher_corpus
+    from semlat.semantic.feature_cache import FeatureCache, extract_features
+    from semlat.semantic.teachers import TeacherSpec
+
+    folder = out / "phonetic_teacher"
+    corpus = make_teacher_corpus(folder / "corpus", progress=progress)
+    own = Manifest.read(corpus)
+    disjoint = check_disjoint(own, manifest)
+    checkpoint, _ = _train("judge/default", folder / "run", "phonetic_teacher", steps, None, progress,
+                           _fit_batch("judge/default", own), speed, corpus)
+    spec = f"ctc:{checkpoint}"
+    features = folder / "features"
+    if (features / "index.json").is_file() and FeatureCache(features).teacher != TeacherSpec.parse(spec):
+        shutil.rmtree(features)  # made by an earlier checkpoint: extract again
+    if not (features / "index.json").is_file():
+        extract_features(spec, manifest.root / "manifest.jsonl", features, progress=progress)
+    return spec, features, {"teacher": spec, "steps": steps, "corpus": str(corpus), **disjoint}
+
+
+def _phonetic_comparison(out: Path, models: list[dict[str, Any]]) -> dict[str, Any]:
+    from semlat.experiments.phonetic_teacher import phonetic_comparison
+
+    names = [m["name"] for m in models if m["name"] in ("vanilla", "semantic", "semantic_ctc")]
+    latents = {n: json.loads((out / "eval" / n / "latents" / "report.json").read_text(encoding="utf-8"))
+               for n in names}
+    return phonetic_comparison(latents, {m["name"]: m["mel_distance"] for m in models})
 
 
 def mel_space(out: Path, dc_vae: Path) -> Path:
@@ -367,7 +410,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
              tts_nfe_sweep: Sequence[int] = (), tts_experiment: bool = False, events: bool = False,
-             overrides: tuple[str, ...] = (),
+             phonetic_teacher: bool = False, overrides: tuple[str, ...] = (),
              progress: bool = True, log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
@@ -378,7 +421,9 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     latent space and F5's implicit alignment beside it (:data:`TTS_ARMS`); ``tts_nfe_sweep`` also judges the
     final TTS checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
     comparison (:func:`events_stage`, about 90 more minutes on 2 cores: MAE 10, vocoder 15, the VAE for their
-    time, the comparison 40)."""
+    time, the comparison 40). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
+    aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 12 more minutes), and the
+    comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache, extract_features
@@ -413,6 +458,16 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
         budgets[name] = steps
         checkpoints[name] = (config_name, _train(config_name, out / "runs" / name, name, steps, train_minutes,
                                                  progress, (*extra, *overrides), speed, manifest_path)[0])
+    caches = {"semantic": cache}
+    phonetic = None
+    if phonetic_teacher:
+        spec, ctc_features, phonetic = phonetic_teacher_stage(out, manifest, judge_steps, progress, speed)
+        steps = budgets["semantic"]
+        budgets["semantic_ctc"] = steps
+        checkpoints["semantic_ctc"] = ("semantic_vae/tiny", _train(
+            "semantic_vae/tiny", out / "runs" / "semantic_ctc", "semantic_ctc", steps, train_minutes, progress,
+            (f"alignment.teacher={spec}", f"alignment.cache={ctc_features}", *overrides), speed, manifest_path)[0])
+        caches["semantic_ctc"] = FeatureCache(ctc_features)
 
     judge, alignments = _judge(out, manifest_path, manifest, judge_steps, judge_minutes, progress, speed)
     teacher_probe = _teacher_probe(features_dir, manifest_path, alignments)
@@ -433,17 +488,21 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
         models.append({
             "name": name, "recipe": config_name, "model": str(checkpoint), "steps": state["training"]["step"],
             **space_info(codec.space), "vocoder": state["config"].get("vocoder", {}).get("type"),
-            "alignment_cosine": held_out_alignment(codec, manifest, cache) if name == "semantic" else None,
+            "alignment_cosine": held_out_alignment(codec, manifest, caches[name]) if name in caches else None,
             **_summary(recon, speakers, train_speakers),
             "stoi": _figure(recon, "stoi"), "pesq_wb": _figure(recon, "pesq_wb"),
             "speaker_similarity": _figure(recon, "speaker_similarity"),
             "per": _figure(speech, "per", "corpus"), "fd": (speech.get("frechet") or {}).get("value"),
             "speaker_probe": latents["probes"].get("speaker", {}).get("accuracy"),
             "phoneme_probe": latents["probes"].get("phoneme", {}).get("accuracy"),
+            "phoneme_probe_unseen": _unseen(latents["probes"].get("phoneme_unseen_speakers")),
             "reconstructions": str(out / "eval" / name / "recon" / "audio"),
             "evaluation": evaluation["folders"],
             "tensorboard": str(out / "runs" / name / "tensorboard"),
         })
+    if phonetic is not None:
+        phonetic["teacher_probe"] = _teacher_probe(out / "phonetic_teacher" / "features", manifest_path, alignments)
+        phonetic["comparison"] = _phonetic_comparison(out, models)
     tts = None
     if tts_steps > 0:
         tts = _tts_stage(out, checkpoints, manifest_path, judge, alignments, tts_steps, tts_eval_every or tts_steps,
@@ -462,7 +521,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
               "speakers": len(manifest.speakers()), "threads": torch.get_num_threads(),
               "clean_per": _figure(clean, "per", "corpus"),
               "teacher_probe": teacher_probe, "models": models,
-              "comparison": comparison, "tts": tts, "events": event_result}
+              "comparison": comparison, "tts": tts, "events": event_result, "phonetic_teacher": phonetic}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", render_report(report))
     return report
@@ -562,6 +621,32 @@ def _teacher_line(probe: dict[str, Any] | None) -> str:
             f"and probe as the latent spaces'): {_pct(probe['accuracy'])}, chance {_pct(probe['chance'])}.")
 
 
+def _phonetic_section(phonetic: dict[str, Any]) -> list[str]:
+    from semlat.experiments.phonetic_teacher import render
+
+    labels = {"vanilla": "vanilla (no teacher)", "semantic": "semantic (self-supervised offline HuBERT teacher)",
+              "semantic_ctc": "semantic_ctc (**supervised** phonetic teacher)"}
+    return ["## Is the semantic VAE more phonetic?", "",
+            ("*semantic_ctc* is the semantic VAE aligned to a **supervised** phonetic teacher instead of the "
+             f"self-supervised one: the encoder of a CTC phoneme recognizer (`{phonetic['teacher']}`, the judge's "
+             f"recipe, {phonetic['steps']} steps) trained on its own corpus of {phonetic['teacher_minutes']} min: "
+             f"{phonetic['teacher_speakers']} voices that are not demo voices, speaking sentences scrambled from the "
+             "words of the demo's training sentences; it shares no speaker and no sentence with the corpus the judge "
+             "learned from, and the judge is never the teacher" + _teacher_line(phonetic.get("teacher_probe"))), "",
+            render(phonetic["comparison"], labels).rstrip(), "",
+            ("Probe: trained on the test frames of speakers heard in training, scored on those of speakers never "
+             "heard; the difference's interval is a paired bootstrap over the utterances both probes scored. The "
+             "claim (issue 21, after Semantic-VAE): at equal steps and mel distance within 5 %, at least 8 points "
+             "over the vanilla VAE."), ""]
+
+
+def _with_ci(probe: dict[str, Any] | None) -> str:
+    if not probe:
+        return "n/a"
+    ci = probe.get("ci95")
+    return _pct(probe["accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
 def _budgets(steps: dict[str, int]) -> str:
     return ", ".join(f"{name} {count} steps" for name, count in steps.items())
 
@@ -584,15 +669,16 @@ def render_report(report: dict[str, Any]) -> str:
         *[f"> **Warning:** {w}" for w in report.get("warnings", [])],
         *([""] if report.get("warnings") else []),
         ("| latent space | steps | latent | mel distance ↓ | STOI ↑ | PER ↓ | SIM ↑ | unseen speakers: mel ↓ | "
-         "speaker probe ↑ | phoneme probe ↑ | alignment cosine ↑ |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+         "speaker probe ↑ | phoneme probe ↑ | phoneme probe, unseen speakers ↑ [95 % CI] | alignment cosine ↑ |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in report["models"]:
         lines.append(
             f"| {m['name']} ({m['recipe']}) | {m['steps']} | {m['latent_dim']} × {m['frame_rate']:.3g} Hz | "
             f"{_fmt(m['mel_distance'])} | {_fmt(m['stoi'])} | {_pct(m['per'])} | {_fmt(m['speaker_similarity'])} | "
             f"{_fmt(m['unseen_speakers']['mel_distance'])} | {_pct(m['speaker_probe'])} | "
-            f"{_pct(m['phoneme_probe'])} | {_fmt(m['alignment_cosine'])} |")
+            f"{_pct(m['phoneme_probe'])} | {_with_ci(m.get('phoneme_probe_unseen'))} | "
+            f"{_fmt(m['alignment_cosine'])} |")
     lines += [
         "",
         "- Mel distance: Semantic-VAE's multi-scale log-mel L1 (7 scales, summed; 0 = identical), at 16 kHz.",
@@ -600,7 +686,9 @@ def render_report(report: dict[str, Any]) -> str:
          f"(not Whisper); the same judge gets {_pct(report['clean_per'])} on the clean test audio, the floor."),
         "- SIM: cosine of resemblyzer d-vectors of reconstruction and original (offline judge).",
         "- Probes: linear probes on frozen latents (speaker from utterance means; phoneme per frame from the",
-        "  judge's forced alignments), held-out accuracy; chance levels are in the tables below.",
+        "  judge's forced alignments), held-out accuracy; chance levels are in the tables below. The phoneme",
+        "  probe splits test utterances at random; on unseen speakers it is trained on the frames of speakers heard",
+        "  in training and scored on the others' (interval: bootstrap over those utterances).",
         "- dc_vae decodes its mels with Griffin-Lim (no trained vocoder in a CPU demo), which caps its",
         "  waveform figures: SI-SDR and PESQ especially, since Griffin-Lim does not recover the phase.",
         "- Alignment cosine: the mean cosine between the semantic VAE's latent means and its regulator's",
@@ -609,6 +697,8 @@ def render_report(report: dict[str, Any]) -> str:
         (f"- Teacher: `{report['teacher']}` (HuBERT's first iteration trained on the demo corpus; far weaker "
          "than WavLM)" + _teacher_line(report.get("teacher_probe"))), "",
     ]
+    if report.get("phonetic_teacher"):
+        lines += _phonetic_section(report["phonetic_teacher"])
     comparison = report["comparison"].split("\n", 2)[2] if report["comparison"].startswith("# ") else report["comparison"]
     lines += [comparison.rstrip(), ""]
     if report.get("tts"):

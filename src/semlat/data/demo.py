@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -66,6 +67,24 @@ DEMO_VOICES: tuple[DemoVoice, ...] = (
     DemoVoice("espeak_us_f4", "espeak-ng", "en-us+f4", 60, held_out=True),
 )
 
+#: Further voices, none of them a demo voice (another engine variant, accent or pitch): a corpus spoken by
+#: these (``--voices``) shares no speaker with the demo corpus, e.g. to train a supervised teacher that
+#: must not have heard the judge's voices (:mod:`semlat.experiments.phonetic_teacher`).
+EXTRA_VOICES: tuple[DemoVoice, ...] = (
+    DemoVoice("espeak_us_m2", "espeak-ng", "en-us+m2", 44),
+    DemoVoice("espeak_us_f2", "espeak-ng", "en-us+f2", 64),
+    DemoVoice("espeak_us_f5", "espeak-ng", "en-us+f5", 56),
+    DemoVoice("espeak_gb_m4", "espeak-ng", "en-gb+m4", 46),
+    DemoVoice("espeak_gb_f4", "espeak-ng", "en-gb+f4", 68),
+    DemoVoice("espeak_wmid_m6", "espeak-ng", "en-gb-x-gbcwmd+m6", 43),
+    DemoVoice("espeak_nyc_m7", "espeak-ng", "en-us-nyc+m7", 39),
+    DemoVoice("espeak_scot_f3", "espeak-ng", "en-gb-scotland+f3", 66),
+    DemoVoice("espeak_carib_f4", "espeak-ng", "en-029+f4", 61),
+    DemoVoice("espeak_rp_m5", "espeak-ng", "en-gb-x-rp+m5", 47),
+    DemoVoice("espeak_us_andy", "espeak-ng", "en-us+Andy", 50),
+    DemoVoice("espeak_us_david", "espeak-ng", "en-us+david", 50),
+)
+
 #: Of every 10 planned utterances, 8 go to train, 1 to valid and 1 to test (valid and test come
 #: early in the cycle so even a very short corpus has all three splits).
 _SPLIT_CYCLE = ("train", "valid", "test") + ("train",) * 7
@@ -92,6 +111,19 @@ def load_sentences() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def read_sentences(path: str | Path) -> list[str]:
+    """The non-blank lines of a UTF-8 text file; a one-line DataError naming the file when it has none or
+    cannot be read."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read sentences ({err.__class__.__name__}: {err})") from None
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise DataError(f"{path}: holds no sentence (one per line)")
+    return texts
+
+
 def check_tools() -> None:
     """Raise ToolMissingError naming what is missing and how to install it."""
     missing = [tool for tool in ("flite", "espeak-ng") if shutil.which(tool) is None]
@@ -109,9 +141,31 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def plan(seed: int = 0, voices: tuple[DemoVoice, ...] = DEMO_VOICES) -> Iterator[DemoItem]:
-    """The endless, deterministic sequence of utterances the corpus is cut from."""
-    sentences = load_sentences()
+def scrambled_sentences(source: Sequence[str], count: int, *, seed: int = 0, words: tuple[int, int] = (6, 13)
+                        ) -> list[str]:
+    """``count`` new sentences made of the words of ``source`` (lower-cased, punctuation dropped), each
+    ``words[0]`` to ``words[1] - 1`` words drawn at random; none equals a sentence of ``source`` or another
+    new one. Speech with new word sequences and ordinary phonetics: the sentences of a corpus that must share
+    no sentence with another (a supervised teacher's, beside the judge's)."""
+    vocabulary = sorted({w for text in source for w in re.findall(r"[a-z']+", text.lower())})
+    if len(vocabulary) < words[1]:
+        raise DataError(f"the source sentences give {len(vocabulary)} distinct words; {words[1]} are needed")
+    taken = {" ".join(re.findall(r"[a-z']+", text.lower())) for text in source}
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while len(out) < count:
+        picked = " ".join(vocabulary[k] for k in rng.choice(len(vocabulary), int(rng.integers(*words)), replace=False))
+        if picked not in taken:
+            taken.add(picked)
+            out.append(picked[0].upper() + picked[1:] + ".")
+    return out
+
+
+def plan(seed: int = 0, voices: tuple[DemoVoice, ...] = DEMO_VOICES,
+         sentences: Sequence[str] | None = None) -> Iterator[DemoItem]:
+    """The endless, deterministic sequence of utterances the corpus is cut from (``sentences``: the shipped
+    list by default)."""
+    sentences = load_sentences() if sentences is None else list(sentences)
     by_split = {s: [t for t in sentences if assign_split(t, 0.1, 0.1, salt="demo") == s]
                 for s in ("train", "valid", "test")}
     rng = np.random.default_rng(seed)
@@ -174,10 +228,11 @@ def _synthesize_star(args: tuple) -> Utterance:
 
 
 def select_voices(names: Sequence[str] | None) -> tuple[DemoVoice, ...]:
-    """The demo voices named (all of them for None); a one-line DataError for an unknown name."""
+    """The voices named, from :data:`DEMO_VOICES` and :data:`EXTRA_VOICES` (the demo voices for None); a
+    one-line DataError for an unknown name."""
     if names is None:
         return DEMO_VOICES
-    known = {v.speaker: v for v in DEMO_VOICES}
+    known = {v.speaker: v for v in (*DEMO_VOICES, *EXTRA_VOICES)}
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise DataError(f"unknown demo voice {unknown[0]!r} (known: {', '.join(known)})" if unknown
@@ -187,12 +242,13 @@ def select_voices(names: Sequence[str] | None) -> tuple[DemoVoice, ...]:
 
 def make_demo_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int = 22050, seed: int = 0,
                      workers: int | None = None, voices: Sequence[str] | None = None,
-                     progress: bool = True) -> Manifest:
+                     sentences: Sequence[str] | None = None, progress: bool = True) -> Manifest:
     """Synthesise at least ``minutes`` of speech into ``out`` and write ``out/manifest.jsonl``.
 
     Utterances are taken from :func:`plan` in order until their total duration reaches
-    ``minutes``. ``voices`` (speaker names of :data:`DEMO_VOICES`) restricts the speakers; when none of
-    them is held out, the test split is spoken by the training voices. The folder is built aside and
+    ``minutes``. ``voices`` (speaker names of :data:`DEMO_VOICES` or :data:`EXTRA_VOICES`) chooses the
+    speakers; when none of them is held out, the test split is spoken by the training voices. ``sentences``
+    replaces the shipped sentence list (each split needs at least one of them). The folder is built aside and
     swapped in when complete. An existing ``out`` is replaced only if it is empty or an earlier demo corpus.
     """
     if minutes <= 0:
@@ -208,7 +264,7 @@ def make_demo_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int
     target = minutes * 60.0
     utterances: list[Utterance] = []
     total = 0.0
-    items = plan(seed, chosen)
+    items = plan(seed, chosen, sentences)
     bar = tqdm(total=round(target), desc="synthesising", unit="s", disable=not progress, dynamic_ncols=True)
     with atomic_dir(out) as tmp:
         while total < target:
@@ -225,6 +281,7 @@ def make_demo_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int
         manifest = Manifest(utterances, tmp)
         manifest.write(tmp / "manifest.jsonl")
         config = {"minutes": minutes, "sample_rate": sample_rate, "seed": seed,
+                  "sentences": "shipped" if sentences is None else f"{len(sentences)} given",
                   "utterances": len(utterances), "seconds": round(total, 3),
                   "tools": tool_versions(), "voices": [asdict(v) for v in chosen]}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

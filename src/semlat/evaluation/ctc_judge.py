@@ -151,15 +151,24 @@ class CTCRecognizer(nn.Module):
         """Output frames for ``lengths [B]`` feature frames (the strided conv, padding 1, kernel 3)."""
         return torch.div(lengths - 1, self.config.stride, rounding_mode="floor") + 1
 
-    def hidden(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's output before the classifier: ``h [B, T', C]`` (layer-normed) and ``lengths' [B]``."""
+    def hidden(self, features: torch.Tensor, lengths: torch.Tensor,
+               layers: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's output before the classifier: ``h [B, T', C]`` (layer-normed) and ``lengths' [B]``.
+
+        With ``layers``, the mean of those layers' outputs instead (0: the input conv's, ``k``: the ``k``-th
+        residual block's, not normed; padded frames zero)."""
         out_lengths = self.output_lengths(lengths)
         x = F.gelu(self.conv_in(features))
         mask = (torch.arange(x.shape[-1], device=x.device)[None] < out_lengths[:, None]).to(x.dtype)
         mask = rearrange(mask, "b t -> b 1 t")
         x = x * mask
+        outputs = [x]
         for block in self.blocks:
             x = block(x, mask)
+            outputs.append(x)
+        if layers is not None:
+            chosen = torch.stack([outputs[k] for k in layers]).mean(0)
+            return rearrange(chosen, "b c t -> b t c"), out_lengths
         return self.norm(rearrange(x, "b c t -> b t c")), out_lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,11 @@ at the model's rate and encoded with :class:`~semlat.inference.Codec` into laten
   one utterance are left out);
 - **event probe**: the same for the manifest's ``label`` (sound-event corpora);
 - **phoneme probe** (with ``alignments``): a frame-level probe, each latent frame labelled with the
-  segment containing its centre time ``(t + 0.5) / frame_rate``, split by utterance;
+  segment containing its centre time ``(t + 0.5) / frame_rate``, split by utterance; and
+  **phoneme probe on unseen speakers** (``phoneme_unseen_speakers``, when the evaluated utterances
+  include speakers with no utterance in the manifest's ``train`` split and speakers with one): trained
+  on the seen speakers' frames, scored on the unseen speakers', with a 95 % bootstrap interval over
+  the test utterances;
 - **dimension statistics**: per-dimension mean and variance, KL to the prior per dimension when
   the model exposes ``posterior`` (VAEs: ``(mu, logvar)``, over each utterance's first chunk),
   dead dimensions, active count;
@@ -50,7 +54,7 @@ from semlat.errors import AudioError, ConfigError, DataError
 from semlat.evaluation import latent_probes as P
 from semlat.evaluation.plots import dimension_bars as plot_dimension_bars
 from semlat.evaluation.plots import probe_bars as plot_probe_bars
-from semlat.evaluation.recon_eval import output_folder
+from semlat.evaluation.recon_eval import output_folder, ratio_ci
 from semlat.inference import Codec, load_codec
 from semlat.utils.files import atomic_write_text, sha256_file
 
@@ -112,6 +116,36 @@ def _utterance_probe(name: str, latents: list[np.ndarray], labels: list[str | No
     return {**_public(probe), "utterances": len(keep), "left_out": len(labels) - len(keep)}
 
 
+def _train_speakers(manifest: str | os.PathLike) -> set[str]:
+    """The speakers of the manifest's ``train`` split (what a model trained on it has heard)."""
+    return {u.speaker for u in Manifest.read(manifest) if u.split == "train" and u.speaker is not None}
+
+
+def unseen_probe(tensors: list[np.ndarray], frame_sets: list[list[str | None]], ids: list[str],
+                 speakers: list[str | None], heard: set[str]) -> dict[str, Any]:
+    """The phoneme probe trained on the frames of speakers in ``heard`` and scored on the others'
+    (utterances without a speaker are left out), with ``ci95`` over the test utterances and
+    ``test_counts`` keyed by utterance id; ``{"skipped": reason}`` when one side is empty."""
+    keep = [k for k, who in enumerate(speakers) if who is not None]
+    flags = [speakers[k] not in heard for k in keep]
+    if not any(flags) or all(flags):
+        return {"skipped": "needs utterances of speakers heard in training and of speakers never heard "
+                           f"(found {sum(flags)} of {len(flags)} unheard)"}
+    try:
+        probe = P.frame_probe([tensors[k] for k in keep], [frame_sets[k] for k in keep], seed=SEED, held_out=flags)
+    except ValueError as err:
+        return {"skipped": str(err)}
+    counts = probe.pop("test_counts")
+    _, low, high = ratio_ci([c for _, c, _ in counts], [n for _, _, n in counts])
+    probe = _public(probe)
+    probe["train_utterances"] = len(probe["train_utterances"])
+    probe["test_utterances"] = len(probe["test_utterances"])
+    probe["unseen_speakers"] = sorted({speakers[k] for k, f in zip(keep, flags) if f})
+    probe["ci95"] = [low, high] if math.isfinite(low) and math.isfinite(high) else None
+    probe["test_counts"] = {ids[keep[u]]: [c, n] for u, c, n in counts}
+    return probe
+
+
 def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLike, out: str | os.PathLike, *,
                      split: str | None = None, alignments: str | os.PathLike | None = None, device: str = "cpu",
                      max_utterances: int | None = None, plot_method: str = "tsne",
@@ -168,9 +202,13 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
                 probes["phoneme"] = {"skipped": str(err)}
             else:
                 probe = _public(probe)
+                probe.pop("test_counts")
                 probe["train_utterances"] = [ids[covered[k]] for k in probe["train_utterances"]]
                 probe["test_utterances"] = [ids[covered[k]] for k in probe["test_utterances"]]
                 probes["phoneme"] = {**probe, "utterances": len(covered)}
+            probes["phoneme_unseen_speakers"] = unseen_probe(
+                [latents[k] for k in covered], [frame_sets[k] for k in covered], [ids[k] for k in covered],
+                [speakers[k] for k in covered], _train_speakers(manifest))
 
     stats = P.dimension_stats(latents, mus or None, logvars or None)
     dims = {"latent_dim": dim, "frames": stats["frames"], "active": stats["active"], "dead_dims": stats["dead_dims"],
@@ -246,17 +284,22 @@ def store_phoneme_probe(store_folder: str | os.PathLike, manifest: str | os.Path
     store = TensorStore(store_folder)
     data = Manifest.read(manifest)
     aligned = read_alignments(alignments)
-    tensors, labels = [], []
+    tensors, labels, ids, speakers = [], [], [], []
     for i in _select(data, max_utterances):
         item_id = data[i].audio
         if item_id in store and item_id in aligned:
             z = store.get(item_id).float().numpy()
             tensors.append(z)
             labels.append(frame_labels(aligned[item_id], z.shape[1], store.frame_rate))
+            ids.append(item_id)
+            speakers.append(data[i].speaker)
     if len(tensors) < 2:
         raise DataError(f"{store_folder}: holds {len(tensors)} aligned utterance(s) of {manifest}; the probe needs 2")
-    probe = P.frame_probe(tensors, labels, seed=SEED)
-    return {**_public(probe), "utterances": len(tensors), "frame_rate": store.frame_rate, "dim": store.dim}
+    probe = _public(P.frame_probe(tensors, labels, seed=SEED))
+    probe.pop("test_counts")
+    unseen = unseen_probe(tensors, labels, ids, speakers, _train_speakers(manifest))
+    return {**probe, "utterances": len(tensors), "frame_rate": store.frame_rate, "dim": store.dim,
+            "unseen_speakers": unseen}
 
 
 def _pct(value: float | None) -> str:
@@ -271,7 +314,8 @@ def probe_table(report: dict[str, Any]) -> str:
         if "skipped" in p:
             lines.append(f"| {name} | skipped: {p['skipped']} | | | | | | |")
             continue
-        lines.append(f"| {name} | {_pct(p['accuracy'])} | {_pct(p['chance'])} | {_pct(p['balanced_accuracy'])} | "
+        ci = f" [{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]" if p.get("ci95") else ""
+        lines.append(f"| {name} | {_pct(p['accuracy'])}{ci} | {_pct(p['chance'])} | {_pct(p['balanced_accuracy'])} | "
                      f"{_pct(p['balanced_chance'])} | {p['classes']} | {p['n_train']} | {p['n_test']} |")
     return "\n".join(lines) + "\n"
 

@@ -148,7 +148,7 @@ def linear_probe(features: Any, labels: Sequence[Hashable], *, groups: Sequence[
         "chance": float(test_counts.max() / len(y_test)),
         "balanced_chance": 1.0 / len(classes),
         "n_train": int(train.sum()), "n_test": int(test.sum()), "classes": len(classes),
-        "train_mask": train, "test_mask": test, "converged": converged,
+        "train_mask": train, "test_mask": test, "correct_mask": correct, "converged": converged,
         **({} if other_predicted is None else {"classified": [str(classes[i]) for i in other_predicted]}),
     }
 
@@ -173,14 +173,17 @@ def speaker_probe(latents: Sequence[Any], speakers: Sequence[Hashable], *, test_
 
 def frame_probe(latents: Sequence[Any], frame_labels: Sequence[Sequence[Hashable | None]], *,
                 test_fraction: float = 0.3, seed: int = 0, max_frames: int = 20000,
-                max_iter: int = 300) -> dict[str, Any]:
+                max_iter: int = 300, held_out: Sequence[bool] | None = None) -> dict[str, Any]:
     """A frame-level probe (e.g. phoneme classes): utterance ``i``'s latents ``[D, T_i]`` and its
     labels ``[T_i]`` (``None`` for unlabelled frames, which are left out).
 
     The split is **by utterance** (:func:`group_split`), so no utterance contributes frames to both
-    train and test. At most ``max_frames`` labelled frames are used (a seeded subsample, taken after
-    the split, in the same proportion from each side). The result adds ``train_utterances`` and
-    ``test_utterances`` (indices into ``latents``) to :func:`linear_probe`'s.
+    train and test; with ``held_out [N]`` (booleans per utterance) the flagged utterances are the test
+    side and the others the training side (e.g. speakers never heard in training). At most
+    ``max_frames`` labelled frames are used (a seeded subsample, taken after the split, in the same
+    proportion from each side). The result adds ``train_utterances`` and ``test_utterances`` (indices
+    into ``latents``) and ``test_counts`` (``[utterance, correct frames, test frames]`` per test
+    utterance, for intervals over utterances) to :func:`linear_probe`'s.
     """
     if len(latents) != len(frame_labels):
         raise ValueError(f"{len(latents)} utterances but {len(frame_labels)} label sequences")
@@ -198,7 +201,14 @@ def frame_probe(latents: Sequence[Any], frame_labels: Sequence[Sequence[Hashable
         raise ValueError("no labelled frames")
     x = np.concatenate(rows)
     owner_arr = np.asarray(owner)
-    test = group_split(owner_arr, test_fraction, seed)
+    if held_out is not None:
+        if len(held_out) != len(latents):
+            raise ValueError(f"{len(latents)} utterances but {len(held_out)} held-out flags")
+        test = np.asarray(held_out, dtype=bool)[owner_arr]
+        if test.all() or not test.any():
+            raise ValueError("the held-out flags leave one side of the split without labelled frames")
+    else:
+        test = group_split(owner_arr, test_fraction, seed)
     if len(x) > max_frames:
         chosen = np.sort(np.random.default_rng(seed + 1).permutation(len(x))[:max_frames])
         x, owner_arr, test = x[chosen], owner_arr[chosen], test[chosen]
@@ -208,6 +218,9 @@ def frame_probe(latents: Sequence[Any], frame_labels: Sequence[Sequence[Hashable
     result = linear_probe(x, labels, test_mask=test, seed=seed, max_iter=max_iter)
     result["train_utterances"] = sorted({int(u) for u in owner_arr[~test]})
     result["test_utterances"] = sorted({int(u) for u in owner_arr[test]})
+    tested, correct = owner_arr[test], result["correct_mask"]
+    result["test_counts"] = [[u, int(correct[tested == u].sum()), int((tested == u).sum())]
+                             for u in result["test_utterances"]]
     return result
 
 

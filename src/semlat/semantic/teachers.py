@@ -7,6 +7,8 @@ A teacher is named by a spec string::
     hf:/models/wav2vec2-base@all       the mean of every layer
     hf:/models/whisper-small           no layer: the last one
     semlat:/runs/demo_teacher@4        a teacher trained by ``semlat teacher train``
+    ctc:/runs/phonetic_teacher         a CTC phoneme recognizer's encoder (``semlat judge train``): a
+                                       *supervised* teacher (:mod:`semlat.evaluation.ctc_teacher`)
 
 Layer ``k`` is ``hidden_states[k]`` of the model: 0 is the input to the first transformer layer,
 ``k`` the output of layer ``k``; negative indices count from the end (-1 is the last layer).
@@ -32,9 +34,10 @@ from semlat.audio.processing import resample
 from semlat.errors import ConfigError
 from semlat.utils.registry import resolve
 
-SCHEMES = ("hf", "semlat")
+SCHEMES = ("hf", "semlat", "ctc")
 #: spec scheme -> "module:callable(TeacherSpec) -> Teacher" (by name: those modules import this one)
-LOADERS = {"hf": "semlat.semantic.hf_teacher:HFTeacher", "semlat": "semlat.semantic.hubert_teacher:load_semlat_teacher"}
+LOADERS = {"hf": "semlat.semantic.hf_teacher:HFTeacher", "semlat": "semlat.semantic.hubert_teacher:load_semlat_teacher",
+           "ctc": "semlat.evaluation.ctc_teacher:load_ctc_teacher"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class TeacherSpec:
             return text
         scheme, sep, rest = str(text).partition(":")
         if not sep or scheme not in SCHEMES or not rest:
-            raise ConfigError(f"teacher {text!r} must look like hf:/path/to/model[@layer] or semlat:/path[@layer]")
+            raise ConfigError(f"teacher {text!r} must look like hf:/path/to/model[@layer], semlat:/path[@layer] "
+                              "or ctc:/path[@layer]")
         path, _, layer_text = rest.rpartition("@") if "@" in rest else (rest, "", "")
         layers: tuple[int, ...] | str | None = None
         if layer_text == "all":

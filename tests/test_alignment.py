@@ -89,8 +89,12 @@ def test_adaptive_weight_is_the_gradient_norm_ratio():
 
 def test_projector_and_config_errors():
     assert LatentToTeacher(16, 32, hidden=8)(torch.randn(2, 5, 16)).shape == (2, 5, 32)
+    linear = LatentToTeacher(16, 32, hidden=0)  # a linear read-out: the teacher must be linearly in the latent
+    z = torch.randn(2, 5, 16)
+    assert len(linear.net) == 1 and torch.allclose(linear(2 * z) - linear(z), linear(z) - linear(0 * z), atol=1e-5)
     assert not AlignmentConfig().enabled and not AlignmentConfig(teacher="hf:/x", weight=0).enabled
     for override, pattern in [("loss=cos", "loss must be one of"), ("direction=up", "direction must be one of"),
-                              ("weight=-1", "weight must be >= 0"), ("cache=/c", "cache is set but")]:
+                              ("weight=-1", "weight must be >= 0"), ("cache=/c", "cache is set but"),
+                              ("projector_hidden=-1", "projector_hidden must be >= 0")]:
         with pytest.raises(ConfigError, match=pattern):
             build_config(AlignmentConfig, [], [override])

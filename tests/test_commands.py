@@ -209,7 +209,7 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     # the TTS stage (--tts-experiment): the duration-aligned tiny TTS on every latent space and F5's implicit
     # alignment on the mel, judged at every checkpoint
     tts = report["tts"]
-    assert list(tts["final"]) == ["mel", "vanilla", "semantic", "dc_vae", "mel_f5"]
+    assert list(tts["final"]) == ["mel", "vanilla", "semantic", "semantic_ctc", "dc_vae", "mel_f5"]
     assert all(point["step"] == 2 and 0 <= point["per"] and -1 <= point["sim"] <= 1 for point in tts["final"].values())
     assert tts["spaces"]["mel"]["frame_rate"] == pytest.approx(22050 / 256)
     assert "conditioning=durations" in tts["spaces"]["mel"]["overrides"] and tts["spaces"]["mel_f5"]["overrides"] == []

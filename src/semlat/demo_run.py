@@ -68,7 +68,9 @@ EXPECTED_STEPS_PER_SECOND = {"teacher": 1.75, "vanilla": 8.9, "semantic": 8.5, "
 DEFAULT_STEPS = {"teacher": 400, "vanilla": 2500, "semantic": 2500, "dc_vae": 900, "judge": 700}
 #: A stage slower than this share of its expected speed gets a warning.
 SLOW_FRACTION = 0.5
-#: Utterances (a seeded subset of the whole corpus) that eval latents encodes for the probes.
+#: The utterances eval latents encodes for the probes: the test split (held-out sentences; half of it spoken by
+#: the held-out voices, which the phoneme probe on unseen speakers is scored on), at most this many (seeded).
+LATENT_SPLIT = "test"
 LATENT_UTTERANCES = 150
 #: TTS steps per latent space in a default demo (judged once), and in ``--tts-experiment`` (judged every
 #: :data:`EXPERIMENT_EVAL_EVERY` steps).
@@ -194,7 +196,7 @@ def _evaluate(name: str, checkpoint: Path, manifest: Manifest, judge: str, align
     recon = evaluate_reconstruction(checkpoint, manifest_path, folder / "recon", split="test", device="cpu",
                                     progress=progress)
     latents = evaluate_latents(checkpoint, manifest_path, folder / "latents", alignments=alignments, device="cpu",
-                               max_utterances=LATENT_UTTERANCES, progress=progress)
+                               split=LATENT_SPLIT, max_utterances=LATENT_UTTERANCES, progress=progress)
     listing = _speech_listing(recon["utterances"], folder / "recon", manifest, folder / "speech.jsonl")
     speech = evaluate_tts(listing, folder / "speech", asr=judge, speaker="resemblyzer", reference=reference_listing,
                           progress=progress)
@@ -258,11 +260,12 @@ def _teacher_probe(features: Path, manifest: Path, alignments: Path) -> dict[str
     from semlat.evaluation.latent_eval import store_phoneme_probe
 
     try:
-        probe = store_phoneme_probe(features, manifest, alignments, max_utterances=LATENT_UTTERANCES)
+        probe = store_phoneme_probe(features, manifest, alignments, split=LATENT_SPLIT,
+                                    max_utterances=LATENT_UTTERANCES)
     except (DataError, ValueError) as err:
         return {"skipped": str(err)}
-    return {k: probe[k] for k in ("accuracy", "chance", "balanced_chance", "classes", "utterances", "dim",
-                                  "frame_rate")}
+    return {**{k: probe[k] for k in ("accuracy", "chance", "balanced_chance", "classes", "utterances", "dim",
+                                     "frame_rate")}, "unseen_speakers": _unseen(probe.get("unseen_speakers"))}
 
 
 def phonetic_teacher_stage(out: Path, manifest: Manifest, steps: int, progress: bool,
@@ -326,7 +329,8 @@ def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_pat
                steps: int, eval_every: int, nfe_sweep: Sequence[int], experiment: bool, progress: bool,
                log) -> dict[str, Any]:
     """The duration-aligned tiny TTS on the mel that DC-VAE compresses (Griffin-Lim); with ``experiment`` the
-    same TTS on every latent space and F5's implicit alignment on the mel beside it. Returns the last judged
+    same TTS on every latent space (``semantic_ctc`` too when it was trained) and F5's implicit alignment on the
+    mel beside it. Returns the last judged
     point of each arm and the listed samples."""
     from semlat.experiments.tts_convergence import RESULT_NAME, SpaceRun, run_tts_experiment
 
@@ -337,7 +341,11 @@ def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_pat
             "semantic": SpaceRun("semantic", checkpoints["semantic"][1], overrides=durations),
             "dc_vae": SpaceRun("dc_vae", checkpoints["dc_vae"][1], overrides=durations),
             "mel_f5": SpaceRun("mel_f5", mel)}
-    chosen = [arms[name] for name in (TTS_ARMS if experiment else TTS_ARMS[:1])]
+    names = list(TTS_ARMS if experiment else TTS_ARMS[:1])
+    if experiment and "semantic_ctc" in checkpoints:  # --phonetic-teacher: its latents get a TTS too
+        arms["semantic_ctc"] = SpaceRun("semantic_ctc", checkpoints["semantic_ctc"][1], overrides=durations)
+        names.insert(names.index("semantic") + 1, "semantic_ctc")
+    chosen = [arms[name] for name in names]
     result = run_tts_experiment(out / "tts", chosen, manifest_path, asr=judge, steps=steps, eval_every=eval_every,
                                 nfe_sweep=nfe_sweep, progress=progress, log=log)
     final = {}
@@ -617,8 +625,10 @@ def events_section(events: dict[str, Any]) -> list[str]:
 def _teacher_line(probe: dict[str, Any] | None) -> str:
     if not probe or "accuracy" not in probe:
         return "."
+    unseen = probe.get("unseen_speakers")
     return (f"; the phoneme probe on its features ({probe['dim']} × {probe['frame_rate']:g} Hz, the same utterances "
-            f"and probe as the latent spaces'): {_pct(probe['accuracy'])}, chance {_pct(probe['chance'])}.")
+            f"and probe as the latent spaces'): {_pct(probe['accuracy'])}, chance {_pct(probe['chance'])}"
+            + (f"; on unseen speakers {_with_ci(unseen)}." if unseen else "."))
 
 
 def _phonetic_section(phonetic: dict[str, Any]) -> list[str]:

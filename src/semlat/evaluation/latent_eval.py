@@ -273,16 +273,17 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
 
 
 def store_phoneme_probe(store_folder: str | os.PathLike, manifest: str | os.PathLike,
-                        alignments: str | os.PathLike, *, max_utterances: int | None = None) -> dict[str, Any]:
+                        alignments: str | os.PathLike, *, split: str | None = None,
+                        max_utterances: int | None = None) -> dict[str, Any]:
     """The phoneme probe of :func:`evaluate_latents` on the tensors of a store instead of a model's latents: a
     teacher's feature cache (``semlat features extract``) or a latent store, ``[D, T]`` per manifest utterance
-    at the store's frame rate. The same utterance selection (``max_utterances``, seeded), frame labels and
+    at the store's frame rate. The same utterance selection (``split``, ``max_utterances``, seeded), frame labels and
     probe (split by utterance), so a teacher's figure reads beside its students'. Utterances missing from the
     store or the alignments are left out; a DataError when fewer than two remain."""
     from semlat.data.store import TensorStore
 
     store = TensorStore(store_folder)
-    data = Manifest.read(manifest)
+    data = Manifest.read_split(manifest, split)
     aligned = read_alignments(alignments)
     tensors, labels, ids, speakers = [], [], [], []
     for i in _select(data, max_utterances):

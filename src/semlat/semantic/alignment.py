@@ -44,7 +44,8 @@ class AlignmentConfig:
         weight: loss weight (1.0 in the paper).
         loss: ``cosine`` | ``l1`` | ``mse`` | ``vf``.
         direction: ``teacher_to_latent`` (published) | ``latent_to_teacher`` (REPA).
-        projector_hidden: hidden width of the latent-to-teacher MLP.
+        projector_hidden: hidden width of the latent-to-teacher MLP; 0 makes it one linear layer, so that
+            the teacher's features must be linearly readable from the latent (what a linear probe measures).
         vf_margin_cos, vf_margin_dist: VA-VAE's margins m1 and m2.
         vf_adaptive: scale the VF loss by the gradient-norm ratio at the encoder's last layer.
         vf_max_weight: upper clamp of that adaptive ratio.
@@ -72,16 +73,21 @@ class AlignmentConfig:
             raise ConfigError(f"{where}.direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
         if self.weight < 0:
             raise ConfigError(f"{where}.weight must be >= 0, got {self.weight}")
+        if self.projector_hidden < 0:
+            raise ConfigError(f"{where}.projector_hidden must be >= 0 (0: linear), got {self.projector_hidden}")
         if self.cache is not None and self.teacher is None:
             raise ConfigError(f"{where}.cache is set but {where}.teacher is not; name the teacher the cache was "
                               "made with")
 
 
 class LatentToTeacher(nn.Module):
-    """REPA's projector: ``z [B, T, D] -> [B, T, D_t]`` by a 3-layer SiLU MLP."""
+    """REPA's projector: ``z [B, T, D] -> [B, T, D_t]`` by a 3-layer SiLU MLP (``hidden = 0``: one linear layer)."""
 
     def __init__(self, latent_dim: int, teacher_dim: int, hidden: int = 512):
         super().__init__()
+        if hidden == 0:
+            self.net = nn.Sequential(nn.Linear(latent_dim, teacher_dim))
+            return
         self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                                  nn.Linear(hidden, teacher_dim))
 

@@ -241,7 +241,10 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     for a, b in zip(report["models"][:3], second["models"], strict=True):
         assert a["steps"] == b["steps"] == 3
         for key in ("mel_distance", "stoi", "per", "speaker_probe", "fd"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+            if b[key] is None:  # (a probe the 1-utterance test split cannot run)
+                assert a[key] is None, key
+            else:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     assert report["clean_per"] == second["clean_per"]
     assert list(second["tts"]["final"]) == ["mel"]
     # TTS training and seeded generation repeat too

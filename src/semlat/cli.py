@@ -749,7 +749,7 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
 @click.option("--phonetic-teacher", is_flag=True,
               help="Add semantic_ctc: the semantic VAE aligned to a SUPERVISED phonetic teacher (a CTC recognizer "
                    "trained on other voices and sentences than the judge's), and the phoneme probes on unseen "
-                   "speakers against the vanilla VAE (about 12 more minutes on 2 cores).")
+                   "speakers against the vanilla VAE (about 11 more minutes on 2 cores).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
          tts_steps, tts_eval_every, tts_experiment, events, phonetic_teacher, overrides) -> None:

@@ -430,7 +430,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     final TTS checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
     comparison (:func:`events_stage`, about 90 more minutes on 2 cores: MAE 10, vocoder 15, the VAE for their
     time, the comparison 40). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
-    aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 12 more minutes), and the
+    aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 11 more minutes), and the
     comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts

@@ -275,8 +275,6 @@ def phonetic_teacher_stage(out: Path, manifest: Manifest, steps: int, progress: 
     for ``steps`` (the judge's recipe and budget), and its features cached for ``manifest``. Returns the
     teacher spec, the cache folder and the figures for the report. Every part resumes."""
     from semlat.experiments.phonetic_teacher import check_disjoint, make_teacher_corpus
-    from semlat.semantic.feature_cache import FeatureCache, extract_features
-    from semlat.semantic.teachers import TeacherSpec
 
     folder = out / "phonetic_teacher"
     corpus = make_teacher_corpus(folder / "corpus", progress=progress)
@@ -285,21 +283,21 @@ def phonetic_teacher_stage(out: Path, manifest: Manifest, steps: int, progress: 
     checkpoint, _ = _train("judge/default", folder / "run", "phonetic_teacher", steps, None, progress,
                            _fit_batch("judge/default", own), speed, corpus)
     spec = f"ctc:{checkpoint}"
-    features = folder / "features"
-    if (features / "index.json").is_file() and FeatureCache(features).teacher != TeacherSpec.parse(spec):
-        shutil.rmtree(features)  # made by an earlier checkpoint: extract again
-    if not (features / "index.json").is_file():
-        extract_features(spec, manifest.root / "manifest.jsonl", features, progress=progress)
+    features = teacher_features(spec, manifest.root / "manifest.jsonl", folder / "features", progress)
     return spec, features, {"teacher": spec, "steps": steps, "corpus": str(corpus), **disjoint}
 
 
-def _phonetic_comparison(out: Path, models: list[dict[str, Any]]) -> dict[str, Any]:
-    from semlat.experiments.phonetic_teacher import phonetic_comparison
+def teacher_features(spec: str, manifest_path: Path, folder: Path, progress: bool) -> Path:
+    """The feature cache of teacher ``spec`` for the manifest in ``folder``: reused when it was made by this
+    teacher, extracted again when by another (an earlier checkpoint), extracted when absent."""
+    from semlat.semantic.feature_cache import FeatureCache, extract_features
+    from semlat.semantic.teachers import TeacherSpec
 
-    names = [m["name"] for m in models if m["name"] in ("vanilla", "semantic", "semantic_ctc")]
-    latents = {n: json.loads((out / "eval" / n / "latents" / "report.json").read_text(encoding="utf-8"))
-               for n in names}
-    return phonetic_comparison(latents, {m["name"]: m["mel_distance"] for m in models})
+    if (folder / "index.json").is_file() and FeatureCache(folder).teacher != TeacherSpec.parse(spec):
+        shutil.rmtree(folder)
+    if not (folder / "index.json").is_file():
+        extract_features(spec, manifest_path, folder, progress=progress)
+    return folder
 
 
 def mel_space(out: Path, dc_vae: Path) -> Path:
@@ -434,8 +432,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
-    from semlat.semantic.feature_cache import FeatureCache, extract_features
-    from semlat.semantic.teachers import TeacherSpec
+    from semlat.semantic.feature_cache import FeatureCache
 
     out = Path(out)
     started = time.monotonic()
@@ -448,11 +445,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     teacher_checkpoint, _ = _train("teacher/default", out / "teacher", "teacher", teacher_steps, teacher_minutes,
                                    progress, _fit_batch("teacher/default", manifest), speed, manifest_path)
     teacher = f"semlat:{teacher_checkpoint}"
-    features_dir = out / "features"
-    if (features_dir / "index.json").is_file() and FeatureCache(features_dir).teacher != TeacherSpec.parse(teacher):
-        shutil.rmtree(features_dir)  # made by an earlier teacher checkpoint: extract again
-    if not (features_dir / "index.json").is_file():
-        extract_features(teacher, manifest_path, features_dir, progress=progress)
+    features_dir = teacher_features(teacher, manifest_path, out / "features", progress)
     cache = FeatureCache(features_dir)
 
     checkpoints: dict[str, tuple[str, Path]] = {}
@@ -487,11 +480,13 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     train_speakers = {u.speaker for u in manifest.split("train")}
 
     models: list[dict[str, Any]] = []
+    latent_reports: dict[str, dict[str, Any]] = {}
     for name, (config_name, checkpoint) in checkpoints.items():
         codec = load(checkpoint, device="cpu")
         evaluation = _evaluate(name, checkpoint, manifest, judge, alignments, out / "eval" / name, reference_listing,
                                progress)
         recon, latents, speech = evaluation["recon"], evaluation["latents"], evaluation["speech"]
+        latent_reports[name] = latents
         state = json.loads((checkpoint / "config.json").read_text())
         models.append({
             "name": name, "recipe": config_name, "model": str(checkpoint), "steps": state["training"]["step"],
@@ -509,8 +504,12 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
             "tensorboard": str(out / "runs" / name / "tensorboard"),
         })
     if phonetic is not None:
+        from semlat.experiments.phonetic_teacher import phonetic_comparison
+
         phonetic["teacher_probe"] = _teacher_probe(out / "phonetic_teacher" / "features", manifest_path, alignments)
-        phonetic["comparison"] = _phonetic_comparison(out, models)
+        phonetic["comparison"] = phonetic_comparison(
+            {n: latent_reports[n] for n in ("vanilla", "semantic", "semantic_ctc")},
+            {m["name"]: m["mel_distance"] for m in models})
     tts = None
     if tts_steps > 0:
         tts = _tts_stage(out, checkpoints, manifest_path, judge, alignments, tts_steps, tts_eval_every or tts_steps,

@@ -26,14 +26,12 @@ class CTCTeacher(Teacher):
     def __init__(self, spec: TeacherSpec, judge: CTCJudge):
         super().__init__()
         depth = judge.model.config.layers
-        if spec.layers == "all":
-            self.layers: tuple[int, ...] | None = tuple(range(depth + 1))
-        else:
-            self.layers = spec.layers
-        if self.layers is not None and not all(-depth - 1 <= k <= depth for k in self.layers):
-            raise ConfigError(f"teacher {spec}: the recognizer has layers 0..{depth}")
-        if self.layers is not None:
-            self.layers = tuple(k % (depth + 1) for k in self.layers)
+        layers = tuple(range(depth + 1)) if spec.layers == "all" else spec.layers
+        if layers is not None:
+            if not all(-depth - 1 <= k <= depth for k in layers):
+                raise ConfigError(f"teacher {spec}: the recognizer has layers 0..{depth}")
+            layers = tuple(k % (depth + 1) for k in layers)
+        self.layers = layers
         self.spec = spec
         self.label = f"{judge.label}, supervised phonetic teacher"
         self.model = judge.model

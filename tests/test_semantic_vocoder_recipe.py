@@ -34,7 +34,8 @@ def test_vocoder_trains_validates_and_exports_a_latent_space(event_corpus, tiny_
     run = train_recorded(recipe_cls, config)
     assert len(run.losses) == 3 and all(torch.isfinite(torch.tensor(s["loss"])) for s in run.losses)
     valid = run.validations[0]
-    assert {"loss", "mel_distance@1", "mel_distance@2"} <= set(valid)
+    assert {"loss", "mel_distance@1", "mel_distance@2", "level_gap_db@1", "level_gap_db@2"} <= set(valid)
+    assert -120 < valid["level_gap_db@2"] < 120 and valid["level_gap_db@2"] != 0
     assert valid["mel_distance@1"] != valid["mel_distance@2"]  # the steps change the audio
     folder = latest_checkpoint(tmp_path / "run")
     _, meta = read_model_folder(folder)
@@ -62,6 +63,34 @@ def test_vocoder_resumes_exactly(event_corpus, tiny_dasheng, tmp_path):
     _, rest = _vocoder(event_corpus, tiny_dasheng, tmp_path / "b", "train.max_steps=4", "train.valid_every=100")
     second = train_recorded(recipe_cls, rest, resume=True)
     assert straight.losses == first.losses + second.losses
+    for key, value in straight.weights.items():
+        assert torch.equal(value, second.weights[key]), key
+
+
+def test_vocoder_noise_augmentation(event_corpus, tiny_dasheng, tmp_path):
+    """``latent_noise``: per-item noise scaled by each channel's spread; off at 0; training resumes exactly."""
+    recipe_cls, config = _vocoder(event_corpus, tiny_dasheng, tmp_path / "n", "latent_noise=0.5")
+    recipe = Trainer(config, recipe_cls).recipe
+    torch.manual_seed(0)
+    latents = torch.randn(64, 32, 25) * torch.linspace(0.1, 10, 32)[None, :, None] + 3.0
+    noisy = recipe.augment(latents)
+    added = (noisy - latents).transpose(0, 1).reshape(32, -1).std(dim=1)  # per channel
+    spread = latents.transpose(0, 1).reshape(32, -1).std(dim=1)
+    ratio = added / spread  # E|N(0, 0.5²)|² = 0.25: the added noise is half each channel's spread (rms)
+    assert bool(((ratio > 0.35) & (ratio < 0.65)).all()), ratio
+    per_item = (noisy - latents).std(dim=(1, 2)) / spread.mean()
+    assert float(per_item.max() / per_item.min()) > 3  # sigma is drawn per item
+    recipe.config.latent_noise = 0.0
+    assert torch.equal(recipe.augment(latents), latents)
+    with pytest.raises(ConfigError, match="latent_noise"):
+        _vocoder(event_corpus, tiny_dasheng, tmp_path / "m", "latent_noise=-1")
+    # exact resumption with the noise on
+    extra = ("latent_noise=0.3", "train.valid_every=100")
+    straight = train_recorded(recipe_cls, _vocoder(event_corpus, tiny_dasheng, tmp_path / "a", "train.max_steps=4",
+                                                   *extra)[1])
+    train_recorded(recipe_cls, _vocoder(event_corpus, tiny_dasheng, tmp_path / "b", "train.max_steps=2", *extra)[1])
+    second = train_recorded(recipe_cls, _vocoder(event_corpus, tiny_dasheng, tmp_path / "b", "train.max_steps=4",
+                                                 *extra)[1], resume=True)
     for key, value in straight.weights.items():
         assert torch.equal(value, second.weights[key]), key
 

@@ -97,6 +97,38 @@ def test_guidance_combines_conditional_and_zero_context_velocities():
         model.generate(hidden, mask, 51)
 
 
+def test_data_prediction_turns_the_backbones_output_into_a_velocity():
+    model = _tiny_model(prediction="data", t_floor=0.1)
+    x, context, mask = torch.randn(2, 16, 10), model.context(torch.randn(2, 3, 8)), torch.ones(2, 3, dtype=torch.bool)
+    t = torch.tensor([0.25, 0.97])
+    out = model.backbone(x, 1000.0 * (1.0 - t), context, mask)
+    expected = (out - x) / torch.tensor([0.75, 0.1])[:, None, None]  # 1 - t, floored at t_floor
+    assert torch.allclose(model.velocity(x, t, context, mask), expected, atol=1e-6)
+    # the loss stays the velocity's error: zero when the backbone returns the clean latents
+    latents = torch.randn(2, 16, 10)
+    draws = {"x0": torch.randn(2, 16, 10), "t": torch.tensor([0.3, 0.6]), "drop": torch.tensor([False, False])}
+    model.backbone.forward = lambda *args, **kwargs: latents
+    assert float(model.loss(latents, torch.tensor([10, 10]), torch.randn(2, 3, 8), mask, draws=draws)) < 1e-10
+
+
+def test_time_shift_moves_times_toward_noise_and_follows_the_latent_size():
+    from semlat.generation.tta import shift_times
+
+    t = torch.linspace(0, 1, 11)
+    assert torch.equal(shift_times(t, 1.0), t)
+    shifted = shift_times(t, 3.0)
+    assert shifted[0] == 0 and abs(float(shifted[-1]) - 1) < 1e-6 and bool((shifted[1:-1] < t[1:-1]).all())
+    assert bool((shifted.diff() > 0).all())  # still a grid from noise to data
+    assert abs(float(shift_times(torch.tensor([0.5]), 3.0)) - 0.25) < 1e-6  # sigma 0.5 -> 0.75
+    config = TTAConfig(backbone=UDiTConfig(in_chans=16), max_seconds=2.0, frame_rate=25.0,
+                       flow=TTAFlow(shift=2.0, shift_base=200.0))
+    assert abs(config.time_shift - (16 * 50 / 200) ** 0.5) < 1e-9  # the size's shift wins over shift
+    assert TTAConfig(flow=TTAFlow(shift=2.0)).time_shift == 2.0
+    for bad in ({"prediction": "noise"}, {"shift": 0.0}, {"t_floor": 1.0}, {"shift_base": -1.0}):
+        with pytest.raises(ConfigError):
+            TTAFlow(**bad).validate()
+
+
 # ------------------------------------------------------------------ the recipe on a real store
 def _config(root, run_dir, *extra):
     return load_recipe(builtin_config("tta/tiny"), [
@@ -220,6 +252,7 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
                                   {"semantic": event_store / "space", "vae": model_dir},
                                   text_encoder=event_store / "t5", tta_config="tta/tiny", tta_steps=2,
                                   tta_overrides=["train.valid_every=100"], steps=(1, 2), tta_sampling_steps=2,
+                                  arm_overrides={"semantic": ["flow.prediction=data", "flow.shift_base=64"]},
                                   max_clips=3, progress=False)
     assert set(report["arms"]) == {"semantic", "vae"} and report["heldout_clips"] == 3
     judge = report["judge"]
@@ -231,6 +264,21 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
             assert arm[part]["clips"] == 3 and 0 <= arm[part]["judge_accuracy"] <= 1 and arm[part]["fd"] >= 0
         assert arm["reconstruction"]["mel_distance"] > 0
         assert 0 <= arm["tta"]["latent_probe_accuracy"] <= 1
+        for part in ("reconstruction", "tta"):  # per-clip results, their interval, loudness
+            low, high = arm[part]["judge_accuracy_ci95"]
+            assert len(arm[part]["correct"]) == 3 and low <= arm[part]["judge_accuracy"] <= high
+            assert -120 <= arm[part]["median_rms_dbfs"] <= 0
+        assert len(probe["correct"]) == 3 and len(arm["tta"]["latent_probe_correct"]) == 3
+        assert arm["tta"]["within_clip_std"] > 0 and arm["tta"]["real_within_clip_std"] > 0
+    assert report["arms"]["semantic"]["tta_overrides"] == ["flow.prediction=data", "flow.shift_base=64"]
+    # each run's resolved config holds its arm's options
+    assert "prediction: data" in (tmp_path / "cmp" / "semantic" / "tta" / "config.yaml").read_text()
+    assert "prediction: velocity" in (tmp_path / "cmp" / "vae" / "tta" / "config.yaml").read_text()
+    assert -60 < report["real"]["median_rms_dbfs"] < 0
+    difference = report["differences"]["semantic - vae"]
+    assert set(difference) == {"event probe", "recon judge acc", "TTA judge acc", "TTA latent probe acc"}
+    for value, low, high in difference.values():
+        assert -1 <= low <= value <= high <= 1
     semantic = report["arms"]["semantic"]
     table = [(r["schedule"], r["steps"]) for r in semantic["steps_table"]]
     assert table == [("uniform", 1), ("uniform", 2), ("sine", 2)] and semantic["chosen"]["steps"] in (1, 2)
@@ -238,6 +286,7 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
     assert len(list((tmp_path / "cmp" / "vae" / "generated").glob("*.wav"))) == 3
     text = (tmp_path / "cmp" / "event_comparison.md").read_text()
     assert "| semantic |" in text and "Vocoder steps vs quality (semantic" in text
+    assert "Paired differences (semantic - vae" in text and "flow.prediction=data" in text
     rows = [{"steps": 1, "mel_distance": 2.0}, {"steps": 4, "mel_distance": 1.04}, {"steps": 8, "mel_distance": 1.0},
             {"steps": 2, "schedule": "sine", "mel_distance": 1.2}]
     assert choose_steps(rows) == {"steps": 4, "schedule": "uniform"}
@@ -258,6 +307,8 @@ def test_demo_event_stage_with_tiny_budgets(tmp_path):
                           progress=False, table_steps=(1,))
     assert set(result["arms"]) == {"semantic", "vae"}
     assert result["arms"]["semantic"]["model_type"] == "semantic_vocoder"
+    assert result["arms"]["semantic"]["tta_overrides"] == ["flow.prediction=data", "flow.shift_base=4096"]
+    assert result["arms"]["vae"]["tta_overrides"] == []
     assert result["training_minutes"]["vae_steps"] >= 1
     assert (tmp_path / "offline_t5" / "SEMLAT_OFFLINE_T5.txt").is_file()
     text = "\n".join(events_section(result))

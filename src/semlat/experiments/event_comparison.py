@@ -20,6 +20,14 @@ and for each:
   held-out clips, and the fewest steps within 5 % (relative) of the best mel distance, on the better grid at
   that count (``chosen``), used for the rest of that arm's decoding.
 
+Every accuracy comes with its percentile-bootstrap 95 % interval over the held-out clips and keeps its per-clip
+results, from which ``differences`` gives the first arm's paired differences to each other arm (the same
+resampled clips on both sides). Each set of clips also reports its median RMS level (dBFS; the real held-out
+clips' is ``real.median_rms_dbfs``), and the generated latents their **within-clip std** (each channel's
+standard deviation over a clip's frames in the TTA model's normalised units, beside the real held-out latents'):
+a generator that leaves noise in its samples scores far above the real latents. ``arm_overrides`` gives an arm
+its own text-to-audio options (``flow.prediction=data`` for wide latents, say) after the shared ones.
+
 Output (``out/``): ``<arm>/latents`` (train store), ``<arm>/tta`` (training run), ``<arm>/generated/*.wav``,
 ``event_comparison.json`` / ``.md``. Stages resume where their outputs exist.
 """
@@ -46,6 +54,7 @@ from semlat.evaluation import metrics as M
 from semlat.evaluation.event_judge import SAMPLE_RATE, EventJudge, accuracy, labelled_clips
 from semlat.evaluation.frechet import frechet_distance_of
 from semlat.evaluation.latent_probes import linear_probe, mean_pool
+from semlat.evaluation.recon_eval import bootstrap_interval
 from semlat.generation.captioned import decode_latents, generate_latents, load_tta
 from semlat.inference import LoadedSpace, encode_to_store, load
 from semlat.training.run import train_recipe
@@ -65,12 +74,36 @@ def _to_16k(audio: torch.Tensor, rate: int) -> np.ndarray:
     return signal[0].numpy()
 
 
+def rms_dbfs(clip: np.ndarray) -> float:
+    """A clip's RMS level in dB relative to full scale (floored at -120 dB)."""
+    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(clip, dtype=np.float64)))), 1e-6)))
+
+
+def accuracy_ci(correct: Sequence[bool]) -> list[float]:
+    """The percentile-bootstrap 95 % interval of an accuracy over its clips (seeded)."""
+    x = np.asarray(correct, dtype=np.float64)
+    return list(bootstrap_interval(len(x), lambda picks: x[picks].mean(axis=1))) if len(x) > 1 else [math.nan] * 2
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool]) -> list[float]:
+    """``[difference, low, high]``: ``mean(a) - mean(b)`` over the same clips and its paired bootstrap 95 %
+    interval (the same resampled clips on both sides)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(x) != len(y) or len(x) < 2:
+        return [math.nan] * 3
+    return [float(x.mean() - y.mean()), *bootstrap_interval(len(x), lambda picks: x[picks].mean(1) - y[picks].mean(1))]
+
+
 def _score_set(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray] | None, labels: Sequence[str],
                judge: EventJudge, real: np.ndarray) -> dict[str, Any]:
-    """Judge accuracy and FD of a set of 16 kHz clips; mel distance / PESQ / STOI against ``inputs``."""
+    """Judge accuracy (with its interval and the per-clip ``correct`` list), FD and median RMS level of a set of
+    16 kHz clips; mel distance / PESQ / STOI against ``inputs``."""
     predicted, scores = judge.judge(outputs)
+    correct = [p == t for p, t in zip(predicted, labels, strict=True)]
     result: dict[str, Any] = {"clips": len(outputs), "judge_accuracy": accuracy(predicted, labels),
-                              "fd": frechet_distance_of(scores, real)}
+                              "judge_accuracy_ci95": accuracy_ci(correct), "correct": correct,
+                              "fd": frechet_distance_of(scores, real),
+                              "median_rms_dbfs": float(np.median([rms_dbfs(o) for o in outputs]))}
     if inputs is not None:
         for name, fn in (("mel_distance", M.mel_distance), ("pesq", M.pesq_wb), ("stoi", M.stoi)):
             values = [float(fn(o[: len(i)], i[: len(o)], SAMPLE_RATE)) for o, i in zip(outputs, inputs)]
@@ -102,7 +135,8 @@ def event_probe(space: LoadedSpace, manifest_path: Path, heldout: Sequence[torch
                 heldout_labels: Sequence[str], generated: Sequence[np.ndarray] = (),
                 generated_labels: Sequence[str] = ()) -> dict[str, Any]:
     """Mean-pooled latents -> label: trained on the train split's clips, scored on the ``heldout`` latents
-    ``[1, D, T]``; with ``generated`` latents ``[D, T]`` also their accuracy against ``generated_labels``."""
+    ``[1, D, T]`` (``correct``: per clip, and the accuracy's interval); with ``generated`` latents ``[D, T]``
+    also their accuracy against ``generated_labels`` (``generated_correct``: per clip)."""
     manifest = Manifest.read(manifest_path, split="train")
     latents, labels = [], []
     for i, u in enumerate(manifest):
@@ -112,13 +146,27 @@ def event_probe(space: LoadedSpace, manifest_path: Path, heldout: Sequence[torch
             labels.append(u.label)
     test = np.arange(len(latents) + len(heldout)) >= len(latents)
     latents += [z[0].numpy() for z in heldout]
-    probe = linear_probe(mean_pool(latents), labels + list(heldout_labels), test_mask=test,
-                         classify=mean_pool(generated) if len(generated) else None)
+    pooled = mean_pool(latents)
+    extra = [pooled[test]] + ([mean_pool(generated)] if len(generated) else [])
+    probe = linear_probe(pooled, labels + list(heldout_labels), test_mask=test, classify=np.concatenate(extra))
     result = {k: probe[k] for k in ("accuracy", "balanced_accuracy", "chance", "balanced_chance", "n_train",
                                     "n_test", "classes")}
+    classified = list(probe["classified"])
+    result["correct"] = [p == t for p, t in zip(classified[: len(heldout)], heldout_labels, strict=True)]
+    result["accuracy_ci95"] = accuracy_ci(result["correct"])
     if len(generated):
-        result["generated_accuracy"] = float(np.mean([p == t for p, t in zip(probe["classified"], generated_labels)]))
+        result["generated_correct"] = [p == t for p, t in zip(classified[len(heldout):], generated_labels, strict=True)]
+        result["generated_accuracy"] = float(np.mean(result["generated_correct"]))
     return result
+
+
+def within_clip_std(latents: Sequence[torch.Tensor], mean: torch.Tensor, std: torch.Tensor) -> float:
+    """The mean over clips and channels of each channel's standard deviation over a clip's frames, in units of
+    the per-channel statistics ``mean``/``std [D]`` a text-to-audio model normalises with: how much a latent
+    sequence moves within a clip (a generator that leaves noise in its samples scores far above real latents)."""
+    values = [((z.reshape(z.shape[-2], -1).float() - mean[:, None]) / std[:, None]).std(dim=1).mean()
+              for z in latents if z.shape[-1] > 1]
+    return float(torch.stack(values).mean()) if values else math.nan
 
 
 def steps_table(space: LoadedSpace, latents: Sequence[torch.Tensor], clips: Sequence[np.ndarray],
@@ -150,9 +198,12 @@ def choose_steps(rows: Sequence[dict[str, Any]], tolerance: float = STEPS_TOLERA
 
 def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLike, arms: dict[str, str | Path], *,
                          text_encoder: str | os.PathLike, tta_config: str = "tta/small", tta_steps: int = 3000,
-                         tta_overrides: Sequence[str] = (), steps: Sequence[int] = STEPS, tta_sampling_steps: int = 32,
-                         max_clips: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the comparison (module docstring) over ``arms`` (name -> latent space folder)."""
+                         tta_overrides: Sequence[str] = (), arm_overrides: dict[str, Sequence[str]] | None = None,
+                         steps: Sequence[int] = STEPS, tta_sampling_steps: int = 32, max_clips: int | None = None,
+                         progress: bool = True) -> dict[str, Any]:
+    """Run the comparison (module docstring) over ``arms`` (name -> latent space folder); ``tta_overrides`` go
+    to every arm's text-to-audio training, ``arm_overrides[name]`` to that arm's after them."""
+    arm_overrides = {name: list(v) for name, v in (arm_overrides or {}).items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = Path(manifest_path).resolve()
@@ -167,6 +218,7 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         "manifest": str(manifest_path), "judge": {"label": judge.label, "train_accuracy": judge.train_accuracy,
                                                   "real_heldout_accuracy": accuracy(predicted, labels),
                                                   "chance": 1.0 / len(judge.classes), "classes": len(judge.classes)},
+        "real": {"median_rms_dbfs": float(np.median([rms_dbfs(c) for c in clips]))},
         "heldout_clips": len(clips), "tta": {"config": tta_config, "steps": tta_steps, "sampling_steps": tta_sampling_steps,
                                           "text_encoder": str(text_encoder), "overrides": list(tta_overrides)},
         "arms": {}}
@@ -189,8 +241,9 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
                                                         f"text_encoder={text_encoder}", f"model.in_chans={space.latent_dim}",
                                                         f"train.max_steps={tta_steps}",
                                                         f"train.progress={'true' if progress else 'false'}",
-                                                        *tta_overrides])
+                                                        *tta_overrides, *arm_overrides.get(name, ())])
         arm["tta_train_seconds"] = round(trainer.train_seconds, 1)
+        arm["tta_overrides"] = arm_overrides.get(name, [])
         tta = load_tta(checkpoint, "cpu")
         generated, generated_latents = [], []
         gen_dir = arm_dir / "generated"
@@ -205,10 +258,34 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         arm["tta"] = _score_set(generated, None, labels, judge, real)
         arm["probe"] = event_probe(space, manifest_path, latents, labels, generated_latents, labels)
         arm["tta"]["latent_probe_accuracy"] = arm["probe"].pop("generated_accuracy")
+        arm["tta"]["latent_probe_correct"] = arm["probe"].pop("generated_correct")
+        stats = (tta.model.latent_mean.cpu(), tta.model.latent_std.cpu())
+        arm["tta"]["within_clip_std"] = within_clip_std([torch.as_tensor(z) for z in generated_latents], *stats)
+        arm["tta"]["real_within_clip_std"] = within_clip_std([z[0] for z in latents], *stats)
         report["arms"][name] = arm
         atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(report, indent=2) + "\n")
+    report["differences"] = differences(report)
+    atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / f"{RESULT_NAME}.md", render(report))
     return report
+
+
+#: The per-clip results compared between arms: (name, where in an arm, the per-clip list).
+DIFFERENCES = (("event probe", "probe", "correct"), ("recon judge acc", "reconstruction", "correct"),
+               ("TTA judge acc", "tta", "correct"), ("TTA latent probe acc", "tta", "latent_probe_correct"))
+
+
+def differences(report: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """For the first arm against each other arm, ``{"<first> - <other>": {measure: [difference, low, high]}}``
+    (paired over the same held-out clips)."""
+    names = list(report["arms"])
+    out: dict[str, dict[str, list[float]]] = {}
+    for other in names[1:]:
+        a, b = report["arms"][names[0]], report["arms"][other]
+        out[f"{names[0]} - {other}"] = {label: paired_difference(a[part][key], b[part][key])
+                                        for label, part, key in DIFFERENCES
+                                        if key in a.get(part, {}) and key in b.get(part, {})}
+    return out
 
 
 def _f(value: Any, digits: int = 3, percent: bool = False) -> str:
@@ -217,20 +294,44 @@ def _f(value: Any, digits: int = 3, percent: bool = False) -> str:
     return f"{100 * value:.1f} %" if percent else f"{value:.{digits}f}"
 
 
+def _ci(value: Any, interval: Any) -> str:
+    """``12.0 % [5.4, 19.6]`` (an accuracy and its interval, in percent)."""
+    if not interval or any(v is None or not math.isfinite(v) for v in interval):
+        return _f(value, percent=True)
+    return f"{_f(value, percent=True)} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
 def render(report: dict[str, Any]) -> str:
     """The comparison as markdown tables."""
     judge = report["judge"]
+    real = report.get("real", {})
     lines = [f"Judge: {judge['label']}; accuracy on the real held-out clips {_f(judge['real_heldout_accuracy'], percent=True)}"
              f" ({judge['classes']} classes, chance {_f(judge['chance'], percent=True)}); "
-             f"{report['heldout_clips']} held-out clips (valid + test).", "",
+             f"{report['heldout_clips']} held-out clips (valid + test); 95 % intervals by bootstrap over the clips. "
+             f"Real held-out clips: median RMS {_f(real.get('median_rms_dbfs'), 1)} dBFS.", "",
              "| space | latent | event probe (chance) | recon mel dist | PESQ | STOI | recon judge acc | recon FD | "
-             "TTA judge acc | TTA FD | TTA latent probe acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "recon RMS dBFS |", "|---|---|---|---|---|---|---|---|---|"]
     for name, arm in report["arms"].items():
-        p, r, t = arm["probe"], arm["reconstruction"], arm["tta"]
-        lines.append(f"| {name} | {arm['latent']} | {_f(p['accuracy'], percent=True)} ({_f(p['chance'], percent=True)}) "
-                     f"| {_f(r['mel_distance'])} | {_f(r['pesq'], 2)} | {_f(r['stoi'])} | "
-                     f"{_f(r['judge_accuracy'], percent=True)} | {_f(r['fd'], 1)} | {_f(t['judge_accuracy'], percent=True)} "
-                     f"| {_f(t['fd'], 1)} | {_f(t.get('latent_probe_accuracy'), percent=True)} |")
+        p, r = arm["probe"], arm["reconstruction"]
+        lines.append(f"| {name} | {arm['latent']} | {_ci(p['accuracy'], p.get('accuracy_ci95'))} "
+                     f"({_f(p['chance'], percent=True)}) | {_f(r['mel_distance'])} | {_f(r['pesq'], 2)} | "
+                     f"{_f(r['stoi'])} | {_ci(r['judge_accuracy'], r.get('judge_accuracy_ci95'))} | {_f(r['fd'], 1)} | "
+                     f"{_f(r.get('median_rms_dbfs'), 1)} |")
+    lines += ["", "| space | TTA options | TTA judge acc | TTA FD | TTA RMS dBFS | TTA latent probe acc | "
+                  "within-clip std (real) | TTA train s |", "|---|---|---|---|---|---|---|---|"]
+    for name, arm in report["arms"].items():
+        t = arm["tta"]
+        probe_correct = t.get("latent_probe_correct")
+        lines.append(f"| {name} | {' '.join(arm.get('tta_overrides') or []) or 'defaults'} | "
+                     f"{_ci(t['judge_accuracy'], t.get('judge_accuracy_ci95'))} | {_f(t['fd'], 1)} | "
+                     f"{_f(t.get('median_rms_dbfs'), 1)} | "
+                     f"{_ci(t.get('latent_probe_accuracy'), accuracy_ci(probe_correct) if probe_correct else None)} | "
+                     f"{_f(t.get('within_clip_std'), 3)} ({_f(t.get('real_within_clip_std'), 3)}) | "
+                     f"{_f(arm.get('tta_train_seconds'), 0)} |")
+    for pair, values in report.get("differences", {}).items():
+        lines += ["", f"Paired differences ({pair}, percentage points, 95 % interval):", ""]
+        lines += [f"- {label}: {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, {100 * v[2]:+.1f}]"
+                  if all(math.isfinite(x) for x in v) else f"- {label}: -" for label, v in values.items()]
     for name, arm in report["arms"].items():
         if "steps_table" not in arm:
             continue

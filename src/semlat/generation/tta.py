@@ -12,16 +12,31 @@ on normalised channel-major latents ``[B, C, T]``. The backbone runs in the rele
 (:meth:`TTAModel.velocity`: timestep ``1000 (1 - t)``, output ``x0 - x1``).
 
 **Training** (:meth:`TTAModel.loss`): ``t = sigmoid(N(mean, std))`` (logit-normal), the caption's context
-replaced by zeros with probability ``caption_drop`` per item, mean squared error over each item's valid frames.
+replaced by zeros with probability ``caption_drop`` per item, mean squared error of the velocity over each
+item's valid frames.
 
 **Sampling** (:meth:`TTAModel.generate`): Euler over ``t_k = k / N`` bent by sway sampling (``s = -1``), and
 classifier-free guidance ``v = u + w (c - u)`` (``w = 3.5``) where the unconditional context is all zeros
 **after** the projection with the same mask, as the reference.
+
+**Options for wide latents** (``flow.*``; the defaults are the release's): high-dimensional latents such as a
+semantic encoder's 256-768 channels are what diffusion in representation-encoder latents (RAE, 2025; JiT, 2025)
+found hard for a narrow network, and these are the two remedies they name besides width:
+
+* ``prediction: data``: the backbone's output is read as the clean latents ``x̂1`` (not ``x0 - x1``); the
+  velocity is ``(x̂1 - x_t) / max(1 - t, t_floor)`` and the loss stays the velocity's MSE (JiT's x-prediction
+  with a v-loss). Clean latents lie near a low-dimensional set that a network narrower than the latent can
+  still produce; noise-like velocities of the full width it cannot.
+* ``shift`` (``α``): times moved toward the noise end, ``σ' = α σ / (1 + (α - 1) σ)`` with ``σ = 1 - t``, for the
+  training draws and the sampling grid alike (SD3's / RAE's shift; after sway). ``shift_base > 0`` sets
+  ``α = sqrt(C · frames / shift_base)`` from the latent's size (``C`` channels, ``frames`` of the window; RAE's
+  dimension-dependent shift with base 4096): more values per clip need more time at high noise.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +60,32 @@ class TTAFlow:
     steps: int = 32
     cfg: float = 3.5
     sway_coef: float = -1.0
+    prediction: str = "velocity"  # or "data" (module docstring)
+    t_floor: float = 0.05
+    shift: float = 1.0
+    shift_base: float = 0.0  # > 0: shift = sqrt(channels · window frames / shift_base)
 
     def validate(self, where: str = "tta flow") -> None:
         if not 0.0 <= self.caption_drop < 1.0:
             raise ConfigError(f"{where}.caption_drop must be in [0, 1), got {self.caption_drop}")
         if self.steps < 1 or self.logit_std <= 0:
             raise ConfigError(f"{where}.steps and logit_std must be positive")
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"{where}.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if not 0.0 < self.t_floor < 1.0 or self.shift <= 0 or self.shift_base < 0:
+            raise ConfigError(f"{where}: t_floor must be in (0, 1), shift positive and shift_base >= 0")
+
+
+PREDICTIONS = ("velocity", "data")
+
+
+def shift_times(t: Tensor, alpha: float) -> Tensor:
+    """Times ``t`` (0 noise, 1 data) moved toward the noise end by ``alpha``: ``σ' = α σ / (1 + (α - 1) σ)``,
+    ``σ = 1 - t`` (``alpha = 1``: unchanged; ends stay fixed)."""
+    if alpha == 1.0:
+        return t
+    sigma = 1.0 - t
+    return 1.0 - alpha * sigma / (1.0 + (alpha - 1.0) * sigma)
 
 
 @dataclass
@@ -83,6 +118,13 @@ class TTAConfig:
     @property
     def latent_dim(self) -> int:
         return self.backbone.in_chans
+
+    @property
+    def time_shift(self) -> float:
+        """The shift ``α`` in use: ``flow.shift``, or from the latent's size when ``flow.shift_base > 0``."""
+        if self.flow.shift_base > 0:
+            return math.sqrt(self.latent_dim * self.max_frames / self.flow.shift_base)
+        return self.flow.shift
 
 
 class TTAModel(nn.Module):
@@ -121,8 +163,11 @@ class TTAModel(nn.Module):
     def velocity(self, x: Tensor, t: Tensor, context: Tensor, text_mask: Tensor | None,
                  mask: Tensor | None = None) -> Tensor:
         """semlat's velocity ``x1 - x0`` at ``t [B]`` from the backbone (which takes ``1000 σ``, ``σ = 1 - t``,
-        and predicts ``ε - z``)."""
-        return -self.backbone(x, 1000.0 * (1.0 - t), context, text_mask, mask)
+        and predicts ``ε - z``; with ``prediction: data`` the clean latents, turned into a velocity)."""
+        out = self.backbone(x, 1000.0 * (1.0 - t), context, text_mask, mask)
+        if self.config.flow.prediction == "data":
+            return (out - x) / (1.0 - t).clamp(min=self.config.flow.t_floor)[:, None, None]
+        return -out
 
     def forward(self, latents: Tensor, lengths: Tensor, hidden: Tensor, text_mask: Tensor,
                 draws: dict[str, Tensor] | None = None) -> Tensor:
@@ -133,7 +178,8 @@ class TTAModel(nn.Module):
         b = latents.shape[0]
         if draws is None:
             draws = {"x0": torch.randn_like(latents),
-                     "t": torch.sigmoid(torch.randn(b, device=latents.device) * c.logit_std + c.logit_mean),
+                     "t": shift_times(torch.sigmoid(torch.randn(b, device=latents.device) * c.logit_std
+                                                    + c.logit_mean), self.config.time_shift),
                      "drop": torch.rand(b, device=latents.device) < c.caption_drop}
         x0, t, drop = draws["x0"], draws["t"], draws["drop"]
         context = self.context(hidden) * (~drop).to(hidden.dtype)[:, None, None]
@@ -166,7 +212,7 @@ class TTAModel(nn.Module):
         if guided:
             context = torch.cat([context, torch.zeros_like(context)])
             text_mask = torch.cat([text_mask, text_mask])
-        times = time_grid(steps, sway_coef, epss=False, device=x.device)
+        times = shift_times(time_grid(steps, sway_coef, epss=False, device=x.device), c.time_shift)
         for k in range(steps):
             t = times[k]
             if guided:

@@ -48,6 +48,7 @@ import torch
 from semlat.audio.io import load_audio
 from semlat.audio.processing import resample
 from semlat.chunking import chunk_seed
+from semlat.data.datasets import rms_db
 from semlat.data.manifest import Manifest
 from semlat.errors import DataError
 from semlat.evaluation import metrics as M
@@ -76,7 +77,7 @@ def _to_16k(audio: torch.Tensor, rate: int) -> np.ndarray:
 
 def rms_dbfs(clip: np.ndarray) -> float:
     """A clip's RMS level in dB relative to full scale (floored at -120 dB)."""
-    return float(20 * np.log10(max(float(np.sqrt(np.mean(np.square(clip, dtype=np.float64)))), 1e-6)))
+    return max(rms_db(torch.as_tensor(clip)), -120.0)
 
 
 def accuracy_ci(correct: Sequence[bool]) -> list[float]:

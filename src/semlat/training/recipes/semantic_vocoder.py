@@ -36,7 +36,7 @@ from torch import nn
 from semlat.audio.processing import sinc_resample
 from semlat.autoencoders.semantic_vocoder import SemanticVocoderConfig
 from semlat.checkpoints import load_model_of_type
-from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
+from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset, rms_db
 from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance
@@ -46,11 +46,6 @@ from semlat.training.logging import RunLogger
 from semlat.training.settings import AudioDataConfig, EMAConfig, OptimizerConfig, TrainConfig
 from semlat.training.trainer import Recipe, Trainer
 from semlat.vocoders.flow_vocoder import FlowVocoder, FlowVocoderConfig
-
-
-def _rms_db(audio: torch.Tensor) -> torch.Tensor:
-    """``[B, T]`` -> each item's RMS level in dB ``[B]`` (floored at -120 dB)."""
-    return 20 * audio.float().square().mean(dim=-1).sqrt().clamp(min=1e-6).log10()
 
 
 def _optim() -> OptimizerConfig:
@@ -190,7 +185,8 @@ class SemanticVocoderRecipe(Recipe):
         for steps in self.config.valid_steps:
             fake = model.generate(latents, steps=steps, seed=self.config.train.seed)
             metrics[f"mel_distance@{steps}"] = float(mel_distance(fake[:, None], audio[:, None], rate).mean())
-            metrics[f"level_gap_db@{steps}"] = float((_rms_db(fake) - _rms_db(audio)).mean())
+            metrics[f"level_gap_db@{steps}"] = float(np.mean([max(rms_db(f), -120.0) - max(rms_db(a), -120.0)
+                                                              for f, a in zip(fake, audio)]))
             if steps == max(self.config.valid_steps):
                 for i in range(min(2, audio.shape[0])):
                     logger.audio(f"vocoded@{steps}/{i}", fake[i:i + 1], rate, step)

@@ -301,13 +301,17 @@ def test_event_comparison_runs_end_to_end(event_corpus, event_store, model_dir, 
 def test_demo_event_stage_with_tiny_budgets(tmp_path):
     """`semlat demo --events`' stage end to end (corpus, MAE, vocoder, VAE at equal time, T5, comparison) at
     budgets of a few steps, and its report section."""
+    from pathlib import Path
+
     from semlat.demo_run import events_section, events_stage
 
-    result = events_stage(tmp_path, {"minutes": 1.5, "mae_steps": 2, "vocoder_steps": 2, "tta_steps": 2},
-                          progress=False, table_steps=(1,))
+    result = events_stage(tmp_path, {"minutes": 1.5, "mae_steps": 2, "vocoder_steps": 2, "vocoder_gan_steps": 2,
+                                     "vocoder_gan_mel_steps": 1, "tta_steps": 2}, progress=False, table_steps=(1,))
     assert set(result["arms"]) == {"semantic", "vae"}
     assert result["arms"]["semantic"]["model_type"] == "semantic_vocoder"
-    assert result["arms"]["semantic"]["tta_overrides"] == ["flow.prediction=data", "flow.shift_base=4096"]
+    assert Path(result["arms"]["semantic"]["model"]).is_relative_to(tmp_path.resolve() / "runs" / "semantic_vocoder_gan")
+    assert result["training_minutes"]["semantic_vocoder_gan"] > 0
+    assert result["arms"]["semantic"]["tta_overrides"] == ["flow.shift_base=4096"]
     assert result["arms"]["vae"]["tta_overrides"] == []
     assert result["training_minutes"]["vae_steps"] >= 1
     assert (tmp_path / "offline_t5" / "SEMLAT_OFFLINE_T5.txt").is_file()

@@ -338,12 +338,12 @@ def render(report: dict[str, Any]) -> str:
             continue
         chosen = arm["chosen"]
         lines += ["", f"Vocoder steps vs quality ({name}; chosen: {chosen['steps']} steps, {chosen['schedule']} grid):",
-                  "", "| grid | steps | mel dist | PESQ | STOI | judge acc | FD | decode s / clip |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "", "| grid | steps | mel dist | PESQ | STOI | judge acc | FD | RMS dBFS | decode s / clip |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for row in arm["steps_table"]:
             lines.append(f"| {row['schedule']} | {row['steps']} | {_f(row['mel_distance'])} | {_f(row['pesq'], 2)} | {_f(row['stoi'])} | "
-                         f"{_f(row['judge_accuracy'], percent=True)} | {_f(row['fd'], 1)} | "
-                         f"{_f(row['seconds_per_clip'], 2)} |")
+                         f"{_ci(row['judge_accuracy'], row.get('judge_accuracy_ci95'))} | {_f(row['fd'], 1)} | "
+                         f"{_f(row.get('median_rms_dbfs'), 1)} | {_f(row['seconds_per_clip'], 2)} |")
     tta = report["tta"]
     lines += ["", f"TTA: `{tta['config']}`, {tta['steps']} steps per space, {tta['sampling_steps']} sampling steps, "
                   f"text encoder {tta['text_encoder']}."]

@@ -314,11 +314,12 @@ class FlowVocoder(nn.Module):
     def velocity(self, x: Tensor, cond: Tensor, t: Tensor) -> Tensor:
         return (self.predict(x, cond, t) - x) / (1 - t)
 
-    @torch.no_grad()
-    def generate(self, latents: Tensor, steps: int = 4, noise: Tensor | None = None, seed: int | None = None,
-                 clamp: bool = True, schedule: str = "uniform") -> Tensor:
+    def sample(self, latents: Tensor, steps: int = 4, noise: Tensor | None = None, seed: int | None = None,
+               clamp: bool = True, schedule: str = "uniform") -> Tensor:
         """Latents ``[B, D, F]`` -> audio ``[B, F · hop]`` by ``steps`` Euler steps from ``noise`` (unit normal
-        ``[B, F · hop]``; else drawn from ``seed``), scaled by ``init_noise_scale``."""
+        ``[B, F · hop]``; else drawn from ``seed``, or from the global generator when ``seed`` is None), scaled
+        by ``init_noise_scale``. Differentiable (a GAN fine-tune trains through the unrolled steps); inference
+        calls :meth:`generate`."""
         if steps < 1:
             raise ConfigError(f"the vocoder needs at least one step, got {steps}")
         batch, frames = latents.shape[0], latents.shape[-1]
@@ -334,6 +335,12 @@ class FlowVocoder(nn.Module):
         if clamp:
             x = x.clamp(-1.0, 1.0)
         return x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
+
+    @torch.no_grad()
+    def generate(self, latents: Tensor, steps: int = 4, noise: Tensor | None = None, seed: int | None = None,
+                 clamp: bool = True, schedule: str = "uniform") -> Tensor:
+        """:meth:`sample` without gradients (the decode path)."""
+        return self.sample(latents, steps, noise, seed, clamp, schedule)
 
     def loss(self, latents: Tensor, audio: Tensor, lengths: Tensor | None = None, x0: Tensor | None = None,
              t: Tensor | None = None) -> Tensor:
@@ -361,3 +368,21 @@ class FlowVocoder(nn.Module):
         return (self.loss_spec(error) * weight).sum() / (valid.sum() * c.loss_n_filters)
 
     forward = loss  # training calls the loss as the forward pass, so that DDP syncs its gradients
+
+
+class FewStepVocoder(nn.Module):
+    """A :class:`FlowVocoder` run as a ``steps``-step generator (Flow2GAN's second stage): ``latents [B, D, F]``
+    -> audio ``[B, 1, F · hop]`` through :meth:`FlowVocoder.sample` with gradients, fresh noise each call and no
+    clamp (the GAN recipe trains through it; ``semlat.load`` decodes with the same steps and schedule). Its
+    state is ``vocoder.*``."""
+
+    def __init__(self, vocoder: FlowVocoder, steps: int, schedule: str = "uniform"):
+        super().__init__()
+        if steps < 1:
+            raise ConfigError(f"the vocoder needs at least one step, got {steps}")
+        time_grid(steps, schedule)  # checks the schedule's name
+        self.vocoder, self.steps, self.schedule = vocoder, steps, schedule
+
+    def forward(self, latents: Tensor) -> Tensor:
+        audio = self.vocoder.sample(latents, self.steps, clamp=False, schedule=self.schedule)
+        return rearrange(audio, "b t -> b 1 t")

@@ -24,6 +24,7 @@ RECIPES = MappingProxyType({
     "duration": "semlat.training.recipes.duration:DurationRecipe",
     "dasheng_mae": "semlat.training.recipes.dasheng_mae:DashengMAERecipe",
     "semantic_vocoder": "semlat.training.recipes.semantic_vocoder:SemanticVocoderRecipe",
+    "semantic_vocoder_gan": "semlat.training.recipes.semantic_vocoder_gan:SemanticVocoderGANRecipe",
     "tta": "semlat.training.recipes.tta:TTARecipe",
 })
 

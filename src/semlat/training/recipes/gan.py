@@ -1,5 +1,6 @@
 """What every GAN recipe shares: a "generator" and a "discriminator" with their own optimisers
 (``config.optim`` / ``config.optim_disc``), manifests read from ``config.data``, and the training step.
+The generator is called with :meth:`GANRecipe.generator_input` (the real input for an autoencoder).
 
 The step (HiFi-GAN's, as the Semantic-VAE, DC-Speech-VAE and BigVGAN references run it):
 
@@ -46,6 +47,11 @@ class GANRecipe(Recipe):
         """What the generator reconstructs and the discriminator calls real (default: the audio crops)."""
         return self.trainer.to_device(batch["audio"])
 
+    def generator_input(self, batch: dict[str, Any], real: torch.Tensor) -> Any:
+        """What the generator is called with (default: ``real``, an autoencoder's input; a vocoder's conditioning
+        otherwise). Computed once per micro-batch."""
+        return real
+
     def fake_output(self, out: Any) -> torch.Tensor:
         """The generator output the discriminator judges (default: ``out["audio"]``, or ``out`` itself)."""
         return out if isinstance(out, torch.Tensor) else out["audio"]
@@ -72,6 +78,7 @@ class GANRecipe(Recipe):
         reuse = len(batches) == 1
         outputs: list[Any] = [None] * len(batches)
         reals = [self.real_input(batch) for batch in batches]
+        inputs = [self.generator_input(batch, real) for batch, real in zip(batches, reals, strict=True)]
         logs: dict[str, float] = {}
 
         def add(key: str, value: torch.Tensor) -> None:
@@ -81,7 +88,7 @@ class GANRecipe(Recipe):
             with t.optimizer_step("discriminator"):
                 for i, _ in t.micro_batches(batches, "discriminator"):
                     with t.autocast(), torch.set_grad_enabled(reuse):
-                        out = gen(reals[i])
+                        out = gen(inputs[i])
                     if reuse:
                         outputs[i] = out
                     with t.autocast():
@@ -96,7 +103,7 @@ class GANRecipe(Recipe):
                 out = outputs[i]
                 if out is None:
                     with t.autocast():
-                        out = gen(real)
+                        out = gen(inputs[i])
                 fake = self.fake_output(out)
                 total = real.new_zeros(())
                 for name, value, weight in self.reconstruction_terms(batch, out, fake, real):

@@ -81,16 +81,21 @@ class SemanticVocoderRecipeConfig:
     def validate(self, where: str) -> None:
         if self.recipe != "semantic_vocoder":
             raise ConfigError(f"recipe must be 'semantic_vocoder' for this config, got {self.recipe!r}")
-        hop, rate = self.model.hop_length, self.model.sampling_rate
-        for name, seconds in (("segment_seconds", self.data.segment_seconds), ("valid_seconds", self.data.valid_seconds)):
-            samples = seconds * rate
-            if abs(samples - round(samples)) > 1e-6 or round(samples) % hop:
-                raise ConfigError(f"data.{name} must be a whole number of latent frames ({hop} samples at {rate} Hz), "
-                                  f"got {seconds}")
-        if self.steps < 1 or any(s < 1 for s in self.valid_steps):
-            raise ConfigError("steps and valid_steps must be >= 1")
-        if self.latent_noise < 0:
-            raise ConfigError(f"latent_noise must be >= 0, got {self.latent_noise}")
+        check_vocoder_settings(self)
+
+
+def check_vocoder_settings(config: Any) -> None:
+    """What both vocoder recipes' configs need: crops of whole latent frames, steps >= 1, ``latent_noise`` >= 0."""
+    hop, rate = config.model.hop_length, config.model.sampling_rate
+    for name, seconds in (("segment_seconds", config.data.segment_seconds), ("valid_seconds", config.data.valid_seconds)):
+        samples = seconds * rate
+        if abs(samples - round(samples)) > 1e-6 or round(samples) % hop:
+            raise ConfigError(f"data.{name} must be a whole number of latent frames ({hop} samples at {rate} Hz), "
+                              f"got {seconds}")
+    if config.steps < 1 or any(s < 1 for s in config.valid_steps):
+        raise ConfigError("steps and valid_steps must be >= 1")
+    if config.latent_noise < 0:
+        raise ConfigError(f"latent_noise must be >= 0, got {config.latent_noise}")
 
 
 class SemanticVocoderRecipe(Recipe):
@@ -102,14 +107,23 @@ class SemanticVocoderRecipe(Recipe):
 
     def __init__(self, config: SemanticVocoderRecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)
-        encoder, _, folder = load_model_of_type(config.encoder, "dasheng", "a Dasheng encoder",
-                                                "make one with `semlat import dasheng` or `semlat train dasheng_mae/tiny`")
+        encoder, folder = self.load_encoder()
         if encoder.config.embed_dim != config.model.latent_dim:
             raise ConfigError(f"{folder}: the encoder gives {encoder.config.embed_dim}-d frames but model.latent_dim "
                               f"is {config.model.latent_dim}")
         self.encoder_folder = folder
         self.encoder: Dasheng = encoder.to(trainer.device).eval().requires_grad_(False)
         self._valid: dict[str, Any] | None = None
+
+    def load_encoder(self) -> tuple[Dasheng, Path]:
+        """The frozen encoder and the folder it came from (here: ``config.encoder``)."""
+        encoder, _, folder = load_model_of_type(self.config.encoder, "dasheng", "a Dasheng encoder",
+                                                "make one with `semlat import dasheng` or `semlat train dasheng_mae/tiny`")
+        return encoder, folder
+
+    def flow_vocoder(self, model: nn.Module) -> FlowVocoder:
+        """The :class:`FlowVocoder` inside an exported model (here: the model itself)."""
+        return model
 
     # ---------------------------------------------------------------- modules and data
     def build_modules(self) -> dict[str, nn.Module]:
@@ -175,6 +189,7 @@ class SemanticVocoderRecipe(Recipe):
 
     @torch.no_grad()
     def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
+        model = self.flow_vocoder(model)
         batch = self._valid_batch()
         audio = self.trainer.to_device(batch["audio"])[:, 0]
         latents, rate = batch["latents"], self.config.model.sampling_rate
@@ -199,11 +214,11 @@ class SemanticVocoderRecipe(Recipe):
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         extra = {"encoder_folder": str(self.encoder_folder),
                  "manifest": str(Path(self.config.data.train).resolve())}
-        return "semantic_vocoder", dataclasses.asdict(self.space_config(model)), extra
+        return "semantic_vocoder", dataclasses.asdict(self.space_config(self.flow_vocoder(model))), extra
 
     def export_weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """A :class:`SemanticVocoder`'s state (``encoder.*``, ``generator.*``), built without constructing one
         (which would draw from the global generator and break exact resumption)."""
         return {**{f"encoder.{k}": v for k, v in self.encoder.state_dict().items()},
-                **{f"generator.{k}": v for k, v in model.state_dict().items()}}
+                **{f"generator.{k}": v for k, v in self.flow_vocoder(model).state_dict().items()}}
 

@@ -442,8 +442,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     judged every ``tts_eval_every`` steps (default: once, at the end); ``tts_experiment`` trains it on every
     latent space and F5's implicit alignment beside it (:data:`TTS_ARMS`); ``tts_nfe_sweep`` also judges the
     final TTS checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
-    comparison (:func:`events_stage`, about 90 more minutes on 2 cores: MAE 10, vocoder 15, the VAE for their
-    time, the comparison 40). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
+    comparison (:func:`events_stage`, about 105 more minutes on 2 idle cores, measured: MAE 9, vocoder flow
+    stage 13 and GAN stage 15, the VAE for their time, 36, the comparison about 30). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
     aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 11 more minutes), and the
     comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`)."""
     from semlat.evaluation.compare import compare_reports

@@ -87,8 +87,8 @@ class SemanticVocoderGANRecipeConfig:
 
 
 class SemanticVocoderGANRecipe(GANRecipe, SemanticVocoderRecipe):
-    """The GAN step of :class:`GANRecipe` on the data, latents, validation and export of
-    :class:`SemanticVocoderRecipe` (see the module docstring)."""
+    """The GAN step of :class:`GANRecipe` (first in the MRO: its ``train_step`` and ``optimizer_config`` win) on
+    the data, latents, validation and export of :class:`SemanticVocoderRecipe` (see the module docstring)."""
 
     name = "semantic_vocoder_gan"
     Config = SemanticVocoderGANRecipeConfig
@@ -133,6 +133,3 @@ class SemanticVocoderGANRecipe(GANRecipe, SemanticVocoderRecipe):
 
     def feature_matching(self, fake_maps, real_maps) -> torch.Tensor:
         return feature_loss(fake_maps, real_maps)
-
-    def train_step(self, batches, step: int) -> dict[str, float]:
-        return GANRecipe.train_step(self, batches, step)

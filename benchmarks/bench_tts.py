@@ -141,7 +141,7 @@ def _rtf_size(size: str, rate: float, latent_dim: int, split: int, seconds: floa
         text = torch.randint(0, config.text_num_embeds, (1, max(1, total // 2)))
         baseline = _peak_mib()
         start = time.perf_counter()
-        sample(model, cond, text, torch.tensor([total]), steps=nfe, cfg=2.0, seed=0)
+        sample(model, cond, text, torch.tensor([total]), steps=nfe, guidance=3.0, seed=0)
         elapsed = time.perf_counter() - start
     return {"frames": total, "seconds": elapsed, "peak": _peak_mib() - baseline}
 
@@ -159,7 +159,7 @@ def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, rep
     tts = load_tts(final, "cpu", precision=precision)
     with torch.inference_mode():
         def run():
-            return synthesize(tts, row["text"], row["prompt"], row["prompt_text"], nfe=nfe, seconds=seconds, seed=0)
+            return synthesize(tts, row["text"], row["prompt"], row["prompt_text"], steps=nfe, seconds=seconds, seed=0)
 
         baseline = _peak_mib()
         audio = run()

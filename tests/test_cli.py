@@ -40,7 +40,7 @@ def test_prepare_stats_and_rejects(tmp_path, capsys):
     (["data", "demo", "--out", "x", "--minutes", "-1"], 2, "Invalid value for '--minutes' / '-m': -1.0 is not in the range x>0"),
     (["tts", "m", "o.wav", "--seconds", "-2"], 2, "Invalid value for '--seconds': -2.0 is not in the range x>0"),
     (["tts", "m", "o.wav", "--speed", "0"], 2, "Invalid value for '--speed'"),
-    (["tts", "m", "o.wav", "--cfg", "-1"], 2, "Invalid value for '--cfg'"),
+    (["tts", "m", "o.wav", "--guidance", "-1"], 2, "Invalid value for '--guidance'"),
     (["tts", "m", "o.wav", "--sway", "2"], 2, "Invalid value for '--sway'"),
     (["tta", "m", "o.wav", "--seconds", "0"], 2, "Invalid value for '--seconds'"),
     (["data", "demo", "--out", "x", "--seed", "-3"], 2, "Invalid value for '--seed'"),

@@ -64,7 +64,7 @@ def test_tts_uses_the_duration_model(duration_run, demo_corpus, model_dir, tmp_p
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     tts = load_tts(run, "cpu", duration=duration_run)
     text = "a short test sentence, and then a much longer one that goes on and on for a while"
-    audio = synthesize(tts, text, manifest.audio_path(0), manifest[0].text, nfe=1, seed=0)
+    audio = synthesize(tts, text, manifest.audio_path(0), manifest[0].text, steps=1, seed=0)
     rate = tts.model.config.frame_rate
     hop = round(tts.space.output_rate / rate)
     expected = round(tts.duration.target_seconds(manifest[0].text, manifest[0].duration, text) * rate)

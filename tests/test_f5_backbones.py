@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from conftest import fixture_file
 from semlat.errors import CheckpointError, ConfigError
 from semlat.generation.f5_checkpoint import backbone_from_arch, backbone_state, read_backbone_weights, read_f5_config
-from semlat.generation.flow import EPSS_GRIDS, infilling_loss, initial_noise, sample, time_grid
+from semlat.generation.flow import infilling_loss, initial_noise, sample
+from semlat.sampling import EPSS_GRIDS, time_grid
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}  # the fixture README's suggestion (measured here: <= 1.6e-5)
 MODES = [("out_plain", {}), ("out_drop_audio", {"drop_audio_cond": True}), ("out_drop_text", {"drop_text": True}),
@@ -66,24 +67,24 @@ def test_e2_unett_reproduces_its_modes(fixtures):
 def test_euler_sampling_with_cfg_and_sway(fixtures):
     model = _backbone(fixtures, "dit_tiny", "cfm_sample_tiny.safetensors")
     io = load_file(fixture_file(fixtures, "f5_tts/cfm_sample_tiny_io.safetensors"))
-    torch.testing.assert_close(time_grid(4, -1.0), io["sample_t_grid"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(time_grid(4, "epss", sway_coef=-1.0), io["sample_t_grid"], atol=1e-6, rtol=0)
     y0 = initial_noise(io["sample_duration"], 16, int(io["sample_seed"]))
     torch.testing.assert_close(y0, io["sample_y0"], atol=0, rtol=0)  # the reference's per-item seeding
     args = (model, io["sample_cond"], io["sample_text"], io["sample_duration"], io["sample_lens"])
-    run = sample(*args, steps=4, cfg=2.0, sway_coef=-1.0, y0=io["sample_y0"], keep_trajectory=True)
+    run = sample(*args, steps=4, guidance=3.0, sway_coef=-1.0, y0=io["sample_y0"], keep_trajectory=True)
     torch.testing.assert_close(run.trajectory, io["sample_trajectory"], **TOL)
     torch.testing.assert_close(run.step_outputs, io["sample_step_pred_cfg"], **TOL)
     torch.testing.assert_close(run.out, io["sample_out"], **TOL)
     torch.testing.assert_close(run.times[:-1], io["sample_step_times"], atol=1e-6, rtol=0)
-    seeded = sample(*args, steps=4, cfg=2.0, seed=int(io["sample_seed"]))
+    seeded = sample(*args, steps=4, guidance=3.0, seed=int(io["sample_seed"]))
     torch.testing.assert_close(seeded.out, run.out, atol=0, rtol=0)  # same seed -> same output
     single = sample(model, io["sample_cond"][:1], io["sample_text"][:1], io["sample_duration"][:1],
-                    io["sample_lens"][:1], steps=4, cfg=2.0, y0=io["single_y0"], keep_trajectory=True)
+                    io["sample_lens"][:1], steps=4, guidance=3.0, y0=io["single_y0"], keep_trajectory=True)
     torch.testing.assert_close(single.trajectory, io["single_trajectory"], **TOL)
     torch.testing.assert_close(single.out, io["single_out"], **TOL)
     # the prompt frames are copied into the output; midpoint runs too
     assert torch.equal(run.out[0, :10], io["sample_cond"][0, :10])
-    mid = sample(*args, steps=4, cfg=2.0, method="midpoint", seed=1)
+    mid = sample(*args, steps=4, guidance=3.0, method="midpoint", seed=1)
     assert mid.out.shape == run.out.shape and torch.isfinite(mid.out).all()
 
 
@@ -106,10 +107,10 @@ def test_infilling_loss_with_injected_draws(fixtures, case):
 
 def test_epss_grids_and_sway():
     for steps, grid in EPSS_GRIDS.items():
-        t = time_grid(steps, None)
+        t = time_grid(steps, "epss")
         assert len(t) == steps + 1 == len(grid) and t[0] == 0 and t[-1] == 1 and bool((t[1:] > t[:-1]).all())
-    assert torch.allclose(time_grid(32, None), torch.linspace(0, 1, 33))
-    swayed = time_grid(32, -1.0)
+    assert torch.allclose(time_grid(32, "epss"), torch.linspace(0, 1, 33))
+    swayed = time_grid(32, "epss", sway_coef=-1.0)
     assert bool((swayed[1:] > swayed[:-1]).all()) and float(swayed[16]) < 0.5  # sway -1 crowds early steps
 
 
@@ -198,7 +199,7 @@ def test_import_f5_tts_runs_end_to_end_through_vocos(fixtures, tmp_path):
     t = torch.arange(24000) / 24000
     sf.write(tmp_path / "prompt.wav", (0.3 * torch.sin(2 * torch.pi * 220 * t)).numpy(), 24000)
     assert main(["tts", str(out), str(tmp_path / "said.wav"), "--text", "hello there", "--prompt",
-                 str(tmp_path / "prompt.wav"), "--prompt-text", "a tone.", "--nfe", "2", "--seed", "0",
+                 str(tmp_path / "prompt.wav"), "--prompt-text", "a tone.", "--steps", "2", "--seed", "0",
                  "--device", "cpu"]) == 0
     said, rate = sf.read(tmp_path / "said.wav")
     assert rate == 24000 and len(said) > 0

@@ -88,7 +88,7 @@ def test_guidance_combines_conditional_and_zero_context_velocities():
     uncond = model.velocity(noise, t, torch.zeros_like(context), mask)
     for w in (1.0, 3.5):
         expected = model.denormalize(noise + uncond + w * (cond - uncond))
-        got = model.generate(hidden, mask, 10, cfg=w, noise=noise)
+        got = model.generate(hidden, mask, 10, guidance=w, noise=noise)
         assert torch.allclose(got, expected, atol=1e-5), w
     a = model.generate(hidden, mask, 10, steps=4, seed=3)
     assert torch.equal(a, model.generate(hidden, mask, 10, steps=4, seed=3))
@@ -112,7 +112,7 @@ def test_data_prediction_turns_the_backbones_output_into_a_velocity():
 
 
 def test_time_shift_moves_times_toward_noise_and_follows_the_latent_size():
-    from semlat.generation.tta import shift_times
+    from semlat.sampling import shift as shift_times
 
     t = torch.linspace(0, 1, 11)
     assert torch.equal(shift_times(t, 1.0), t)
@@ -143,11 +143,11 @@ def test_recipe_trains_exports_and_generates(event_store, tmp_path, capsys):
     assert run.validations and run.validations[0]["loss"] > 0
     folder = latest_checkpoint(tmp_path / "run")
     meta = json.loads((folder / "config.json").read_text())
-    assert meta["model_type"] == "tta" and meta["config"]["max_seconds"] == 2.0 and meta["config"]["flow"]["cfg"] == 3.5
+    assert meta["model_type"] == "tta" and meta["config"]["max_seconds"] == 2.0 and meta["config"]["flow"]["guidance"] == 3.5
     assert meta["captions"] > 12  # several phrasings per class
     out = tmp_path / "dog.wav"
     args = ["tta", str(tmp_path / "run"), str(out), "--caption", "A high bell rings twice.", "--seconds", "1.2",
-            "--steps", "2", "--vocoder-steps", "1", "--seed", "5", "--device", "cpu"]
+            "--steps", "2", "--decode-steps", "1", "--seed", "5", "--device", "cpu"]
     assert main(args) == 0
     audio, rate = sf.read(out)
     assert rate == 24000 and len(audio) == round(1.2 * 24000) and abs(audio).max() > 0
@@ -157,7 +157,7 @@ def test_recipe_trains_exports_and_generates(event_store, tmp_path, capsys):
     listing = tmp_path / "captions.txt"
     listing.write_text("a low rumble\n\nbirds chirp up\n")
     assert main(["tta", str(tmp_path / "run"), "--list", str(listing), "--out-dir", str(tmp_path / "many"),
-                 "--seconds", "0.5", "--steps", "1", "--vocoder-steps", "1", "--seed", "1", "--device", "cpu"]) == 0
+                 "--seconds", "0.5", "--steps", "1", "--decode-steps", "1", "--seed", "1", "--device", "cpu"]) == 0
     assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["0000.wav", "0001.wav"]
     # bad input: one-line errors, nothing written
     for bad, message in ((["--caption", "  ", "--seconds", "1"], "empty caption"),
@@ -233,7 +233,7 @@ def test_release_import_in_the_reference_layout(event_store, tmp_path):
     assert torch.equal(imported["backbone.in_blocks.0.adaln.lora_a.weight"], backbone.in_blocks[0].adaln.lora_a.weight)
     assert torch.equal(imported["text_proj.weight"], proj.weight)
     assert main(["tta", str(out), str(tmp_path / "a.wav"), "--caption", "a bell", "--seconds", "0.4", "--steps", "2",
-                 "--vocoder-steps", "1", "--seed", "0", "--device", "cpu"]) == 0
+                 "--decode-steps", "1", "--seed", "0", "--device", "cpu"]) == 0
     assert sf.read(tmp_path / "a.wav")[0].shape == (round(0.4 * 24000),)
     # a checkpoint whose vocoder is not the given space is refused, nothing written
     state["model.autoencoder.generator.cond_encoder.in_proj.bias"] = torch.ones_like(
@@ -317,3 +317,10 @@ def test_demo_event_stage_with_tiny_budgets(tmp_path):
     assert (tmp_path / "offline_t5" / "SEMLAT_OFFLINE_T5.txt").is_file()
     text = "\n".join(events_section(result))
     assert "not the released Dasheng" in text and "| vae |" in text
+
+
+def test_folders_written_before_the_rename_read_their_cfg_as_guidance():
+    from semlat.generation.tta import TTAConfig
+
+    assert TTAConfig(flow={"cfg": 5.0}).flow.guidance == 5.0
+    assert TTAConfig(flow={"guidance": 2.0}).flow.guidance == 2.0

@@ -64,7 +64,7 @@ def test_tts_command_speaks_through_the_latent_space(trained, demo_corpus, tmp_p
     prompt = manifest.audio_path(0)
     out = tmp_path / "speech.wav"
     argv = ["tts", str(trained), str(out), "--text", "the cat sat", "--prompt", str(prompt), "--prompt-text",
-            manifest[0].text, "--nfe", "2", "--seed", "7", "--device", "cpu"]
+            manifest[0].text, "--steps", "2", "--seed", "7", "--device", "cpu"]
     assert main(argv) == 0 and "16000 Hz" in capsys.readouterr().out
     info = probe_audio(out)
     assert info.sample_rate == 16000 and info.frames > 0
@@ -72,7 +72,7 @@ def test_tts_command_speaks_through_the_latent_space(trained, demo_corpus, tmp_p
     assert main([*argv[:2], str(again), *argv[3:]]) == 0
     assert out.read_bytes() == again.read_bytes()  # same seed, same audio
     tts = load_tts(trained, "cpu")
-    fixed = synthesize(tts, "the cat sat", prompt, manifest[0].text, nfe=2, seed=1, seconds=0.5)
+    fixed = synthesize(tts, "the cat sat", prompt, manifest[0].text, steps=2, seed=1, seconds=0.5)
     assert fixed.shape[-1] == 20 * 400  # 0.5 s = 20 latent frames at 40 Hz, 400 samples each
 
 
@@ -184,7 +184,7 @@ def test_tts_runs_end_to_end_on_every_latent_space_type(kind, fixtures, demo_cor
     assert load_tts(run, "cpu").model.config.frame_split == (4 if kind == "mel_dcae" else 1)
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     tts = load_tts(run, "cpu")
-    audio = synthesize(tts, "a short test", manifest.audio_path(0), manifest[0].text, nfe=1, seed=0, seconds=0.5)
+    audio = synthesize(tts, "a short test", manifest.audio_path(0), manifest[0].text, steps=1, seed=0, seconds=0.5)
     hop = round(space.output_rate / space.frame_rate)
     # at least the asked 0.5 s; more where F5's rule (a frame per text token) needs more frames (5.4 Hz)
     assert audio.shape[-1] % hop == 0 and audio.shape[-1] >= round(0.5 * space.frame_rate) * hop
@@ -220,13 +220,13 @@ def test_long_text_chunks_and_the_batch_list(trained, demo_corpus, tmp_path, cap
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     tts = load_tts(trained, "cpu")
     long_text = " ".join(["the cat sat on the mat."] * 6)
-    audio = synthesize(tts, long_text, manifest.audio_path(0), "hi.", nfe=1, seed=3)  # 3 bytes of prompt text
+    audio = synthesize(tts, long_text, manifest.audio_path(0), "hi.", steps=1, seed=3)  # 3 bytes of prompt text
     assert audio.ndim == 1 and torch.isfinite(audio).all()  # several chunks, cross-faded
     listing = tmp_path / "items.jsonl"
     rows = [{"prompt": str(manifest.audio_path(i)), "prompt_text": manifest[i].text, "text": "the cat sat",
              "output": f"out/{i}.wav"} for i in range(2)]
     listing.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["tts", str(trained), "--list", str(listing), "--nfe", "1", "--seed", "0", "--device", "cpu"]) == 0
+    assert main(["tts", str(trained), "--list", str(listing), "--steps", "1", "--seed", "0", "--device", "cpu"]) == 0
     assert "wrote 2 file(s)" in capsys.readouterr().out
     assert (tmp_path / "out/0.wav").is_file() and (tmp_path / "out/1.wav").is_file()
     (tmp_path / "bad.tsv").write_text("prompt\ttext\nx.wav\thello\n")
@@ -257,7 +257,7 @@ def test_cross_sentence_protocol_generates_and_scores_each_pair(trained, demo_co
     lst.write_text("".join(f"{ids[i][0]}\t2.0\t{ids[i][1]}\t{ids[1 - i][0]}\t0.75\t{ids[1 - i][1]}\n" for i in (0, 1)))
     out = tmp_path / "eval"
     args = ["eval", "cross-sentence", str(trained), str(lst), "--librispeech", str(root), "--out", str(out),
-            "--asr", f"whisper:{tiny_whisper}", "--nfe", "1", "--truth-duration"]
+            "--asr", f"whisper:{tiny_whisper}", "--steps", "1", "--truth-duration"]
     assert main(args) == 0
     assert "scored 2 of 2 pair(s)" in capsys.readouterr().out
     report = json.loads((out / "scores" / "report.json").read_text())

@@ -94,7 +94,7 @@ def _text_only(tts, memorised) -> list[torch.Tensor]:
         frames = round(u.duration * model.config.frame_rate)
         ids = model.front_end().encode([u.text])
         empty = torch.zeros(1, 0, model.config.latent_dim)
-        result = model.generate(empty, ids, torch.tensor([frames]), steps=16, cfg=2.0, seed=i)
+        result = model.generate(empty, ids, torch.tensor([frames]), steps=16, guidance=3.0, seed=i)
         out.append(space.decode(rearrange(result.out, "1 t d -> 1 d t"))[0, 0])
     return out
 
@@ -122,7 +122,7 @@ def test_durations_tts_says_memorised_sentences_in_another_utterances_voice(cana
     trained = load_tts(_train(canary, tmp_path / "durations", STEPS["durations"], extra), "cpu")
 
     def say(tts, texts, prompts) -> list[torch.Tensor]:
-        return [synthesize(tts, text, memorised.audio_path(p), memorised[p].text, nfe=16, seed=i)
+        return [synthesize(tts, text, memorised.audio_path(p), memorised[p].text, steps=16, seed=i)
                 for i, (text, p) in enumerate(zip(texts, prompts, strict=True))]
 
     texts = [u.text for u in memorised]

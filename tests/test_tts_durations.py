@@ -138,7 +138,7 @@ def test_recipe_trains_resumes_exactly_and_speaks(trained, aligned_store, demo_c
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     out = tmp_path / "speech.wav"
     argv = ["tts", str(trained), str(out), "--text", "the cat sat", "--prompt", str(manifest.audio_path(0)),
-            "--prompt-text", manifest[0].text, "--nfe", "2", "--seed", "3", "--device", "cpu", "--seconds", "0.5"]
+            "--prompt-text", manifest[0].text, "--steps", "2", "--seed", "3", "--device", "cpu", "--seconds", "0.5"]
     assert main(argv) == 0
     from semlat.audio import probe_audio
 

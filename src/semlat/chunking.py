@@ -60,7 +60,7 @@ def run_chunked(fn: Callable[..., torch.Tensor], source: torch.Tensor, *, frames
         overlap: frames computed past each window's end and crossfaded into the next (0: hard cuts).
         seed: user seed; window ``i`` gets ``chunk_seed(seed, i)``.
         progress: called as ``progress(windows done, windows)`` after every window (a progress bar).
-        options: passed on to ``fn`` (sampling steps, guidance, ...).
+        options: passed on to ``fn`` (sampling steps, seed, ...).
 
     Returns ``[..., frames * out_hop]`` (an output that comes back shorter is an error: the function's
     receptive field does not fit the context).

@@ -318,14 +318,13 @@ def _load(model, device, precision, chunk_seconds, context_seconds, overlap_seco
 
 
 def _decode_options(fn):
-    """--steps, --schedule, --seed, --guidance and --overlap-seconds: options of decoders that sample."""
+    """--steps, --schedule, --seed and --overlap-seconds: options of decoders that sample."""
     for option in reversed([
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Sampling steps (decoders that sample, such as a flow-matching vocoder)."),
         click.option("--schedule", type=click.Choice(["uniform", "sine"]), default=None,
                      help="Time grid of a flow-matching vocoder (SemanticVocoder; uniform is the reference's)."),
         click.option("--seed", type=SEED, default=None, help="Sampling seed (same seed -> same audio)."),
-        click.option("--guidance", type=NON_NEGATIVE, default=None, help="Guidance scale (decoders that take one)."),
         click.option("--overlap-seconds", type=NON_NEGATIVE, default=0.0, show_default=True,
                      help="Crossfade between chunks (for decoders that sample)."),
     ]):
@@ -333,9 +332,44 @@ def _decode_options(fn):
     return fn
 
 
-def _options(steps, seed, guidance, schedule=None) -> dict:
-    return {k: v for k, v in (("steps", steps), ("seed", seed), ("guidance", guidance), ("schedule", schedule))
-            if v is not None}
+def _options(steps, seed, schedule=None) -> dict:
+    return {k: v for k, v in (("steps", steps), ("seed", seed), ("schedule", schedule)) if v is not None}
+
+
+def _flow_options(steps_default: int | None, guidance_help: str):
+    """--steps and --guidance of a flow-matching generator (one name for each across commands, in
+    :mod:`semlat.sampling`'s guidance convention), with the old --nfe / --cfg as hidden aliases for one release."""
+    def wrap(fn):
+        for option in reversed([
+            click.option("--steps", type=click.IntRange(min=1), default=steps_default,
+                         show_default=steps_default is not None,
+                         help="Flow sampling steps" + ("." if steps_default else " [default: the model's]."),),
+            click.option("--guidance", type=NON_NEGATIVE, default=None, help=guidance_help),
+            click.option("--nfe", type=click.IntRange(min=1), default=None, hidden=True,
+                         help="Deprecated alias of --steps."),
+            click.option("--cfg", type=NON_NEGATIVE, default=None, hidden=True,
+                         help="Deprecated: --guidance in the old convention."),
+        ]):
+            fn = option(fn)
+        return fn
+    return wrap
+
+
+def _resolve_flow(steps, guidance, nfe, cfg, *, cfg_is_f5: bool, guidance_default: float | None):
+    """(steps, guidance) from the new options and the deprecated aliases (which warn on stderr). With
+    ``cfg_is_f5`` the old --cfg was F5-TTS's strength: guidance = cfg + 1."""
+    from semlat.sampling import from_f5_strength
+
+    if nfe is not None:
+        click.echo("warning: --nfe is deprecated; use --steps", err=True)
+        steps = nfe
+    if cfg is not None:
+        if guidance is not None:
+            raise click.UsageError("give --guidance or the deprecated --cfg, not both")
+        guidance = from_f5_strength(cfg) if cfg_is_f5 else cfg
+        click.echo(f"warning: --cfg is deprecated; use --guidance {guidance:g}"
+                   + (" (semlat's scale is F5-TTS's cfg strength + 1)" if cfg_is_f5 else ""), err=True)
+    return steps, guidance_default if guidance is None else guidance
 
 
 @cli.command("encode")
@@ -380,13 +414,13 @@ def encode(model, source, out, split, record_stats, device, precision, chunk_sec
 @click.argument("out", type=click.Path())
 @_codec_options
 @_decode_options
-def decode(model, latents, out, device, precision, chunk_seconds, context_seconds, steps, schedule, seed, guidance,
+def decode(model, latents, out, device, precision, chunk_seconds, context_seconds, steps, schedule, seed,
            overlap_seconds) -> None:
     """Decode latents into audio: a latent file (.safetensors) into OUT.wav, a latent folder into OUT/<id>.wav."""
     from semlat.inference import decode as decode_files
 
     space = _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds)
-    count = decode_files(space, latents, out, **_options(steps, seed, guidance, schedule))
+    count = decode_files(space, latents, out, **_options(steps, seed, schedule))
     click.echo(f"wrote {count} file(s) to {out}")
 
 
@@ -398,12 +432,12 @@ def decode(model, latents, out, device, precision, chunk_seconds, context_second
 @_codec_options
 @_decode_options
 def reconstruct_(model, source, out, split, device, precision, chunk_seconds, context_seconds, steps, schedule, seed,
-                 guidance, overlap_seconds) -> None:
+                 overlap_seconds) -> None:
     """Encode and decode: IN.wav -> OUT.wav, or a manifest or folder of audio -> a folder of .wav files."""
     from semlat.inference import reconstruct
 
     space = _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds)
-    done, rejects = reconstruct(space, source, out, split=split, **_options(steps, seed, guidance, schedule))
+    done, rejects = reconstruct(space, source, out, split=split, **_options(steps, seed, schedule))
     click.echo(f"wrote {len(done)} reconstruction(s) to {out}")
     _echo_rejects(rejects, out)
 
@@ -416,8 +450,7 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--prompt-text", default=None, help="The transcript of --prompt.")
 @click.option("--list", "listing", default=None, type=click.Path(dir_okay=False),
               help="Batch: a JSONL or TSV list of prompt, prompt_text, text, output (instead of OUT and the above).")
-@click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
-@click.option("--cfg", type=NON_NEGATIVE, default=2.0, show_default=True, help="Classifier-free guidance strength.")
+@_flow_options(32, "Classifier-free guidance scale, u + w (c - u) (1: none)  [default: 3, F5-TTS's cfg 2].")
 @click.option("--sway", type=SWAY, default=-1.0, show_default=True, help="Sway sampling coefficient.")
 @click.option("--speed", type=POSITIVE, default=1.0, show_default=True, help="Speaking rate (duration rule).")
 @click.option("--seconds", type=POSITIVE, default=None, help="Generate this many seconds (instead of the rule).")
@@ -429,8 +462,8 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: the DiT's weights in bf16 (faster on CPUs with AVX-512 BF16 or AMX, and on GPUs).")
-def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, seconds, seed, method, space,
-        duration_model, device, precision) -> None:
+def tts(model, out, text, prompt, prompt_text, listing, steps, guidance, nfe, cfg, sway, speed, seconds, seed, method,
+        space, duration_model, device, precision) -> None:
     """Zero-shot TTS: say --text in the voice of --prompt with the TTS model MODEL; write OUT (.wav/.flac).
 
     Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
@@ -438,7 +471,9 @@ def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, s
     """
     from semlat.generation.synthesis import load_tts, synthesize_list, synthesize_to_file
 
-    options = {"nfe": nfe, "cfg": cfg, "sway": sway, "speed": speed, "seconds": seconds, "method": method}
+    steps, guidance = _resolve_flow(steps, guidance, nfe, cfg, cfg_is_f5=True, guidance_default=3.0)
+    options = {"steps": steps, "guidance": guidance, "sway": sway, "speed": speed, "seconds": seconds,
+               "method": method}
     if listing is not None:
         if out or text or prompt or prompt_text:
             raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
@@ -462,30 +497,30 @@ def tts(model, out, text, prompt, prompt_text, listing, nfe, cfg, sway, speed, s
               help="Batch: a text file of captions (one per line, written to --out-dir) or a JSONL/TSV of "
                    "caption and output.")
 @click.option("--out-dir", default=None, type=click.Path(file_okay=False), help="Where a plain --list writes NNNN.wav.")
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="Flow steps [default: the model's].")
-@click.option("--cfg", type=NON_NEGATIVE, default=None, help="Classifier-free guidance [default: the model's, 3.5].")
+@_flow_options(None, "Classifier-free guidance scale, u + w (c - u) (1: none) [default: the model's, 3.5].")
 @click.option("--sway", type=SWAY, default=None, help="Sway sampling coefficient [default: the model's, -1].")
-@click.option("--vocoder-steps", type=click.IntRange(min=1), default=None,
-              help="Decoder steps of a sampling latent space (SemanticVocoder) [default: the space's].")
+@click.option("--decode-steps", "--vocoder-steps", "decode_steps", type=click.IntRange(min=1), default=None,
+              help="Steps of a sampling decoder (SemanticVocoder) [default: the space's].")
 @click.option("--seed", type=SEED, default=None, help="Sampling seed (same seed -> same audio).")
 @click.option("--space", default=None, type=click.Path(), help="Latent space folder (default: the model's).")
 @click.option("--text-encoder", default=None, type=click.Path(), help="T5 folder (default: the model's).")
 @click.option("--device", default="auto", show_default=True)
-def tta(model, out, caption, seconds, listing, out_dir, steps, cfg, sway, vocoder_steps, seed, space, text_encoder,
-        device) -> None:
+def tta(model, out, caption, seconds, listing, out_dir, steps, guidance, nfe, cfg, sway, decode_steps, seed, space,
+        text_encoder, device) -> None:
     """Text-to-audio: generate --caption with the TTA model MODEL; write OUT (.wav/.flac).
 
     Batch form: semlat tta MODEL --list captions.txt --out-dir DIR (or a JSONL/TSV of caption, output).
     """
     from semlat.generation.captioned import generate_list, generate_to_file, load_tta
 
-    decode = {"steps": vocoder_steps} if vocoder_steps else {}
+    steps, guidance = _resolve_flow(steps, guidance, nfe, cfg, cfg_is_f5=False, guidance_default=None)
+    decode = {"steps": decode_steps} if decode_steps else {}
     if listing is not None:
         if out or caption:
             raise click.UsageError("--list replaces OUT and --caption")
         loaded = load_tta(model, device, space, text_encoder)
         written = generate_list(loaded, listing, seconds or loaded.model.config.max_seconds, out_dir=out_dir,
-                                seed=seed, steps=steps, cfg=cfg, sway=sway, decode_options=decode)
+                                seed=seed, steps=steps, guidance=guidance, sway=sway, decode_options=decode)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
         return
     if not out or caption is None:
@@ -493,8 +528,8 @@ def tta(model, out, caption, seconds, listing, out_dir, steps, cfg, sway, vocode
     if not caption.strip():
         raise ConfigError("empty caption: give a description of the sound (--caption)")
     loaded = load_tta(model, device, space, text_encoder)
-    path = generate_to_file(loaded, out, caption, seconds or loaded.model.config.max_seconds, steps=steps, cfg=cfg,
-                            sway=sway, seed=seed, decode_options=decode)
+    path = generate_to_file(loaded, out, caption, seconds or loaded.model.config.max_seconds, steps=steps,
+                            guidance=guidance, sway=sway, seed=seed, decode_options=decode)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
 
 
@@ -667,15 +702,14 @@ def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language
 @click.option("--speaker", default=None, help="Speaker judge for SIM against the prompt: wavlm-sv:/path or resemblyzer.")
 @click.option("--mos", type=click.Choice(["dnsmos", "dnsmos-personalized"]), default=None,
               help="Offline quality judge: DNSMOS via speechmos (not UTMOS).")
-@click.option("--nfe", type=click.IntRange(min=1), default=32, show_default=True, help="Flow steps.")
-@click.option("--cfg", type=NON_NEGATIVE, default=2.0, show_default=True, help="Classifier-free guidance strength.")
+@_flow_options(32, "Classifier-free guidance scale, u + w (c - u) (1: none)  [default: 3, F5-TTS's cfg 2].")
 @click.option("--sway", type=SWAY, default=-1.0, show_default=True, help="Sway sampling coefficient.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Pair i is seeded from (seed, i).")
 @click.option("--truth-duration", is_flag=True, help="Generate each target's real duration (default: F5's rule).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per ASR call.")
-def eval_cross_sentence(model, listing, root, out, asr, speaker, mos, nfe, cfg, sway, seed, truth_duration, device,
-                        batch_size) -> None:
+def eval_cross_sentence(model, listing, root, out, asr, speaker, mos, steps, guidance, nfe, cfg, sway, seed,
+                        truth_duration, device, batch_size) -> None:
     """LibriSpeech-PC cross-sentence TTS evaluation: generate every pair of LISTING (F5-TTS's .lst) with MODEL,
     then score it (WER/CER, SIM vs the prompt, DNSMOS)."""
     from semlat.evaluation.generation_eval import metrics_table
@@ -683,7 +717,9 @@ def eval_cross_sentence(model, listing, root, out, asr, speaker, mos, nfe, cfg, 
 
     if not (asr or speaker or mos):
         raise click.UsageError("give at least one judge: --asr, --speaker or --mos")
-    report = run_cross_sentence(model, listing, root, out, asr=asr, speaker=speaker, mos=mos, nfe=nfe, cfg=cfg,
+    steps, guidance = _resolve_flow(steps, guidance, nfe, cfg, cfg_is_f5=True, guidance_default=3.0)
+    report = run_cross_sentence(model, listing, root, out, asr=asr, speaker=speaker, mos=mos, steps=steps,
+                                guidance=guidance,
                                 sway=sway, seed=seed, truth_duration=truth_duration, device=device,
                                 batch_size=batch_size)
     click.echo(metrics_table(report), nl=False)

@@ -569,6 +569,8 @@ def _audio_link(path: str | None, root: Path) -> str:
 
 
 def _tts_section(tts: dict[str, Any], root: Path) -> list[str]:
+    from semlat.experiments.tts_convergence import guidance_of
+
     truth = tts["ground_truth"]
     s = tts["settings"]
     several = len(tts["final"]) > 1
@@ -577,7 +579,7 @@ def _tts_section(tts: dict[str, Any], root: Path) -> list[str]:
               "text spread over the frames by the judge's forced alignments in training and by the model's own "
               f"duration predictor when it speaks) trained {tts['steps']} steps on the training split's latents, then "
               f"asked for each of {s['test_utterances']} test sentences it never saw, in the voice of another "
-              f"utterance of a training speaker (NFE {s['nfe']}, CFG {s['cfg']}). mel: the 22.05 kHz 80-band "
+              f"utterance of a training speaker (NFE {s['nfe']}, guidance {guidance_of(s)}). mel: the 22.05 kHz 80-band "
               "log-mel, vocoded by Griffin-Lim" + ("; mel_f5: the same TTS with F5-TTS's implicit text alignment."
                                                    if "mel_f5" in tts["final"] else ".")), "",
              "| latent space | latent | steps/s | PER ↓ [95 % CI] | SIM ↑ [95 % CI] |", "|---|---|---:|---:|---:|"]

@@ -115,7 +115,7 @@ class LoadedSpace:
                **options: Any) -> torch.Tensor:
         """``[B, D, T]`` (or a latent file's path) -> ``[B, 1, T * hop]`` float32 at ``output_rate``.
 
-        ``options`` are the model's sampling options (``steps``, ``seed``, ``guidance``); deterministic
+        ``options`` are the model's sampling options (``steps``, ``schedule``, ``seed``); deterministic
         models accept ``seed`` alone. ``progress`` as for :meth:`encode`."""
         if not isinstance(latents, torch.Tensor):
             tensor, meta = read_latent_file(latents)

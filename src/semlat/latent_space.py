@@ -5,7 +5,7 @@ A latent space turns mono audio ``[B, 1, N]`` at ``input_rate`` into latents ``[
 latents back into audio ``[B, 1, T * output_hop]`` at ``output_rate`` (``decode``). For an
 autoencoder both rates are the same (its ``sample_rate``); the SemanticVocoder reads 16 kHz and
 writes 24 kHz. ``decode(latents, **options)`` takes the sampling options of decoders that sample
-(``steps``, ``seed``, ``guidance``); deterministic decoders accept ``seed`` and ignore it, and refuse
+(``steps``, ``schedule``, ``seed``); deterministic decoders accept ``seed`` and ignore it, and refuse
 any other option with a one-line error (:func:`check_decode_options`). TTS and text-to-audio models
 only ever talk to this protocol.
 

@@ -334,7 +334,8 @@ def judge_tts(ws: Workspace, audio: torch.Tensor, rate: int, text: str, prompt: 
     return figures
 
 
-def tts(ws: Workspace, model_name: str, prompt: Path, prompt_text: str, text: str, *, nfe: int = 32, cfg: float = 2.0,
+def tts(ws: Workspace, model_name: str, prompt: Path, prompt_text: str, text: str, *, steps: int = 32,
+        guidance: float = 3.0,
         sway: float = -1.0, speed: float = 1.0, seed: int | None = None, asr: str | None = None,
         speaker: bool = True, mos: bool = False, progress: Progress = _quiet) -> Generated:
     """Zero-shot TTS with a served TTS model (``semlat tts``'s settings), then the chosen judges on the result."""
@@ -342,12 +343,12 @@ def tts(ws: Workspace, model_name: str, prompt: Path, prompt_text: str, text: st
 
     entry = ws.entry("tts", model_name, "TTS model")
     settings = {"model": str(entry.path), "prompt": str(prompt), "prompt_text": prompt_text, "text": text,
-                "nfe": nfe, "cfg": cfg, "sway": sway, "speed": speed, "seed": seed, "asr": asr, "speaker": speaker,
+                "steps": steps, "guidance": guidance, "sway": sway, "speed": speed, "seed": seed, "asr": asr, "speaker": speaker,
                 "mos": mos}
     progress(0.0, f"{entry.name}: loading")
     loaded = ws.models.get("tts", entry.path)
-    progress(0.2, f"{entry.name}: generating ({nfe} steps)")
-    audio = synthesize(loaded, text, prompt, prompt_text, nfe=int(nfe), cfg=float(cfg), sway=float(sway),
+    progress(0.2, f"{entry.name}: generating ({steps} steps)")
+    audio = synthesize(loaded, text, prompt, prompt_text, steps=int(steps), guidance=float(guidance), sway=float(sway),
                        speed=float(speed), seed=seed)
     job = ws.job("tts", settings)
     rate = loaded.space.output_rate
@@ -362,7 +363,7 @@ def tts(ws: Workspace, model_name: str, prompt: Path, prompt_text: str, text: st
 
 
 def tta(ws: Workspace, model_name: str, caption: str, seconds: float | None = None, *, steps: int | None = None,
-        cfg: float | None = None, vocoder_steps: int | None = None, seed: int | None = None,
+        guidance: float | None = None, decode_steps: int | None = None, seed: int | None = None,
         progress: Progress = _quiet) -> Generated:
     """Text-to-audio with a served TTA model (``semlat tta``'s settings): the audio, its spectrogram and latents."""
     from semlat.generation.captioned import decode_latents, generate_latents
@@ -371,13 +372,13 @@ def tta(ws: Workspace, model_name: str, caption: str, seconds: float | None = No
     progress(0.0, f"{entry.name}: loading")
     loaded = ws.models.get("tta", entry.path)
     seconds = float(seconds or loaded.model.config.max_seconds)
-    settings = {"model": str(entry.path), "caption": caption, "seconds": seconds, "steps": steps, "cfg": cfg,
-                "vocoder_steps": vocoder_steps, "seed": seed}
+    settings = {"model": str(entry.path), "caption": caption, "seconds": seconds, "steps": steps, "guidance": guidance,
+                "decode_steps": decode_steps, "seed": seed}
     progress(0.1, f"{entry.name}: sampling latents")
-    latents = generate_latents(loaded, caption, seconds, steps=steps, cfg=cfg, seed=seed)
+    latents = generate_latents(loaded, caption, seconds, steps=steps, guidance=guidance, seed=seed)
     progress(0.6, "decoding")
     audio = decode_latents(loaded, latents, seconds, seed=seed,
-                           decode_options={"steps": int(vocoder_steps)} if vocoder_steps else None)
+                           decode_options={"steps": int(decode_steps)} if decode_steps else None)
     job = ws.job("tta", settings)
     rate = loaded.space.output_rate
     wav = save_audio(job / "generated.wav", audio.reshape(1, -1), rate)

@@ -245,8 +245,8 @@ def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
                 prompt_text = gr.Textbox(label="prompt text (the transcript of the prompt)", elem_id="tts-prompt-text")
                 text = gr.Textbox(label="text to say", lines=2, elem_id="tts-text")
                 with gr.Row():
-                    nfe = gr.Slider(1, 64, value=32, step=1, label="NFE (flow steps)", elem_id="tts-nfe")
-                    cfg = gr.Number(value=2.0, label="CFG strength")
+                    nfe = gr.Slider(1, 64, value=32, step=1, label="flow steps (NFE)", elem_id="tts-nfe")
+                    cfg = gr.Number(value=3.0, label="guidance scale (1: none)")
                     sway = gr.Number(value=-1.0, label="sway coefficient")
                 with gr.Row():
                     speed = gr.Number(value=1.0, minimum=0.1, label="speed")
@@ -273,8 +273,8 @@ def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
         def speak(model_name, prompt_path, prompt_words, words, steps, strength, coef, rate, seed_value, judge,
                   with_sim, with_mos, progress=gr.Progress(track_tqdm=True)):
             result = actions.tts(ws, model_name, actions.input_audio(ws, prompt_path), prompt_words or "", words or "",
-                                 nfe=int(steps),
-                                 cfg=float(strength), sway=float(coef), speed=float(rate), seed=_seed(seed_value),
+                                 steps=int(steps),
+                                 guidance=float(strength), sway=float(coef), speed=float(rate), seed=_seed(seed_value),
                                  asr=None if judge in (None, NONE) else judge, speaker=bool(with_sim),
                                  mos=bool(with_mos), progress=_progress(progress))
             return (_status("done", f"`{result.audio}`"), str(result.audio), str(result.spectrogram),
@@ -294,7 +294,7 @@ def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
                     seconds = gr.Number(value=0, minimum=0, label="seconds (0: the model's window)")
                     steps = gr.Number(value=0, precision=0, minimum=0, label="flow steps (0: the model's)")
                 with gr.Row():
-                    cfg = gr.Number(value=3.5, label="CFG strength")
+                    cfg = gr.Number(value=3.5, label="guidance scale (1: none)")
                     vocoder_steps = gr.Number(value=0, precision=0, minimum=0,
                                               label="decoder steps (SemanticVocoder; 0: the space's)")
                     seed = gr.Number(value=0, precision=0, label="seed (-1: random)")
@@ -310,8 +310,8 @@ def _generate_tab(ws: Workspace, manifests: list[str]) -> None:
         def sound(model_name, words, length, flow_steps, strength, decoder_steps, seed_value,
                   progress=gr.Progress(track_tqdm=True)):
             result = actions.tta(ws, model_name, words or "", float(length) if length else None,
-                                 steps=int(flow_steps) if flow_steps else None, cfg=float(strength),
-                                 vocoder_steps=int(decoder_steps) if decoder_steps else None, seed=_seed(seed_value),
+                                 steps=int(flow_steps) if flow_steps else None, guidance=float(strength),
+                                 decode_steps=int(decoder_steps) if decoder_steps else None, seed=_seed(seed_value),
                                  progress=_progress(progress))
             return (_status("done", f"`{result.audio}`"), str(result.audio), str(result.spectrogram),
                     str(result.latents), _figure_rows(result.figures))

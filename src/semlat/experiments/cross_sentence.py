@@ -89,7 +89,7 @@ def read_cross_sentence_list(path: str | os.PathLike, root: str | os.PathLike) -
 
 def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, root: str | os.PathLike,
                        out: str | os.PathLike, *, asr: str | None, speaker: str | None, mos: str | None = None,
-                       nfe: int = 32, cfg: float = 2.0, sway: float = -1.0, seed: int = 0,
+                       steps: int = 32, guidance: float = 3.0, sway: float = -1.0, seed: int = 0,
                        truth_duration: bool = False, device: str = "cpu", batch_size: int = 8,
                        progress: bool = True) -> dict[str, Any]:
     """Generate every pair of ``listing`` with the TTS ``model`` and score it (module docstring); returns the
@@ -100,7 +100,7 @@ def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, roo
     out = Path(out)
     tts = load_tts(model, device)
     settings = {"model": str(Path(model).resolve()), "list": str(Path(listing).resolve()),
-                "root": str(Path(root).resolve()), "pairs": len(pairs), "nfe": nfe, "cfg": cfg, "sway": sway,
+                "root": str(Path(root).resolve()), "pairs": len(pairs), "steps": steps, "guidance": guidance, "sway": sway,
                 "seed": seed, "duration": "the target's real duration" if truth_duration else
                 "F5's ratio rule from the prompt", "asr": asr, "speaker": speaker, "mos": mos}
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, roo
         audio = out / "audio" / f"{pair.target_id}.wav"
         if not audio.is_file():
             synthesize_to_file(tts, audio, text=pair.target_text, prompt=pair.prompt, prompt_text=pair.prompt_text,
-                               nfe=nfe, cfg=cfg, sway=sway, seed=chunk_seed(seed, index),
+                               steps=steps, guidance=guidance, sway=sway, seed=chunk_seed(seed, index),
                                seconds=pair.target_seconds if truth_duration else None)
         rows.append(json.dumps({"id": pair.target_id, "audio": f"audio/{audio.name}", "text": pair.target_text,
                                 "prompt": str(pair.prompt)}, ensure_ascii=False))

@@ -57,6 +57,7 @@ from semlat.evaluation.generation_eval import evaluate_tts
 from semlat.evaluation.plots import convergence_curves
 from semlat.generation.synthesis import load_tts, synthesize_to_file
 from semlat.inference import encode_to_store, load
+from semlat.sampling import from_f5_strength
 from semlat.training.run import train_recipe
 from semlat.utils.files import atomic_write_text
 
@@ -165,8 +166,14 @@ def _counts(report: dict[str, Any], rate: str) -> dict[str, tuple[int, int]]:
     return {row["id"]: tuple(row["counts"][rate]) for row in report["utterances"] if rate in row.get("counts", {})}
 
 
+def guidance_of(settings: dict[str, Any]) -> float:
+    """The guidance scale of a result's settings (:mod:`semlat.sampling`'s convention); results written before
+    semlat 0.2 hold F5-TTS's ``cfg`` strength instead, one less."""
+    return settings["guidance"] if "guidance" in settings else from_f5_strength(settings.get("cfg", 2.0))
+
+
 def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: Path, *, asr: str, speaker: str | None,
-                        mos: str | None = None, nfe: int = 16, cfg: float = 2.0, seed: int = 0,
+                        mos: str | None = None, nfe: int = 16, guidance: float = 3.0, seed: int = 0,
                         precision: str = "fp32", progress: bool = True) -> dict[str, Any]:
     """Generate every row with the TTS at ``checkpoint`` (row ``i`` seeded ``chunk_seed(seed, i)``; the DiT in
     ``precision``) into ``out/audio`` and judge it; returns the figures, the evaluation's judges and each row's
@@ -181,7 +188,7 @@ def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: P
         path = out / "audio" / f"{i:04d}.wav"
         if not path.is_file():
             synthesize_to_file(tts, path, text=row["text"], prompt=row["prompt"], prompt_text=row["prompt_text"],
-                               nfe=nfe, cfg=cfg, seed=chunk_seed(seed, i))
+                               steps=nfe, guidance=guidance, seed=chunk_seed(seed, i))
             generated += 1
         files.append(str(path.resolve()))
     seconds = time.monotonic() - started
@@ -197,7 +204,7 @@ def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: P
 
 def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manifest: str | os.PathLike, *,
                        asr: str, speaker: str | None = "resemblyzer", mos: str | None = None, steps: int = 3000,
-                       eval_every: int = 500, nfe: int = 16, cfg: float = 2.0, seed: int = 0,
+                       eval_every: int = 500, nfe: int = 16, guidance: float = 3.0, seed: int = 0,
                        nfe_sweep: Sequence[int] = NFE_SWEEP, overrides: Sequence[str] = (), voices: str = "seen",
                        per_sentence: bool = True, threshold: float = PER_THRESHOLD, max_minutes: float | None = None,
                        progress: bool = True, log=print) -> dict[str, Any]:
@@ -244,7 +251,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
             state = json.loads((checkpoint / "config.json").read_text())["training"]
             log(f"[tts experiment] {arm.name}: judging step {state['step']}")
             figures = evaluate_checkpoint(checkpoint, rows, folder / "eval" / checkpoint.name, asr=asr, speaker=speaker,
-                                          mos=mos, nfe=nfe, cfg=cfg, seed=seed, progress=progress)
+                                          mos=mos, nfe=nfe, guidance=guidance, seed=seed, progress=progress)
             figures.pop("judges")
             final_counts[arm.name] = figures.pop("counts")
             points.append({"space": arm.name, "step": state["step"],
@@ -253,20 +260,20 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
         for n in sorted(set(nfe_sweep)):
             log(f"[tts experiment] {arm.name}: judging {final.name} at NFE {n}")
             figures = evaluate_checkpoint(final, rows, folder / "eval" / f"nfe-{n:02d}", asr=asr, speaker=speaker,
-                                          mos=mos, nfe=n, cfg=cfg, seed=seed, progress=progress)
+                                          mos=mos, nfe=n, guidance=guidance, seed=seed, progress=progress)
             figures.pop("judges")
             figures.pop("counts")
             sweep.setdefault(arm.name, []).append({"nfe": n, **figures})
         if nfe_sweep:  # the same checkpoint with its DiT in bf16 (the speed benchmark's other setting)
             log(f"[tts experiment] {arm.name}: judging {final.name} with the DiT in bf16")
             figures = evaluate_checkpoint(final, rows, folder / "eval" / f"bf16-nfe-{nfe:02d}", asr=asr,
-                                          speaker=speaker, mos=mos, nfe=nfe, cfg=cfg, seed=seed, precision="bf16",
+                                          speaker=speaker, mos=mos, nfe=nfe, guidance=guidance, seed=seed, precision="bf16",
                                           progress=progress)
             figures.pop("judges")
             figures.pop("counts")
             bf16[arm.name] = figures
     result = {
-        "settings": {"steps": steps, "eval_every": eval_every, "nfe": nfe, "cfg": cfg, "seed": seed,
+        "settings": {"steps": steps, "eval_every": eval_every, "nfe": nfe, "guidance": guidance, "seed": seed,
                      "manifest": str(manifest_path.resolve()), "test_utterances": len(rows), "voices": voices,
                      "per_sentence": per_sentence, "self_prompted": sum(not r["cross"] for r in rows),
                      "overrides": list(overrides), "threshold": threshold, "max_minutes": max_minutes,
@@ -385,7 +392,7 @@ def render(result: dict[str, Any]) -> str:
     rate = next((k for k in ("per", "wer") if k in truth), None)
     label = rate.upper() if rate else ""
     lines = [(f"# Latent TTS convergence ({s['test_utterances']} cross-sentence test sentences, {s.get('voices', 'all')} "
-              f"voices, NFE {s['nfe']}, CFG {s['cfg']}, seed {s['seed']})"), ""]
+              f"voices, NFE {s['nfe']}, guidance {guidance_of(s)}, seed {s['seed']})"), ""]
     lines += [f"- {group} judge: {name}" for group, name in result["judges"].items()]
     if s.get("self_prompted"):
         lines.append(f"- {s['self_prompted']} target(s) prompted by themselves (their speaker has no other utterance)")

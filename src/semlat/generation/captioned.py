@@ -3,7 +3,7 @@
 1. The caption goes through the frozen T5 encoder the model was trained with (``config.text_encoder``, or
    ``text_encoder`` given here) and the model's projection.
 2. ``seconds`` of latent frames (``round(seconds · frame_rate)``, at most the model's window) are sampled with
-   ``steps`` Euler steps, guidance ``cfg`` (zeros as the unconditional context) and sway.
+   ``steps`` Euler steps, ``guidance`` (zeros as the unconditional context) and sway.
 3. The latent space (``config.space``) decodes them at its output rate (``decode_options`` such as a
    SemanticVocoder's ``steps`` go to it; its seed is the sampling seed).
 
@@ -64,7 +64,7 @@ def load_tta(folder: str | os.PathLike, device: str | torch.device = "auto", spa
 
 
 def generate_latents(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None,
-                     cfg: float | None = None, sway: float | None = None, seed: int | None = None) -> torch.Tensor:
+                     guidance: float | None = None, sway: float | None = None, seed: int | None = None) -> torch.Tensor:
     """Raw latents ``[1, C, round(seconds · frame_rate)]`` for ``caption`` (steps 1 and 2 of the module docstring;
     the caption encoder refuses an empty caption)."""
     config = tta.model.config
@@ -72,7 +72,7 @@ def generate_latents(tta: LoadedTTA, caption: str, seconds: float, *, steps: int
         raise ConfigError(f"--seconds must be in (0, {config.max_seconds:g}] for this model (its window), got {seconds:g}")
     frames = max(1, round(seconds * config.frame_rate))
     hidden, mask = tta.encoder([caption.strip()])  # [1, L, d], [1, L]
-    return tta.model.generate(hidden, mask, min(frames, config.max_frames), steps=steps, cfg=cfg, sway_coef=sway,
+    return tta.model.generate(hidden, mask, min(frames, config.max_frames), steps=steps, guidance=guidance, sway_coef=sway,
                               seed=seed)
 
 
@@ -86,11 +86,11 @@ def decode_latents(tta: LoadedTTA, latents: torch.Tensor, seconds: float, *, see
     return audio[: round(seconds * tta.space.output_rate)]
 
 
-def generate(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None, cfg: float | None = None,
+def generate(tta: LoadedTTA, caption: str, seconds: float, *, steps: int | None = None, guidance: float | None = None,
              sway: float | None = None, seed: int | None = None, decode_options: dict[str, Any] | None = None
              ) -> torch.Tensor:
     """Audio ``[N]`` at ``tta.space.output_rate`` for ``caption`` (module docstring)."""
-    latents = generate_latents(tta, caption, seconds, steps=steps, cfg=cfg, sway=sway, seed=seed)
+    latents = generate_latents(tta, caption, seconds, steps=steps, guidance=guidance, sway=sway, seed=seed)
     return decode_latents(tta, latents, seconds, seed=seed, decode_options=decode_options)
 
 

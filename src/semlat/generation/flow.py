@@ -14,17 +14,17 @@ guidance training drops, for the whole batch, the audio condition with probabili
 condition and the text together with probability 0.2 (both draws always made).
 
 **Sampling** (:func:`sample`): durations raised to at least ``max(text tokens, prompt frames) + 1``; the
-prompt frames are the condition and are copied into the output; Euler or midpoint steps over a time grid
-(uniform, or F5's empirically pruned grids for 5, 6, 7, 10, 12 and 16 steps), bent by sway sampling
-``t + s (cos(πt/2) - 1 + t)`` (``s = -1`` by default); guidance ``v = c + (c - u) · w`` from one batched call
-with the conditional and the unconditional (audio and text dropped) rows. The initial noise can be given
+prompt frames are the condition and are copied into the output; :mod:`semlat.sampling`'s Euler or midpoint
+steps over its ``epss`` grid (F5's empirically pruned grids for 5, 6, 7, 10, 12 and 16 steps, uniform
+otherwise) bent by sway sampling ``t + s (cos(πt/2) - 1 + t)`` (``s = -1`` by default); guidance in semlat's
+convention ``v = u + w (c - u)`` (F5's ``cfg_strength`` 2 is ``w = 3``) from one batched call with the
+conditional and the unconditional (audio and text dropped) rows. The initial noise can be given
 (``y0``) or drawn per item from ``seed`` (each item restarts the generator: item ``i`` gets the first
 ``duration_i`` rows of one stream, as the reference draws it).
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,16 +33,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-#: F5-TTS's empirically pruned step grids, in 32nds of the unit interval
-EPSS_GRIDS = {
-    5: (0, 2, 4, 8, 16, 32),
-    6: (0, 2, 4, 6, 8, 16, 32),
-    7: (0, 2, 4, 6, 8, 16, 24, 32),
-    10: (0, 2, 4, 6, 8, 12, 16, 20, 24, 28, 32),
-    12: (0, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32),
-    16: (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32),
-}
-METHODS = ("euler", "midpoint")
+from semlat.sampling import guide, time_grid
+from semlat.sampling import sample as flow_sample
+
 MAX_FRAMES = 65536
 
 
@@ -50,26 +43,6 @@ def lengths_to_mask(lengths: Tensor, length: int | None = None) -> Tensor:
     """``[B]`` lengths -> ``[B, N]`` bool (``N = max`` unless given)."""
     length = int(lengths.max()) if length is None else length
     return torch.arange(length, device=lengths.device)[None] < lengths[:, None]
-
-
-def sway(t: Tensor, coef: float | None) -> Tensor:
-    """Sway sampling: ``t + coef · (cos(πt/2) - 1 + t)`` (``coef`` None or 0: unchanged)."""
-    if not coef:
-        return t
-    return t + coef * (torch.cos(math.pi / 2 * t) - 1 + t)
-
-
-def time_grid(steps: int, sway_coef: float | None = -1.0, epss: bool = True, device: Any = None,
-              dtype: torch.dtype = torch.float32) -> Tensor:
-    """``[steps + 1]`` times from 0 to 1: F5's pruned grid for 5/6/7/10/12/16 steps (with ``epss``), else
-    uniform; then sway."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if epss and steps in EPSS_GRIDS:
-        t = torch.tensor(EPSS_GRIDS[steps], device=device, dtype=dtype) / 32
-    else:
-        t = torch.linspace(0, 1, steps + 1, device=device, dtype=dtype)
-    return sway(t, sway_coef)
 
 
 def initial_noise(durations: Tensor, channels: int, seed: int | None, *, device: Any = None,
@@ -111,29 +84,16 @@ class Sampled:
     times: Tensor | None = None
 
 
-def _velocity(backbone: nn.Module, y: Tensor, cond: Tensor, text: Tensor, t: Tensor, mask: Tensor | None,
-              cfg: float, outputs: list[Tensor] | None) -> Tensor:
-    if cfg < 1e-5:
-        v = backbone(y, cond, text, t, mask=mask)
-        if outputs is not None:
-            outputs.append(v)
-        return v
-    both = backbone(y, cond, text, t, mask=mask, cfg_infer=True)
-    if outputs is not None:
-        outputs.append(both)
-    conditional, unconditional = both.chunk(2, dim=0)
-    return conditional + (conditional - unconditional) * cfg
-
-
 @torch.no_grad()
 def sample(backbone: nn.Module, cond: Tensor, text: Tensor, durations: Tensor, lens: Tensor | None = None, *,
-           steps: int = 32, cfg: float = 2.0, sway_coef: float | None = -1.0, method: str = "euler", epss: bool = True,
-           seed: int | None = None, y0: Tensor | None = None, keep_trajectory: bool = False) -> Sampled:
+           steps: int = 32, guidance: float = 3.0, sway_coef: float | None = -1.0, method: str = "euler",
+           epss: bool = True, seed: int | None = None, y0: Tensor | None = None, keep_trajectory: bool = False
+           ) -> Sampled:
     """Generate ``[B, N, C]`` sequences that continue the prompts ``cond [B, Nc, C]`` (``lens [B]`` valid
     frames; default all) to ``durations [B]`` total frames, given ``text [B, Nt]`` token ids (``-1``
-    padded). See the module docstring."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    padded), with :mod:`semlat.sampling`'s sampler; ``guidance`` is semlat's scale (F5-TTS's
+    ``cfg_strength`` + 1; 1 or less is the conditional velocity alone, in one unguided call). See the module
+    docstring."""
     batch, device = cond.shape[0], cond.device
     if lens is None:
         lens = torch.full((batch,), cond.shape[1], dtype=torch.long, device=device)
@@ -145,20 +105,26 @@ def sample(backbone: nn.Module, cond: Tensor, text: Tensor, durations: Tensor, l
     step_cond = torch.where(prompt[..., None], cond, torch.zeros_like(cond))
     mask = lengths_to_mask(durations, longest) if batch > 1 else None
     y = y0 if y0 is not None else initial_noise(durations, cond.shape[-1], seed, device=device, dtype=cond.dtype)
-    times = time_grid(steps, sway_coef, epss, device=device, dtype=cond.dtype)
+    times = time_grid(steps, "epss" if epss else "uniform", sway_coef=sway_coef, device=device, dtype=cond.dtype)
+    outputs: list[Tensor] = []
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        if abs(guidance - 1.0) < 1e-5:
+            out = backbone(x, step_cond, text, t, mask=mask)
+            outputs.append(out)
+            return out
+        both = backbone(x, step_cond, text, t, mask=mask, cfg_infer=True)
+        outputs.append(both)
+        conditional, unconditional = both.chunk(2, dim=0)
+        return guide(conditional, unconditional, guidance)
+
     trajectory = [y] if keep_trajectory else None
-    outputs: list[Tensor] | None = [] if keep_trajectory else None
-    for k in range(steps):
-        t, dt = times[k], times[k + 1] - times[k]
-        v = _velocity(backbone, y, step_cond, text, t, mask, cfg, outputs)
-        if method == "midpoint":
-            v = _velocity(backbone, y + dt / 2 * v, step_cond, text, t + dt / 2, mask, cfg, None)
-        y = y + dt * v
-        if trajectory is not None:
-            trajectory.append(y)
+    y = flow_sample(velocity, y, times, method=method,
+                    on_step=(lambda k, x: trajectory.append(x)) if trajectory is not None else None)
     out = torch.where(prompt[..., None], cond, y)
+    stride = 2 if method == "midpoint" else 1  # the step outputs are those at each step's start
     return Sampled(out, durations, torch.stack(trajectory) if trajectory else None,
-                   torch.stack(outputs) if outputs else None, times)
+                   torch.stack(outputs[::stride]) if keep_trajectory else None, times)
 
 
 def span_mask(lens: Tensor, frac: Tensor, u: Tensor, length: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -106,7 +106,7 @@ def import_semantic_vocoder_tta(weights: str | os.PathLike, out: str | os.PathLi
     proj = parts[PROJ]["weight"]
     tta_config = TTAConfig(backbone=backbone, text_dim=int(proj.shape[1]), text_encoder="text_encoder",
                            space=str(space_folder), frame_rate=space.frame_rate,
-                           max_seconds=frames / space.frame_rate, flow=TTAFlow(steps=100, cfg=3.5, sway_coef=-1.0))
+                           max_seconds=frames / space.frame_rate, flow=TTAFlow(steps=100, guidance=3.5, sway_coef=-1.0))
     model = TTAModel(tta_config)
     model.backbone.load_state_dict(parts[BACKBONE], strict=True)
     model.text_proj.load_state_dict(parts[PROJ], strict=True)

@@ -10,7 +10,7 @@
    ``seconds`` given explicitly; never fewer than the text's tokens + 1 backbone positions (the sampler's
    floor, as F5's: the backbone aligns one token per position, so a 5.4 Hz latent speaks at most 5.4 tokens
    a second unless the model splits each frame into ``frame_split`` positions; see :mod:`.tts`).
-4. The flow sampler continues the prompt (``nfe`` steps, guidance ``cfg``, sway, ``seed``); the frames after
+4. The flow sampler continues the prompt (``steps``, ``guidance``, sway, ``seed``); the frames after
    the prompt are decoded by the latent space at its output rate.
 5. Long text goes in sentence chunks (F5's byte budget), joined with 0.15 s linear cross-fades; a batch list
    (JSONL or TSV of prompt, prompt_text, text, output) runs row by row (:func:`synthesize_list`).
@@ -112,14 +112,15 @@ def crossfade_concat(pieces: list[torch.Tensor], fade: int) -> torch.Tensor:
     return out
 
 
-def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, nfe: int = 32,
-               cfg: float = 2.0, sway: float = -1.0, speed: float = 1.0, seed: int | None = None,
+def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, steps: int = 32,
+               guidance: float = 3.0, sway: float = -1.0, speed: float = 1.0, seed: int | None = None,
                seconds: float | None = None, method: str = "euler") -> torch.Tensor:
     """Speech ``[N]`` at ``tts.space.output_rate`` that says ``text`` in the voice of ``prompt``.
 
     Long text is generated in chunks (F5-TTS's rule: at most ``bytes(prompt_text) / prompt seconds ·
     (22 - prompt seconds) · speed`` UTF-8 bytes each, cut at sentences), each with its own seed derived from
-    ``seed``, joined with 0.15 s linear cross-fades. With ``seconds`` the text is one chunk of that length."""
+    ``seed``, joined with 0.15 s linear cross-fades. With ``seconds`` the text is one chunk of that length.
+    ``steps`` flow steps, ``guidance`` in :mod:`semlat.sampling`'s convention (F5-TTS's ``cfg_strength`` 2 is 3)."""
     space = tts.space
     if not text or not text.strip():
         raise ConfigError("--text is empty")
@@ -129,8 +130,10 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
         raise ConfigError(f"--speed must be positive, got {speed}")
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"--seconds must be positive, got {seconds}")
-    if cfg < 0:
-        raise ConfigError(f"--cfg must be >= 0, got {cfg}")
+    if guidance < 0:
+        raise ConfigError(f"--guidance must be >= 0, got {guidance}")
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
     if not -1 <= sway <= 1:
         raise ConfigError(f"--sway must be within [-1, 1], got {sway}")
     audio, _ = load_audio(prompt, space.input_rate)
@@ -147,12 +150,12 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
     pieces = []
     for index, chunk in enumerate(chunks):
         chunk_seed_value = None if seed is None else (seed if len(chunks) == 1 else chunk_seed(seed, index))
-        pieces.append(_generate(tts, latents, prompt_text, chunk, nfe=nfe, cfg=cfg, sway=sway, speed=speed,
+        pieces.append(_generate(tts, latents, prompt_text, chunk, steps=steps, guidance=guidance, sway=sway, speed=speed,
                                 seed=chunk_seed_value, seconds=seconds, method=method))
     return crossfade_concat(pieces, round(CROSSFADE_SECONDS * space.output_rate))
 
 
-def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str, *, nfe: int, cfg: float,
+def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str, *, steps: int, guidance: float,
               sway: float, speed: float, seed: int | None, seconds: float | None, method: str) -> torch.Tensor:
     """One chunk: the prompt's latents ``[1, Tp, D]`` continued by ``text``, decoded -> ``[N]``."""
     space, model = tts.space, tts.model
@@ -165,7 +168,7 @@ def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str
         if int(positions.sum()) > room:
             raise ConfigError(f"the text needs {int(positions.sum()) / model.config.position_rate:.1f} s, more than "
                               f"the model's window leaves after the prompt; give a shorter text or prompt")
-        result = model.generate(latents.to(space.device), ids, None, token_durations=positions, steps=nfe, cfg=cfg,
+        result = model.generate(latents.to(space.device), ids, None, token_durations=positions, steps=steps, guidance=guidance,
                                 sway_coef=sway, seed=seed, method=method)
         generated = rearrange(result.out[:, prompt_frames:int(result.durations[0])], "1 t d -> 1 d t")
         if generated.shape[-1] == 0:
@@ -181,7 +184,7 @@ def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str
         total = prompt_frames + int(ratio * len(text.encode("utf-8")) / speed)
     total = min(total, model.config.max_frames)
     result = model.generate(latents.to(space.device), ids, torch.tensor([total], device=space.device),
-                            steps=nfe, cfg=cfg, sway_coef=sway, seed=seed, method=method)
+                            steps=steps, guidance=guidance, sway_coef=sway, seed=seed, method=method)
     generated = rearrange(result.out[:, prompt_frames:int(result.durations[0])], "1 t d -> 1 d t")
     if generated.shape[-1] == 0:
         raise ConfigError("nothing to generate: the duration does not exceed the prompt")

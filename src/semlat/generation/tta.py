@@ -15,7 +15,7 @@ on normalised channel-major latents ``[B, C, T]``. The backbone runs in the rele
 replaced by zeros with probability ``caption_drop`` per item, mean squared error of the velocity over each
 item's valid frames.
 
-**Sampling** (:meth:`TTAModel.generate`): Euler over ``t_k = k / N`` bent by sway sampling (``s = -1``), and
+**Sampling** (:meth:`TTAModel.generate`, with :mod:`semlat.sampling`): Euler over ``t_k = k / N`` bent by sway sampling (``s = -1``), and
 classifier-free guidance ``v = u + w (c - u)`` (``w = 3.5``) where the unconditional context is all zeros
 **after** the projection with the same mask, as the reference.
 
@@ -45,9 +45,9 @@ from torch import Tensor, nn
 
 from semlat.config import from_dict
 from semlat.errors import ConfigError
-from semlat.generation.flow import time_grid
 from semlat.generation.udit import UDiT, UDiTConfig
 from semlat.nn.linear import Linear
+from semlat.sampling import guide, sample, shift, time_grid
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TTAFlow:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     steps: int = 32
-    cfg: float = 3.5
+    guidance: float = 3.5  # semlat.sampling's convention (the release's own)
     sway_coef: float = -1.0
     prediction: str = "velocity"  # or "data" (module docstring)
     t_floor: float = 0.05
@@ -79,15 +79,6 @@ class TTAFlow:
 PREDICTIONS = ("velocity", "data")
 
 
-def shift_times(t: Tensor, alpha: float) -> Tensor:
-    """Times ``t`` (0 noise, 1 data) moved toward the noise end by ``alpha``: ``σ' = α σ / (1 + (α - 1) σ)``,
-    ``σ = 1 - t`` (``alpha = 1``: unchanged; ends stay fixed)."""
-    if alpha == 1.0:
-        return t
-    sigma = 1.0 - t
-    return 1.0 - alpha * sigma / (1.0 + (alpha - 1.0) * sigma)
-
-
 @dataclass
 class TTAConfig:
     """What a text-to-audio model folder's ``config`` holds."""
@@ -104,7 +95,10 @@ class TTAConfig:
         if not isinstance(self.backbone, UDiTConfig):
             self.backbone = from_dict(UDiTConfig, self.backbone, "tta config 'backbone'")
         if not isinstance(self.flow, TTAFlow):
-            self.flow = from_dict(TTAFlow, self.flow, "tta config 'flow'")
+            flow = dict(self.flow)
+            if "cfg" in flow and "guidance" not in flow:  # folders written before semlat 0.2 name it cfg
+                flow["guidance"] = flow.pop("cfg")
+            self.flow = from_dict(TTAFlow, flow, "tta config 'flow'")
 
     def validate(self, where: str = "tta config") -> None:
         self.flow.validate(f"{where}: flow")
@@ -178,7 +172,7 @@ class TTAModel(nn.Module):
         b = latents.shape[0]
         if draws is None:
             draws = {"x0": torch.randn_like(latents),
-                     "t": shift_times(torch.sigmoid(torch.randn(b, device=latents.device) * c.logit_std
+                     "t": shift(torch.sigmoid(torch.randn(b, device=latents.device) * c.logit_std
                                                     + c.logit_mean), self.config.time_shift),
                      "drop": torch.rand(b, device=latents.device) < c.caption_drop}
         x0, t, drop = draws["x0"], draws["t"], draws["drop"]
@@ -193,12 +187,12 @@ class TTAModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, hidden: Tensor, text_mask: Tensor, frames: int, *, steps: int | None = None,
-                 cfg: float | None = None, sway_coef: float | None = None, seed: int | None = None,
+                 guidance: float | None = None, sway_coef: float | None = None, seed: int | None = None,
                  noise: Tensor | None = None) -> Tensor:
         """Raw latents ``[B, C, frames]`` for encoded captions; ``noise [B, C, frames]`` or one generator
         seeded with ``seed`` for the batch (else the global one)."""
         c, flow = self.config, self.config.flow
-        steps, cfg = steps or flow.steps, flow.cfg if cfg is None else cfg
+        steps, guidance = steps or flow.steps, flow.guidance if guidance is None else guidance
         sway_coef = flow.sway_coef if sway_coef is None else sway_coef
         if frames < 1 or frames > c.max_frames:
             raise ConfigError(f"this model generates 1 to {c.max_frames} frames ({c.max_seconds:g} s), got {frames}")
@@ -208,19 +202,19 @@ class TTAModel(nn.Module):
             noise = torch.randn(b, c.latent_dim, frames, generator=generator)
         x = noise.to(hidden.device, hidden.dtype)
         context = self.context(hidden)
-        guided = cfg != 1.0  # w = 1 is the conditional velocity alone
+        guided = guidance != 1.0  # w = 1 is the conditional velocity alone
         if guided:
             context = torch.cat([context, torch.zeros_like(context)])
             text_mask = torch.cat([text_mask, text_mask])
-        times = shift_times(time_grid(steps, sway_coef, epss=False, device=x.device), c.time_shift)
-        for k in range(steps):
-            t = times[k]
-            if guided:
-                cond, uncond = self.velocity(torch.cat([x, x]), t.expand(2 * b), context, text_mask).chunk(2)
-                v = uncond + cfg * (cond - uncond)
-            else:
-                v = self.velocity(x, t.expand(b), context, text_mask)
-            x = x + (times[k + 1] - t) * v
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            if not guided:
+                return self.velocity(x, t.expand(b), context, text_mask)
+            cond, uncond = self.velocity(torch.cat([x, x]), t.expand(2 * b), context, text_mask).chunk(2)
+            return guide(cond, uncond, guidance)
+
+        times = time_grid(steps, sway_coef=sway_coef, shift_alpha=c.time_shift, device=x.device)
+        x = sample(velocity, x, times)
         return self.denormalize(x)
 
     def info(self) -> dict[str, Any]:

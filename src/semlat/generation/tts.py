@@ -218,7 +218,7 @@ class TTSModel(nn.Module):
     def generate(self, prompt: Tensor, text: Tensor, durations: Tensor | None, lens: Tensor | None = None,
                  token_durations: Tensor | None = None, **sampling: Any) -> Sampled:
         """Continue raw ``prompt [B, Tp, D]`` latents to ``durations [B]`` frames; ``sampling`` are
-        :func:`~semlat.generation.flow.sample`'s options (steps, cfg, sway_coef, method, seed, y0).
+        :func:`~semlat.generation.flow.sample`'s options (steps, guidance, sway_coef, method, seed, y0).
         Returns the de-normalised result ``[B, T, D]`` (prompt frames included) and durations in latent
         frames (with ``frame_split`` > 1, a trajectory given by ``keep_trajectory`` stays in the backbone's
         split layout). With ``durations`` conditioning, ``text`` is the bounded sequence of the text to speak

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from semlat import sampling
 from semlat.audio.filterbanks import linear_filterbank
 from semlat.config import from_dict
 from semlat.errors import ConfigError
@@ -270,14 +271,11 @@ SCHEDULES = ("uniform", "sine")
 
 
 def time_grid(steps: int, schedule: str = "uniform") -> Tensor:
-    """``[steps + 1]`` times from 0 (noise) to 1 (audio): ``k / N`` or ``sin(π k / 2N)``."""
+    """``[steps + 1]`` float32 times from 0 (noise) to 1 (audio): ``k / N`` or ``sin(π k / 2N)`` (evaluated in
+    float64: :func:`semlat.sampling.time_grid`)."""
     if schedule not in SCHEDULES:
         raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    grid = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-    if schedule == "sine":
-        grid = torch.sin(math.pi / 2 * grid)
-        grid[-1] = 1.0
-    return grid.float()
+    return sampling.time_grid(steps, schedule, dtype=torch.float64).float()
 
 
 class FlowVocoder(nn.Module):
@@ -328,10 +326,11 @@ class FlowVocoder(nn.Module):
             noise = torch.randn(batch, frames * self.config.hop_length, generator=generator)
         x = noise.to(latents.device, latents.dtype) * self.config.init_noise_scale
         cond = self.cond_encoder(latents)
-        grid = time_grid(steps, schedule)
-        for k in range(steps):
-            t = torch.full((batch, 1), float(grid[k]), device=x.device, dtype=x.dtype)
-            x = x + self.velocity(x, cond, t) * float(grid[k + 1] - grid[k])
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            return self.velocity(x, cond, t.to(x.dtype).expand(batch, 1))
+
+        x = sampling.sample(velocity, x, time_grid(steps, schedule).to(x.device))
         if clamp:
             x = x.clamp(-1.0, 1.0)
         return x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)

@@ -270,7 +270,7 @@ class LossSpectrogram(nn.Module):
 SCHEDULES = ("uniform", "sine")
 
 
-def time_grid(steps: int, schedule: str = "uniform") -> Tensor:
+def decode_grid(steps: int, schedule: str = "uniform") -> Tensor:
     """``[steps + 1]`` float32 times from 0 (noise) to 1 (audio): ``k / N`` or ``sin(π k / 2N)`` (evaluated in
     float64: :func:`semlat.sampling.time_grid`)."""
     if schedule not in SCHEDULES:
@@ -330,7 +330,7 @@ class FlowVocoder(nn.Module):
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             return self.velocity(x, cond, t.to(x.dtype).expand(batch, 1))
 
-        x = sampling.sample(velocity, x, time_grid(steps, schedule).to(x.device))
+        x = sampling.sample(velocity, x, decode_grid(steps, schedule).to(x.device))
         if clamp:
             x = x.clamp(-1.0, 1.0)
         return x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
@@ -379,7 +379,7 @@ class FewStepVocoder(nn.Module):
         super().__init__()
         if steps < 1:
             raise ConfigError(f"the vocoder needs at least one step, got {steps}")
-        time_grid(steps, schedule)  # checks the schedule's name
+        decode_grid(steps, schedule)  # checks the schedule's name
         self.vocoder, self.steps, self.schedule = vocoder, steps, schedule
 
     def forward(self, latents: Tensor) -> Tensor:

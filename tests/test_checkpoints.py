@@ -10,16 +10,15 @@ import torch
 from torch import nn
 
 from semlat.checkpoints import (
-    build_model,
     check_state_dict,
     load_state_dict_strict,
     read_foreign_weights,
     read_model_folder,
-    run_importer,
     save_model,
     unwrap_state_dict,
 )
 from semlat.errors import CheckpointError
+from semlat.models import build_model, run_importer
 from semlat.utils.files import atomic_dir, atomic_path
 
 

@@ -11,7 +11,8 @@ from semlat.configs import builtin_config
 from semlat.errors import ConfigError
 from semlat.evaluation.ctc_judge import load_judge
 from semlat.semantic.feature_cache import extract_features
-from semlat.semantic.teachers import TeacherSpec, load_teacher
+from semlat.models import load_teacher
+from semlat.semantic.teachers import TeacherSpec
 from semlat.training.recipes import load_recipe
 
 
@@ -48,7 +49,7 @@ def test_bad_ctc_specs_are_one_line_errors(tiny_ctc_judge, tmp_path):
 def test_semantic_vae_aligns_to_a_ctc_teacher(demo_corpus, tiny_ctc_judge, tmp_path):
     """A feature cache of the CTC teacher and a semantic VAE trained against it (2 steps)."""
     cache = tmp_path / "features"
-    extract_features(f"ctc:{tiny_ctc_judge}", demo_corpus / "manifest.jsonl", cache, progress=False)
+    extract_features(load_teacher(f"ctc:{tiny_ctc_judge}"), demo_corpus / "manifest.jsonl", cache, progress=False)
     recipe_cls, config = load_recipe(builtin_config("semantic_vae/tiny"), [
         f"run_dir={tmp_path / 'run'}", f"data.train={demo_corpus / 'manifest.jsonl'}",
         f"alignment.teacher=ctc:{tiny_ctc_judge}", f"alignment.cache={cache}",

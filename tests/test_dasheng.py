@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import fixture_file
-from semlat.checkpoints import load_model
+from semlat.models import load_model
 from semlat.cli import main
 from semlat.semantic.dasheng import Dasheng, DashengConfig
 
@@ -76,7 +76,7 @@ def test_import_reads_the_release_wrapper_and_names_unknown_sizes(fixtures, tmp_
 
 
 def test_an_imported_dasheng_is_a_teacher(imported, io):
-    from semlat.semantic.teachers import load_teacher
+    from semlat.models import load_teacher
 
     teacher = load_teacher(f"semlat:{imported}")
     assert teacher.sample_rate == 16000 and teacher.frame_rate == 25.0 and teacher.dim == 32

@@ -178,7 +178,8 @@ def test_import_f5_tts_runs_end_to_end_through_vocos(fixtures, tmp_path):
     the TTS folder reproduces the fixture, the vocoder encodes prompts with F5's 1e-5 floor, `semlat tts` speaks."""
     import soundfile as sf
 
-    from semlat.checkpoints import load_model, save_model
+    from semlat.checkpoints import save_model
+    from semlat.models import load_model
     from semlat.cli import main
     from semlat.vocoders.vocos import Vocos, VocosConfig
 

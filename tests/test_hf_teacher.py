@@ -16,7 +16,8 @@ import torch
 
 from semlat.audio.processing import resample
 from semlat.errors import ConfigError
-from semlat.semantic.teachers import TeacherSpec, load_teacher
+from semlat.models import load_teacher
+from semlat.semantic.teachers import TeacherSpec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is first imported, if it is not yet
 transformers = pytest.importorskip("transformers")

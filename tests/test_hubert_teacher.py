@@ -27,7 +27,8 @@ from semlat.semantic.hubert_teacher import (
     span_mask,
 )
 from semlat.training.run import train_teacher
-from semlat.semantic.teachers import TeacherSpec, load_teacher
+from semlat.models import load_teacher
+from semlat.semantic.teachers import TeacherSpec
 
 
 
@@ -203,7 +204,7 @@ def test_load_semlat_teacher_gives_frozen_50hz_features(tiny_teacher: Path):
 
 def test_loaded_teacher_sees_what_training_fed_the_model(tiny_teacher: Path):
     """The loader's normalisation and layer indexing match the training loop's."""
-    from semlat.checkpoints import load_model
+    from semlat.models import load_model
 
     model = load_model(tiny_teacher).predictor.hubert
     audio = _noise(1.0, 5, amplitude=0.3) + 0.05
@@ -260,7 +261,7 @@ def test_missing_and_invalid_teacher_folders_are_one_line_errors(tiny_teacher: P
 
 def test_teacher_folders_of_semlat_0_1_still_load(tiny_teacher: Path, tmp_path):
     """A ``teacher.json`` + ``hubert/`` folder (the earlier format) gives the same features."""
-    from semlat.checkpoints import load_model
+    from semlat.models import load_model
 
     legacy = tmp_path / "legacy"
     load_model(tiny_teacher).predictor.hubert.save_pretrained(legacy / "hubert")

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from conftest import assert_tiered_close, fixture_file, tone, write_audio
 from test_spectral import BIGVGAN_MEL_TIERS
 from semlat.audio import probe_audio
-from semlat.checkpoints import read_model_folder, run_importer
+from semlat.checkpoints import read_model_folder
+from semlat.models import run_importer
 from semlat.cli import main
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import load_codec

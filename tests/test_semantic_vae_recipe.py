@@ -33,7 +33,9 @@ def _run(recipe_cls, config):
 @pytest.fixture(scope="module")
 def cache(demo_corpus, tiny_wavlm, tmp_path_factory):
     out = tmp_path_factory.mktemp("features") / "wavlm1"
-    extract_features(f"hf:{tiny_wavlm}@1", demo_corpus / "manifest.jsonl", out, progress=False)
+    from semlat.models import load_teacher
+
+    extract_features(load_teacher(f"hf:{tiny_wavlm}@1"), demo_corpus / "manifest.jsonl", out, progress=False)
     return out
 
 

@@ -13,7 +13,7 @@ from semlat.checkpoints import read_model_folder
 from semlat.configs import builtin_config
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import load_codec
-from semlat.semantic.teachers import load_teacher
+from semlat.models import load_teacher
 from semlat.training.recipes import load_recipe
 from semlat.training.trainer import Trainer, latest_checkpoint
 

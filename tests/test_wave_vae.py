@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from conftest import fixture_file
 from semlat.autoencoders.import_semantic_vae import config_from_reference, import_semantic_vae
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
-from semlat.checkpoints import load_model, run_importer, save_model
+from semlat.checkpoints import save_model
+from semlat.models import load_model, run_importer
 from semlat.errors import CheckpointError, ConfigError
 from semlat.semantic.regulator import InterpolateRegulator, alignment_loss
 

@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import importlib
-
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from semlat._version import __version__
+
 __all__ = ["__version__", "load"]
 
 if TYPE_CHECKING:

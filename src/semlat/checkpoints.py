@@ -1,4 +1,4 @@
-"""semlat's model folder format, strict loading, and the registries of model types and importers.
+"""semlat's model folder format and strict loading.
 
 A model folder holds ``model.safetensors`` (weights only) and ``config.json``::
 
@@ -8,9 +8,8 @@ A model folder holds ``model.safetensors`` (weights only) and ``config.json``::
 Nothing is ever unpickled: weights are safetensors, metadata is JSON. Loading compares every key
 and shape before touching the model and names what is missing, unexpected or mis-shaped.
 
-Released checkpoints of the reference systems are converted by importers (``semlat import KIND
-SRC OUT``). Model types and importers are listed in :data:`MODEL_TYPES` and :data:`IMPORTERS` as
-``"module:attribute"`` strings, imported only when used, so the CLI starts fast.
+The tables of model types and importers live in :mod:`semlat.models`, above every module they name
+(a table here, on the lowest floor, would close an import cycle through each of them).
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ import json
 import os
 import pickle
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -31,41 +29,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import semlat
+from semlat._version import __version__
 from semlat.errors import CheckpointError, first_line
 from semlat.utils.files import atomic_dir, atomic_path
-from semlat.utils.registry import resolve
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-#: model_type -> "module:Class"; the class has ``from_config(dict)`` and ``config`` (a dict or dataclass).
-MODEL_TYPES: Mapping[str, str] = MappingProxyType({
-    "wave_vae": "semlat.autoencoders.wave_vae:WaveVAE",
-    "bigvgan": "semlat.vocoders.mel_vocoder:MelVocoder",
-    "mel_dcae": "semlat.autoencoders.mel_space:MelDCAESpace",
-    "hubert_teacher": "semlat.semantic.hubert_teacher:HubertTeacherModel",
-    "ctc_judge": "semlat.evaluation.ctc_judge:CTCJudgeModel",
-    "vocos": "semlat.vocoders.vocos:Vocos",
-    "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
-    "tts": "semlat.generation.tts:TTSModel",
-    "tta": "semlat.generation.tta:TTAModel",
-    "dasheng": "semlat.semantic.dasheng:Dasheng",
-    "semantic_vocoder": "semlat.autoencoders.semantic_vocoder:SemanticVocoder",
-    "duration": "semlat.generation.duration:DurationPredictor",
-})
-
-#: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
-IMPORTERS: Mapping[str, str] = MappingProxyType({
-    "semantic-vae": "semlat.autoencoders.import_semantic_vae:import_semantic_vae",
-    "bigvgan": "semlat.vocoders.import_bigvgan:import_bigvgan",
-    "dc-speech-vae": "semlat.autoencoders.import_dc_speech_vae:import_dc_speech_vae",
-    "vocos": "semlat.vocoders.import_vocos:import_vocos",
-    "f5-tts": "semlat.generation.import_f5:import_f5_tts",
-    "dasheng": "semlat.semantic.import_dasheng:import_dasheng",
-    "semantic-vocoder": "semlat.autoencoders.import_semantic_vocoder:import_semantic_vocoder",
-    "semantic-vocoder-tta": "semlat.generation.import_tta:import_semantic_vocoder_tta",
-})
 
 _MAX_LISTED = 8
 
@@ -118,7 +87,7 @@ def write_model_files(folder: str | os.PathLike, model: nn.Module | Mapping[str,
     callers write into a temporary folder, see :func:`save_model`)."""
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    meta = {"model_type": model_type, "semlat_version": semlat.__version__, "config": _to_jsonable(config)}
+    meta = {"model_type": model_type, "semlat_version": __version__, "config": _to_jsonable(config)}
     for key, value in (extra or {}).items():
         if key in meta:
             raise ValueError(f"extra entry {key!r} would overwrite a reserved config.json entry")
@@ -184,40 +153,27 @@ def resolve_model_folder(path: str | os.PathLike) -> Path:
     return latest_checkpoint(path) or path
 
 
-def load_model_of_type(path: str | os.PathLike, model_type: str, what: str, hint: str,
+def load_model_of_type(path: str | os.PathLike, cls: Any, model_type: str, what: str, hint: str,
                        device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
     """``(model, config.json, folder)`` of the model folder (or training run, see
-    :func:`resolve_model_folder`) at ``path``, which must hold a ``model_type`` model; otherwise a
-    one-line CheckpointError saying it is not ``what`` (and ``hint``: how to make one)."""
+    :func:`resolve_model_folder`) at ``path``, which must hold a ``model_type`` model (built as ``cls``, which
+    has ``from_config``); otherwise a one-line CheckpointError saying it is not ``what`` (and ``hint``: how to
+    make one). Loading any folder by its own type is :func:`semlat.models.load_model`."""
     folder = resolve_model_folder(path)
     if not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
     state, meta = read_model_folder(folder)
     if meta.get("model_type") != model_type:
         raise CheckpointError(f"{folder}: a {meta.get('model_type')} model, not {what} ({model_type})")
-    return model_from_state(state, meta, str(folder), device), meta, folder
+    return model_from_state(cls, state, meta, str(folder), device), meta, folder
 
 
-def build_model(model_type: str, config: Mapping[str, Any]) -> nn.Module:
-    """Construct a registered model type from its config (weights uninitialised/random)."""
-    if model_type not in MODEL_TYPES:
-        known = ", ".join(sorted(MODEL_TYPES)) or "none registered yet"
-        raise CheckpointError(f"unknown model type {model_type!r} (known: {known})")
-    return resolve(MODEL_TYPES[model_type]).from_config(config)
-
-
-def model_from_state(state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], where: str = "checkpoint",
+def model_from_state(cls: Any, state: Mapping[str, torch.Tensor], meta: Mapping[str, Any], where: str = "checkpoint",
                      device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model ``meta`` (a config.json) describes, load ``state`` strictly, return it in eval mode."""
-    model = build_model(meta["model_type"], meta["config"])
+    """``cls.from_config(meta["config"])`` with ``state`` loaded strictly, in eval mode on ``device``."""
+    model = cls.from_config(meta["config"])
     load_state_dict_strict(model, state, where)
     return model.to(device).eval()
-
-
-def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model a folder describes, load its weights strictly, and return it in eval mode."""
-    state, meta = read_model_folder(folder)
-    return model_from_state(state, meta, str(folder), device)
 
 
 def update_model_meta(folder: str | os.PathLike, **entries: Any) -> Path:
@@ -289,15 +245,6 @@ def unwrap_state_dict(data: Mapping[str, Any], wrappers: tuple[str, ...] = ("sta
             return unwrap_state_dict(inner, wrappers, where)
     kinds = ", ".join(sorted(data)[:_MAX_LISTED])
     raise CheckpointError(f"{where}: no state dict found (top-level keys: {kinds})")
-
-
-def run_importer(kind: str, weights: str | os.PathLike, out: str | os.PathLike, **options: Any) -> Path:
-    """Run the importer registered as ``kind``."""
-    if kind not in IMPORTERS:
-        known = ", ".join(sorted(IMPORTERS)) or "none yet"
-        raise CheckpointError(f"unknown import kind {kind!r} (available: {known})")
-    fn: Callable[..., Path] = resolve(IMPORTERS[kind])
-    return fn(weights, out, **options)
 
 
 def write_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],

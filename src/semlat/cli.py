@@ -175,7 +175,7 @@ def data_stats(manifest) -> None:
                    "a local flan-t5-large folder (config and tokenizer).")
 def import_(kind, weights, out, config, vocoder, vocab, encoder) -> None:
     """Convert a released checkpoint (WEIGHTS) of KIND into a semlat model folder OUT."""
-    from semlat.checkpoints import run_importer
+    from semlat.models import run_importer
 
     if vocab is not None and kind != "f5-tts":
         raise click.UsageError("--vocab is for f5-tts imports")
@@ -292,13 +292,14 @@ def features_extract(teacher_spec, manifest, out, split, device, dtype) -> None:
     """
     import torch
 
+    from semlat.models import load_teacher
     from semlat.semantic.feature_cache import extract_features
     from semlat.training.distributed import init_distributed, shutdown
 
     info = init_distributed(device)
     try:
-        index = extract_features(teacher_spec, manifest, out, split=split, device=info.device,
-                                 dtype=getattr(torch, dtype), progress=info.is_main)
+        index = extract_features(load_teacher(teacher_spec, info.device), manifest, out, split=split,
+                                 device=info.device, dtype=getattr(torch, dtype), progress=info.is_main)
     finally:
         shutdown()
     if info.is_main:
@@ -795,8 +796,14 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
     result depend on the machine's speed). Extra key=value OVERRIDES go to all three training recipes
     (configs/wave_vae/tiny.yaml, semantic_vae/tiny.yaml, mel_dcae/tiny.yaml), e.g. data.batch_size=8.
     """
-    from semlat.demo_run import (DEFAULT_CORPUS_MINUTES, DEFAULT_TTS_STEPS, EXPERIMENT_CORPUS_MINUTES,
-                                 EXPERIMENT_EVAL_EVERY, EXPERIMENT_TTS_STEPS, run_demo)
+    from semlat.demo_run import (
+        DEFAULT_CORPUS_MINUTES,
+        DEFAULT_TTS_STEPS,
+        EXPERIMENT_CORPUS_MINUTES,
+        EXPERIMENT_EVAL_EVERY,
+        EXPERIMENT_TTS_STEPS,
+        run_demo,
+    )
     from semlat.experiments.tts_convergence import NFE_SWEEP
 
     if corpus_minutes is None:

@@ -300,13 +300,14 @@ def phonetic_teacher_stage(out: Path, manifest: Manifest, steps: int, progress: 
 def teacher_features(spec: str, manifest_path: Path, folder: Path, progress: bool) -> Path:
     """The feature cache of teacher ``spec`` for the manifest in ``folder``: reused when it was made by this
     teacher, extracted again when by another (an earlier checkpoint), extracted when absent."""
+    from semlat.models import load_teacher
     from semlat.semantic.feature_cache import FeatureCache, extract_features
     from semlat.semantic.teachers import TeacherSpec
 
     if (folder / "index.json").is_file() and FeatureCache(folder).teacher != TeacherSpec.parse(spec):
         shutil.rmtree(folder)
     if not (folder / "index.json").is_file():
-        extract_features(spec, manifest_path, folder, progress=progress)
+        extract_features(load_teacher(spec), manifest_path, folder, progress=progress)
     return folder
 
 

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -41,6 +42,7 @@ from semlat.errors import AudioError, ConfigError, DataError, SemlatError
 from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, space_info
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.utils.devices import pick_device
+from semlat.utils.registry import resolve
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LATENT_SUFFIXES = (".safetensors",)
@@ -143,6 +145,22 @@ class LoadedSpace:
 Codec = LoadedSpace
 
 
+#: the model types that sit below this module (autoencoders, vocoders, semantic encoders): those it can build;
+#: the ones that are latent spaces load (``"module:Class"``, imported on use so the CLI starts fast; every
+#: module named here is below :mod:`semlat.inference`, so no name closes a cycle). :mod:`semlat.models` adds
+#: the types above (TTS, TTA, duration models, judges).
+SPACE_TYPES: Mapping[str, str] = MappingProxyType({
+    "wave_vae": "semlat.autoencoders.wave_vae:WaveVAE",
+    "bigvgan": "semlat.vocoders.mel_vocoder:MelVocoder",
+    "mel_dcae": "semlat.autoencoders.mel_space:MelDCAESpace",
+    "hubert_teacher": "semlat.semantic.hubert_teacher:HubertTeacherModel",
+    "vocos": "semlat.vocoders.vocos:Vocos",
+    "griffin_lim": "semlat.vocoders.griffin_lim:GriffinLimVocoder",
+    "dasheng": "semlat.semantic.dasheng:Dasheng",
+    "semantic_vocoder": "semlat.autoencoders.semantic_vocoder:SemanticVocoder",
+})
+
+
 def load(folder: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32", *,
          chunk_seconds: float = 30.0, context_seconds: float = 2.0, overlap_seconds: float = 0.0) -> LoadedSpace:
     """Load a model folder for inference (eval mode, weight norm removed): semlat's one entry point.
@@ -153,7 +171,10 @@ def load(folder: str | os.PathLike, device: str | torch.device = "auto", precisi
         raise ConfigError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
     state, meta = read_model_folder(folder)  # read once: weights and description
     target = pick_device(device)
-    model = remove_weight_norm(model_from_state(state, meta, str(folder), target))
+    if meta["model_type"] not in SPACE_TYPES:
+        raise ConfigError(f"{folder}: a {meta['model_type']} model is not a latent space (no encode/decode)")
+    model = remove_weight_norm(model_from_state(resolve(SPACE_TYPES[meta["model_type"]]), state, meta, str(folder),
+                                                target))
     if not isinstance(model, LatentSpace):
         raise ConfigError(f"{folder}: a {meta['model_type']} model is not a latent space (no encode/decode)")
     return LoadedSpace(model, Path(folder), meta["model_type"], target, precision, chunk_seconds, context_seconds,

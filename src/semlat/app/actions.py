@@ -313,8 +313,8 @@ def judge_tts(ws: Workspace, audio: torch.Tensor, rate: int, text: str, prompt: 
     """The offline judges' figures for one generated clip: PER or WER/CER with the ASR judge ``asr`` (a served CTC
     judge's name or an operator's spec, :meth:`Workspace.asr_choices`), SIM against the prompt with the workspace's
     speaker judge, and DNSMOS, as ``semlat eval tts`` computes them."""
-    from semlat.evaluation.generation_eval import TTS_COLUMNS, ListedAudio, asr_columns, score_clip
     from semlat.evaluation.dnsmos import FIGURES as MOS_FIGURES
+    from semlat.evaluation.generation_eval import TTS_COLUMNS, ListedAudio, asr_columns, score_clip
 
     clip = resample(audio.reshape(1, -1), rate, JUDGE_RATE)[0].numpy() if rate != JUDGE_RATE else audio.numpy()
     asr_judge = ws.models.get("asr", ws.asr_spec(asr)) if asr else None

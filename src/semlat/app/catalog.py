@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from semlat.checkpoints import CONFIG_NAME, MODEL_TYPES, WEIGHTS_NAME
+from semlat.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from semlat.models import MODEL_TYPES
 from semlat.utils.registry import resolve
 
 #: model_type -> catalog kind, for the types the app uses beyond latent spaces

@@ -22,7 +22,13 @@ from typing import Any
 
 from semlat.autoencoders.mel_dcae import MelDCAE, MelDCAEConfig, import_dcae_state_dict
 from semlat.autoencoders.mel_space import MelDCAESpace
-from semlat.checkpoints import CONFIG_NAME, WEIGHTS_NAME, load_model, load_state_dict_strict, read_foreign_weights
+from semlat.checkpoints import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_model_of_type,
+    load_state_dict_strict,
+    read_foreign_weights,
+)
 from semlat.config import read_json_object
 from semlat.errors import ConfigError
 from semlat.latent_space import space_info
@@ -47,7 +53,7 @@ def load_mel_vocoder(source: str | os.PathLike) -> Any:
     if not path.is_dir():
         raise ConfigError(f"--vocoder {path}: not a folder (give a BigVGAN folder or {GRIFFIN_LIM!r})")
     if (path / WEIGHTS_NAME).is_file():
-        model = load_model(path)
+        model = load_model_of_type(path, MelVocoder, "bigvgan", "a bigvgan vocoder", "train one with `semlat train bigvgan/...`")[0]
         if not isinstance(model, MelVocoder):
             raise ConfigError(f"--vocoder {path}: a {type(model).__name__} folder, not a bigvgan vocoder")
         return model

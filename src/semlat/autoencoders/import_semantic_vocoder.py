@@ -23,6 +23,7 @@ from semlat.checkpoints import (
 )
 from semlat.config import constructor_kwargs
 from semlat.errors import ConfigError
+from semlat.semantic.dasheng import Dasheng
 from semlat.vocoders.flow_vocoder import FlowVocoderConfig
 
 #: Flow2GAN's names for the latent size and hop (MaeAudioGenerator maps them)
@@ -48,7 +49,7 @@ def import_semantic_vocoder(weights: str | os.PathLike, out: str | os.PathLike, 
         raise ConfigError("semlat import semantic-vocoder needs --config (the generator's config.json) and "
                           "--encoder (a folder from `semlat import dasheng`)")
     generator_config = read_generator_config(config)
-    dasheng, _, encoder_folder = load_model_of_type(encoder, "dasheng", "a Dasheng encoder",
+    dasheng, _, encoder_folder = load_model_of_type(encoder, Dasheng, "dasheng", "a Dasheng encoder",
                                                     "make one with `semlat import dasheng`")
     space = SemanticVocoder(SemanticVocoderConfig(encoder=dasheng.config, generator=generator_config))
     state = unwrap_state_dict(read_foreign_weights(weights, "SemanticVocoder checkpoint"), ("model", "state_dict"),

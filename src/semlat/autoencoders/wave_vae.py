@@ -36,11 +36,11 @@ from semlat.autoencoders.regularizers import latent_layer_norm, sigma_vae_noise
 from semlat.config import from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
+from semlat.nn.linear import Linear
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.semantic.regulator import InterpolateRegulator
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
 from semlat.vocoders.istft_decoder import ISTFTDecoder, ISTFTDecoderConfig
-from semlat.nn.linear import Linear
 
 
 @dataclass

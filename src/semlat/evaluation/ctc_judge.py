@@ -49,9 +49,10 @@ from torch import nn
 from semlat.audio.spectral import MelConfig, MelSpectrogram
 from semlat.checkpoints import load_model_of_type
 from semlat.config import from_dict, read_json_object
+from semlat.data.text import split_chars, split_phonemes
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.ctc_decoding import ctc_forced_align, greedy_decode, min_frames  # noqa: F401 (re-exported)
-from semlat.evaluation.judges import JUDGE_RATE, as_batch, error_rate, split_chars, split_phonemes
+from semlat.evaluation.error_rates import JUDGE_RATE, as_batch, error_rate
 
 FORMAT = "semlat-ctc-judge/1"
 JUDGE_JSON = "judge.json"
@@ -391,7 +392,7 @@ def load_judge(folder: str | Path, *, device: str | torch.device = "cpu") -> CTC
     if (given / JUDGE_JSON).is_file():
         return _load_legacy_judge(given, device)
     try:
-        model, meta, _ = load_model_of_type(given, "ctc_judge", "a CTC judge", "make one with `semlat judge train`")
+        model, meta, _ = load_model_of_type(given, CTCJudgeModel, "ctc_judge", "a CTC judge", "make one with `semlat judge train`")
     except CheckpointError as err:
         raise ConfigError(str(err)) from None
     return model.judge(meta, device)

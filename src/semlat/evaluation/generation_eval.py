@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-import semlat
+from semlat._version import __version__
 from semlat.audio.io import load_audio
 from semlat.errors import AudioError, ConfigError, DataError, ToolMissingError
 from semlat.evaluation.dnsmos import FIGURES, DNSMOSJudge, load_mos_judge
@@ -388,7 +388,7 @@ def evaluate_tts(listing: str | os.PathLike, out: str | os.PathLike, *, asr: str
         metrics[name]["corpus"] = value
         metrics[name]["corpus_ci95"] = interval
     report = {
-        "kind": "tts", "semlat_version": semlat.__version__, "created": _now(),
+        "kind": "tts", "semlat_version": __version__, "created": _now(),
         "data": {"listing": run["listing"], "listing_sha256": run["listing_sha256"], "clips": len(items),
                  "scored": len(rows), "rejected": len(rejects)},
         "settings": {"language": language, "device": device, "batch_size": batch_size,
@@ -411,7 +411,7 @@ def evaluate_audio(generated: str | os.PathLike, reference: str | os.PathLike, o
     out.mkdir(parents=True, exist_ok=True)
     frechet = frechet_section(items, reference, embedding, out, pooling=pooling, device=device, progress=progress)
     report = {
-        "kind": "audio", "semlat_version": semlat.__version__, "created": _now(),
+        "kind": "audio", "semlat_version": __version__, "created": _now(),
         "data": {"generated": str(Path(generated).resolve()), "clips": len(items),
                  "reference": frechet["reference"]["source"]},
         "judges": {"embedding": frechet["judge"]}, "frechet": frechet,

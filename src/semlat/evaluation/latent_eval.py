@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import semlat
+from semlat._version import __version__
 from semlat.audio.io import load_audio
 from semlat.checkpoints import WEIGHTS_NAME
 from semlat.data.alignments import read_alignments
@@ -244,7 +244,7 @@ def evaluate_latents(model_folder: str | os.PathLike, manifest: str | os.PathLik
 
     report = {
         "kind": "latents",
-        "semlat_version": semlat.__version__,
+        "semlat_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"folder": str(Path(model_folder).resolve()), "model_type": codec.model_type,
                   "weights_sha256": model_sha, "sample_rate": sr},

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import semlat
+from semlat._version import __version__
 from semlat.audio.io import load_audio, save_audio
 from semlat.audio.processing import resample
 from semlat.checkpoints import WEIGHTS_NAME
@@ -339,7 +339,7 @@ def evaluate_reconstruction(model_folder: str | os.PathLike, manifest: str | os.
     space = codec.space
     report = {
         "kind": "reconstruction",
-        "semlat_version": semlat.__version__,
+        "semlat_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": {"folder": run["model"], "model_type": codec.model_type, "weights_sha256": model_sha,
                   **space_info(space), "sample_rate": sr},

@@ -17,7 +17,7 @@ from semlat.checkpoints import load_model_of_type
 from semlat.data.manifest import Manifest
 from semlat.errors import DataError
 from semlat.experiments.tts_convergence import cross_sentence_rows
-from semlat.generation.duration import ratio_rule_seconds
+from semlat.generation.duration import DurationPredictor, ratio_rule_seconds
 from semlat.generation.synthesis import MAX_PROMPT_SECONDS
 
 
@@ -31,7 +31,7 @@ def _summary(pairs: list[tuple[float, float]]) -> dict[str, float]:
 def compare_duration_rules(model: str | os.PathLike, manifest: str | os.PathLike, split: str = "test"
                            ) -> dict[str, Any]:
     """``{"pairs": n, "rules": {"ratio rule": {...}, "predictor": {...}}}`` (module docstring)."""
-    predictor, _, resolved = load_model_of_type(model, "duration", "a duration model",
+    predictor, _, resolved = load_model_of_type(model, DurationPredictor, "duration", "a duration model",
                                                 "train one with `semlat train duration/...`")  # in eval mode
     data = Manifest.read(manifest)
     seconds = {str(data.audio_path(i).resolve()): u.duration for i, u in enumerate(data)}

@@ -49,7 +49,7 @@ def load_tta(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     """The TTA model at ``folder`` (a model folder or a training run), its caption encoder and latent space
     (``space`` / ``text_encoder`` override the recorded paths). A space of another size or rate, or an encoder
     of another width, is a one-line ConfigError."""
-    model, _, resolved = load_model_of_type(folder, "tta", "a text-to-audio model", "train one with `semlat train tta/...`")
+    model, _, resolved = load_model_of_type(folder, TTAModel, "tta", "a text-to-audio model", "train one with `semlat train tta/...`")
     config = model.config
     if not (space or config.space):
         raise ConfigError(f"{resolved}: the model records no latent space; give one (--space)")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from semlat.autoencoders.semantic_vocoder import SemanticVocoder
 from semlat.checkpoints import (
     check_state_dict,
     load_model_of_type,
@@ -91,7 +92,7 @@ def import_semantic_vocoder_tta(weights: str | os.PathLike, out: str | os.PathLi
         if not parts[prefix]:
             raise CheckpointError(f"{weights}: no {prefix}* keys (not SemanticVocoder's text-to-audio layout)")
     settings = read_json_object(config, "text-to-audio config") if config is not None else {}
-    space, _, space_folder = load_model_of_type(vocoder, "semantic_vocoder", "a SemanticVocoder",
+    space, _, space_folder = load_model_of_type(vocoder, SemanticVocoder, "semantic_vocoder", "a SemanticVocoder",
                                                 "make one with `semlat import semantic-vocoder`")
     if parts[GENERATOR]:
         ours = space.generator.state_dict()

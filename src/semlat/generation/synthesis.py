@@ -65,7 +65,7 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     ConfigError."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    model, _, resolved = load_model_of_type(folder, "tts", "a TTS model", "train one with `semlat train tts/...`")
+    model, _, resolved = load_model_of_type(folder, TTSModel, "tts", "a TTS model", "train one with `semlat train tts/...`")
     path = Path(space or model.config.space)
     if not path.is_absolute():
         path = resolved / path
@@ -77,7 +77,7 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
                           f"model {resolved} was trained on {model.config.latent_dim} x {model.config.frame_rate:g} Hz")
     predictor = None
     if duration is not None:
-        predictor, _, _ = load_model_of_type(duration, "duration", "a duration model",
+        predictor, _, _ = load_model_of_type(duration, DurationPredictor, "duration", "a duration model",
                                              "train one with `semlat train duration/...`")
         predictor = predictor.to(loaded.device).eval()
     model = model.to(loaded.device).eval()

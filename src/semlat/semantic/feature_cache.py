@@ -44,7 +44,7 @@ from semlat.data.store import (
     parse_dtype,
 )
 from semlat.errors import AudioError, ConfigError, DataError
-from semlat.semantic.teachers import Teacher, TeacherSpec, load_teacher
+from semlat.semantic.teachers import Teacher, TeacherSpec
 from semlat.utils.devices import pick_device
 
 __all__ = ["FORMAT", "FeatureCache", "canonical_spec", "extract_features", "teacher_features"]
@@ -112,7 +112,7 @@ def _utterances(manifest: Manifest) -> list[tuple[str, Path]]:
     return list(seen.items())
 
 
-def extract_features(teacher: str | TeacherSpec | Teacher, manifest: str | os.PathLike, out: str | os.PathLike, *,
+def extract_features(teacher: Teacher, manifest: str | os.PathLike, out: str | os.PathLike, *,
                      split: str | None = None, device: str | torch.device = "cpu",
                      dtype: torch.dtype | str = torch.float16, shard_bytes: int = 256 << 20, progress: bool = True,
                      max_seconds: float | None = None, chunk_seconds: float = 30.0, context_seconds: float = 2.0,
@@ -120,7 +120,8 @@ def extract_features(teacher: str | TeacherSpec | Teacher, manifest: str | os.Pa
     """Run a frozen teacher over every utterance of a manifest and store its features in ``out``.
 
     Args:
-        teacher: a spec (``hf:/models/wavlm-large@23``) or a loaded :class:`Teacher`.
+        teacher: a loaded :class:`Teacher` (:func:`semlat.models.load_teacher` of a spec such as
+            ``hf:/models/wavlm-large@23``).
         manifest, split: the utterances (only ``split`` when given); ids are the ``audio`` fields.
         device: where the teacher runs (``cuda``/``auto`` use ``cuda:$LOCAL_RANK``).
         dtype: storage precision of the ``[dim, T]`` features (fp16 by default).
@@ -137,8 +138,9 @@ def extract_features(teacher: str | TeacherSpec | Teacher, manifest: str | os.Pa
     items = _utterances(Manifest.read(manifest, split=split))
     if not items:
         raise DataError(f"{manifest}: no utterances" + (f" in split {split!r}" if split else ""))
-    model = teacher.to(pick_device(device)).freeze() if isinstance(teacher, Teacher) else \
-        load_teacher(teacher, pick_device(device))
+    if not isinstance(teacher, Teacher):
+        raise TypeError("extract_features takes a loaded Teacher: semlat.models.load_teacher(spec)")
+    model = teacher.to(pick_device(device)).freeze()
     storage = parse_dtype(dtype)
     settings = _settings(model, Path(manifest), split, storage, max_seconds, chunk_seconds, context_seconds)
     writer = StoreWriter(out, settings, rank=rank, world_size=world_size, shard_bytes=shard_bytes)

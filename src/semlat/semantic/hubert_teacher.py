@@ -439,7 +439,10 @@ def load_semlat_teacher(spec: TeacherSpec) -> Teacher:
         kind = read_json_object(meta_path, "model description").get("model_type")
         model_type = kind if kind in TEACHER_MODEL_TYPES else model_type
     try:
-        model, _, folder = load_model_of_type(given, model_type, "a semlat teacher",
+        from semlat.semantic.dasheng import Dasheng
+
+        cls = Dasheng if model_type == "dasheng" else HubertTeacherModel
+        model, _, folder = load_model_of_type(given, cls, model_type, "a semlat teacher",
                                              "make one with `semlat teacher train` or `semlat import dasheng`")
     except CheckpointError as err:
         raise ConfigError(str(err)) from None

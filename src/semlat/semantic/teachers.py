@@ -10,6 +10,8 @@ A teacher is named by a spec string::
     ctc:/runs/phonetic_teacher         a CTC phoneme recognizer's encoder (``semlat judge train``): a
                                        *supervised* teacher (:mod:`semlat.evaluation.ctc_teacher`)
 
+:func:`semlat.models.load_teacher` loads a spec (it sits above every teacher's module).
+
 Layer ``k`` is ``hidden_states[k]`` of the model: 0 is the input to the first transformer layer,
 ``k`` the output of layer ``k``; negative indices count from the end (-1 is the last layer).
 Paths are resolved to absolute paths, so a spec names one model wherever it is used (feature caches
@@ -32,12 +34,8 @@ from torch import nn
 
 from semlat.audio.processing import resample
 from semlat.errors import ConfigError
-from semlat.utils.registry import resolve
 
-SCHEMES = ("hf", "semlat", "ctc")
-#: spec scheme -> "module:callable(TeacherSpec) -> Teacher" (by name: those modules import this one)
-LOADERS = {"hf": "semlat.semantic.hf_teacher:HFTeacher", "semlat": "semlat.semantic.hubert_teacher:load_semlat_teacher",
-           "ctc": "semlat.evaluation.ctc_teacher:load_ctc_teacher"}
+SCHEMES = ("hf", "semlat", "ctc")  # loaded by semlat.models.load_teacher, above every teacher's module
 
 
 @dataclass(frozen=True)
@@ -126,16 +124,6 @@ class Teacher(nn.Module, ABC):
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
         features, frame_lengths = self.features(audio.to(device), lengths.to(device))
         return features.float(), frame_lengths.to(torch.long).cpu()
-
-
-def load_teacher(spec: str | TeacherSpec, device: str | torch.device = "cpu") -> Teacher:
-    """Load the teacher a spec names, frozen, on ``device``."""
-    parsed = TeacherSpec.parse(spec)
-    if not Path(parsed.path).exists():
-        raise ConfigError(f"teacher {parsed}: {parsed.path} does not exist (teachers load from local folders; "
-                          "see the README on getting WavLM-Large)")
-    teacher: Teacher = resolve(LOADERS[parsed.scheme])(parsed)
-    return teacher.to(device).freeze()
 
 
 def teacher_path(spec: str | TeacherSpec) -> os.PathLike:

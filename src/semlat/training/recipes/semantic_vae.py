@@ -95,7 +95,7 @@ class SemanticVAERecipe(WaveVAERecipe):
                 self.cache.check(align.teacher)
                 self.teacher_dim, self.teacher_rate = self.cache.dim, self.cache.frame_rate
             else:
-                from semlat.semantic.teachers import load_teacher
+                from semlat.models import load_teacher
 
                 self.teacher = load_teacher(align.teacher, device=trainer.device)
                 self.teacher_dim, self.teacher_rate = self.teacher.dim, self.teacher.frame_rate

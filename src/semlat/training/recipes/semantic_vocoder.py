@@ -117,7 +117,7 @@ class SemanticVocoderRecipe(Recipe):
 
     def load_encoder(self) -> tuple[Dasheng, Path]:
         """The frozen encoder and the folder it came from (here: ``config.encoder``)."""
-        encoder, _, folder = load_model_of_type(self.config.encoder, "dasheng", "a Dasheng encoder",
+        encoder, _, folder = load_model_of_type(self.config.encoder, Dasheng, "dasheng", "a Dasheng encoder",
                                                 "make one with `semlat import dasheng` or `semlat train dasheng_mae/tiny`")
         return encoder, folder
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from semlat.autoencoders.semantic_vocoder import SemanticVocoder
 from semlat.checkpoints import load_model_of_type
 from semlat.errors import ConfigError
 from semlat.losses.mel import MultiScaleMelLoss
@@ -102,7 +103,7 @@ class SemanticVocoderGANRecipe(GANRecipe, SemanticVocoderRecipe):
     def load_encoder(self) -> tuple[Dasheng, Path]:
         """The ``init`` SemanticVocoder's encoder; its generator's config becomes ``model`` (a ``model`` set
         by hand that differs from it is an error) and its weights start the generator."""
-        space, _, folder = load_model_of_type(self.config.init, "semantic_vocoder", "a SemanticVocoder",
+        space, _, folder = load_model_of_type(self.config.init, SemanticVocoder, "semantic_vocoder", "a SemanticVocoder",
                                               "train one with `semlat train semantic_vocoder/small`")
         generator: FlowVocoder = space.generator
         given = self.config.model

@@ -1,0 +1,94 @@
+"""Loading by name: the tables of model types, importers and teacher schemes, above every module they name.
+
+A table of ``"module:attr"`` strings in a low module hides an import cycle (the named module imports the
+low one), so the tables live here, on a floor above all of them (``semlat.models`` sits between the training
+layer and evaluation / generation; see the import-linter contracts, and ``tests/test_architecture.py``, which
+counts every such string as an import). Entries are still imported on use, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from semlat.checkpoints import model_from_state, read_model_folder
+from semlat.errors import CheckpointError, ConfigError
+from semlat.inference import SPACE_TYPES
+from semlat.semantic.teachers import SCHEMES, Teacher, TeacherSpec
+from semlat.utils.registry import resolve
+
+#: model_type -> "module:Class"; the class has ``from_config(dict)`` and ``config`` (a dict or dataclass).
+MODEL_TYPES: Mapping[str, str] = MappingProxyType({
+    **SPACE_TYPES,
+    "ctc_judge": "semlat.evaluation.ctc_judge:CTCJudgeModel",
+    "tts": "semlat.generation.tts:TTSModel",
+    "tta": "semlat.generation.tta:TTAModel",
+    "duration": "semlat.generation.duration:DurationPredictor",
+})
+
+#: importer kind -> "module:function"; ``function(weights, out, **options) -> Path`` writes a model folder.
+IMPORTERS: Mapping[str, str] = MappingProxyType({
+    "semantic-vae": "semlat.autoencoders.import_semantic_vae:import_semantic_vae",
+    "bigvgan": "semlat.vocoders.import_bigvgan:import_bigvgan",
+    "dc-speech-vae": "semlat.autoencoders.import_dc_speech_vae:import_dc_speech_vae",
+    "vocos": "semlat.vocoders.import_vocos:import_vocos",
+    "f5-tts": "semlat.generation.import_f5:import_f5_tts",
+    "dasheng": "semlat.semantic.import_dasheng:import_dasheng",
+    "semantic-vocoder": "semlat.autoencoders.import_semantic_vocoder:import_semantic_vocoder",
+    "semantic-vocoder-tta": "semlat.generation.import_tta:import_semantic_vocoder_tta",
+})
+
+
+def build_model(model_type: str, config: Mapping[str, Any]) -> nn.Module:
+    """Construct a registered model type from its config (weights uninitialised/random)."""
+    if model_type not in MODEL_TYPES:
+        known = ", ".join(sorted(MODEL_TYPES)) or "none registered yet"
+        raise CheckpointError(f"unknown model type {model_type!r} (known: {known})")
+    return resolve(MODEL_TYPES[model_type]).from_config(config)
+
+
+def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the model a folder describes (any registered type), load its weights strictly, in eval mode."""
+    state, meta = read_model_folder(folder)
+    if meta["model_type"] not in MODEL_TYPES:
+        known = ", ".join(sorted(MODEL_TYPES))
+        raise CheckpointError(f"{folder}: unknown model type {meta['model_type']!r} (known: {known})")
+    return model_from_state(resolve(MODEL_TYPES[meta["model_type"]]), state, meta, str(folder), device)
+
+
+def run_importer(kind: str, weights: str | os.PathLike, out: str | os.PathLike, **options: Any) -> Path:
+    """Convert a released checkpoint with the importer ``kind`` (:data:`IMPORTERS`) into the model folder ``out``."""
+    if kind not in IMPORTERS:
+        known = ", ".join(sorted(IMPORTERS)) or "none yet"
+        raise CheckpointError(f"unknown import kind {kind!r} (available: {known})")
+    fn: Callable[..., Path] = resolve(IMPORTERS[kind])
+    return fn(weights, out, **options)
+
+
+def load_teacher(spec: str | TeacherSpec, device: str | torch.device = "cpu") -> Teacher:
+    """Load the teacher a spec names (:mod:`semlat.semantic.teachers`), frozen, on ``device``."""
+    parsed = TeacherSpec.parse(spec)
+    if not Path(parsed.path).exists():
+        raise ConfigError(f"teacher {parsed}: {parsed.path} does not exist (teachers load from local folders; "
+                          "see the README on getting WavLM-Large)")
+    if parsed.scheme == "hf":
+        from semlat.semantic.hf_teacher import HFTeacher
+
+        teacher: Teacher = HFTeacher(parsed)
+    elif parsed.scheme == "semlat":
+        from semlat.semantic.hubert_teacher import load_semlat_teacher
+
+        teacher = load_semlat_teacher(parsed)
+    elif parsed.scheme == "ctc":
+        from semlat.evaluation.ctc_teacher import load_ctc_teacher
+
+        teacher = load_ctc_teacher(parsed)
+    else:  # TeacherSpec.parse admits only SCHEMES
+        raise ConfigError(f"teacher {parsed}: unknown scheme (use one of {', '.join(SCHEMES)})")
+    return teacher.to(device).freeze()

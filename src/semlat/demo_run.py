@@ -94,7 +94,7 @@ EVENT_BUDGETS = {"minutes": 20.0, "mae_steps": 3000, "vocoder_steps": 5000, "voc
 #: dimension-dependent time shift lifted the event probe's accuracy on generated latents from 57.6 % to 85.9 %
 #: (real held-out latents 81.5 %), and through the GAN-tuned vocoder the judge's from 37.0 % to 46.7 %; adding
 #: clean-latent prediction removed the latents' within-clip noise but came out at 29.3 % through that vocoder
-#: (docs/cli.md). The VAE arm keeps the release's defaults.
+#: (docs/semantic_vocoder.md). The VAE arm keeps the release's defaults.
 EVENT_TTA_OPTIONS = {"semantic": ["flow.shift_base=4096"]}
 
 

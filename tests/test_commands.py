@@ -7,7 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from conftest import tone, write_audio
@@ -79,6 +81,33 @@ def test_file_in_file_out(model_dir, corpus, tmp_path, capsys):
     assert {item["id"] for item in TensorStore(tmp_path / "from_folder").items} == {"u0.wav", "u1.wav"}
     assert main(["decode", str(model_dir), str(tmp_path / "from_folder"), str(tmp_path / "many.wav")]) == 1
     assert "holds 2 latent sequences" in capsys.readouterr().err
+
+
+def test_decode_takes_latents_written_by_other_code(model_dir, corpus, tmp_path, capsys):
+    """A plain safetensors file holding one [D, T], [T, D] or [1, D, T] tensor decodes like semlat's own file;
+    what cannot be read unambiguously is a one-line error naming the file."""
+    from safetensors.torch import save_file
+
+    wav = corpus.parent / "wavs" / "u1.wav"
+    assert main(["encode", str(model_dir), str(wav), str(tmp_path / "a.safetensors")]) == 0
+    z, _ = read_latent_file(tmp_path / "a.safetensors")  # [16, 52]
+    assert main(["decode", str(model_dir), str(tmp_path / "a.safetensors"), str(tmp_path / "ref.wav")]) == 0
+    reference = probe_audio(tmp_path / "ref.wav").frames
+    for name, tensor in (("dt", z), ("td", z.t().contiguous()), ("bdt", z[None])):
+        save_file({"z": tensor}, str(tmp_path / f"{name}.safetensors"))
+        assert main(["decode", str(model_dir), str(tmp_path / f"{name}.safetensors"), str(tmp_path / f"{name}.wav")]) == 0
+        assert probe_audio(tmp_path / f"{name}.wav").frames == reference  # 52 frames x 400 samples = 1.3 s
+    same = [sf.read(tmp_path / f"{name}.wav")[0] for name in ("ref", "dt", "td", "bdt")]
+    assert all(np.allclose(same[0], other, atol=1e-6) for other in same[1:])
+    for name, tensors, message in (("two", {"a": z, "b": z.clone()}, "2 tensors"),
+                                   ("wide", {"z": torch.randn(8, 52)}, "does not fit a space of 16 channels"),
+                                   ("square", {"z": torch.randn(16, 16)}, "ambiguous"),
+                                   ("ints", {"z": torch.zeros(16, 4, dtype=torch.long)}, "latents are one float")):
+        save_file(tensors, str(tmp_path / f"{name}.safetensors"))
+        assert main(["decode", str(model_dir), str(tmp_path / f"{name}.safetensors"), str(tmp_path / "x.wav")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and f"{name}.safetensors" in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "x.wav").exists()
 
 
 def test_encode_records_latent_statistics_in_the_model_folder(model_dir, corpus, tmp_path):

@@ -37,7 +37,7 @@ from semlat.audio.io import load_audio, save_audio
 from semlat.checkpoints import model_from_state, read_model_folder, update_model_meta
 from semlat.data.manifest import OPTIONAL_FIELDS, Manifest
 from semlat.data.prepare import AUDIO_EXTENSIONS
-from semlat.data.store import StoreWriter, TensorStore, read_latent_file, save_latent_file
+from semlat.data.store import StoreWriter, TensorStore, orient_latents, read_latent_file, save_latent_file
 from semlat.errors import AudioError, ConfigError, DataError, SemlatError
 from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, space_info
 from semlat.nn.weight_norm import remove_weight_norm
@@ -121,6 +121,7 @@ class LoadedSpace:
         models accept ``seed`` alone. ``progress`` as for :meth:`encode`."""
         if not isinstance(latents, torch.Tensor):
             tensor, meta = read_latent_file(latents)
+            tensor = orient_latents(tensor, meta, self.latent_dim, str(latents))
             self.check_latents(tensor.shape[0], meta.get("frame_rate"), str(latents))
             latents = tensor[None]
         with self._running():
@@ -346,6 +347,7 @@ def decode(space: LoadedSpace, latents: str | os.PathLike, out: str | os.PathLik
     latents, out = Path(latents), Path(out)
     if latents.is_file():
         tensor, meta = read_latent_file(latents)
+        tensor = orient_latents(tensor, meta, space.latent_dim, str(latents))
         space.check_latents(tensor.shape[0], meta.get("frame_rate"), str(latents))
         target = out if _file_shaped(out, AUDIO_OUT_SUFFIXES) else out / _wav_name(meta.get("id") or latents.stem)
         _decode_one(space, tensor, meta.get("duration"), target, options)

@@ -10,8 +10,8 @@ from conftest import train_recorded
 from semlat.configs import builtin_config
 from semlat.errors import ConfigError
 from semlat.evaluation.ctc_judge import load_judge
-from semlat.semantic.feature_cache import extract_features
 from semlat.models import load_teacher
+from semlat.semantic.feature_cache import extract_features
 from semlat.semantic.teachers import TeacherSpec
 from semlat.training.recipes import load_recipe
 

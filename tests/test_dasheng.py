@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import fixture_file
-from semlat.models import load_model
 from semlat.cli import main
+from semlat.models import load_model
 from semlat.semantic.dasheng import Dasheng, DashengConfig
 
 TOL = {"atol": 2e-3, "rtol": 1e-3}  # the fixture README's Dasheng tolerance (float32 log of tiny mel powers)

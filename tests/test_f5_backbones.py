@@ -179,8 +179,8 @@ def test_import_f5_tts_runs_end_to_end_through_vocos(fixtures, tmp_path):
     import soundfile as sf
 
     from semlat.checkpoints import save_model
-    from semlat.models import load_model
     from semlat.cli import main
+    from semlat.models import load_model
     from semlat.vocoders.vocos import Vocos, VocosConfig
 
     torch.manual_seed(0)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from semlat.errors import ConfigError
+from semlat.models import load_teacher
 from semlat.semantic.hubert_teacher import (
     FORMAT,
     MFCC,
@@ -26,10 +27,8 @@ from semlat.semantic.hubert_teacher import (
     normalize_audio,
     span_mask,
 )
-from semlat.training.run import train_teacher
-from semlat.models import load_teacher
 from semlat.semantic.teachers import TeacherSpec
-
+from semlat.training.run import train_teacher
 
 
 def _noise(seconds: float, seed: int = 0, amplitude: float = 0.1) -> torch.Tensor:

@@ -14,17 +14,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import assert_tiered_close, fixture_file, tone, write_audio
-from test_spectral import BIGVGAN_MEL_TIERS
 from semlat.audio import probe_audio
 from semlat.checkpoints import read_model_folder
-from semlat.models import run_importer
 from semlat.cli import main
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import load_codec
 from semlat.latent_space import LatentSpace, encode_chunked
+from semlat.models import run_importer
 from semlat.nn.weight_norm import has_weight_norm, legacy_to_parametrized
 from semlat.vocoders.import_bigvgan import check_generator_state, import_bigvgan, read_bigvgan_config
 from semlat.vocoders.mel_vocoder import MelVocoder, MelVocoderConfig
+from test_spectral import BIGVGAN_MEL_TIERS
 
 _JSON_22K = MappingProxyType({
     "resblock": "1", "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3,

@@ -19,7 +19,6 @@ from semlat.evaluation.ctc_judge import (
     load_judge,
     min_frames,
 )
-from semlat.training.run import train_judge
 from semlat.evaluation.judges import (
     ASRJudge,
     SpeakerJudge,
@@ -34,6 +33,7 @@ from semlat.evaluation.judges import (
     split_phonemes,
     wer,
 )
+from semlat.training.run import train_judge
 
 
 def posteriorgram(frame_ids: list[int], vocab: int, sharp: float = 0.9) -> torch.Tensor:

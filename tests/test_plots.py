@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from semlat.evaluation.plots import (dimension_bars, latent_image, log_mel_db, probe_bars, spectrogram,
-                                     spectrogram_comparison)
+from semlat.evaluation.plots import (
+    dimension_bars,
+    latent_image,
+    log_mel_db,
+    probe_bars,
+    spectrogram,
+    spectrogram_comparison,
+)
 
 
 def _png_size(path) -> tuple[int, int]:

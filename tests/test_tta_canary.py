@@ -16,7 +16,6 @@ space, not the generator, would be what the test measures).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch

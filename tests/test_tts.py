@@ -273,3 +273,13 @@ def test_cross_sentence_protocol_generates_and_scores_each_pair(trained, demo_co
     lst.write_text(f"1089-134686-0009\t2.0\thi\t{ids[0][0]}\t1.0\tyo\n")
     assert main(args) == 1
     assert "prompt audio" in capsys.readouterr().err
+
+
+def test_semlat_load_gives_a_tts_with_its_latent_space_from_a_run(trained, model_dir):
+    import semlat
+    from semlat.generation.synthesis import LoadedTTS
+
+    tts = semlat.load(trained, device="cpu", space=str(model_dir))
+    assert isinstance(tts, LoadedTTS) and tts.space.latent_dim == 16 and tts.folder.name.startswith("step-")
+    with pytest.raises(ConfigError, match="takes no option chunk_seconds"):
+        semlat.load(trained, device="cpu", chunk_seconds=3.0)

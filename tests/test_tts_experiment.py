@@ -5,8 +5,7 @@ import pytest
 
 from semlat.data.manifest import Manifest, Utterance
 from semlat.evaluation.recon_eval import paired_ratio_difference, ratio_ci
-from semlat.experiments.tts_convergence import (cross_sentence_rows, differences, min_nfe, ordering, render,
-                                                to_threshold)
+from semlat.experiments.tts_convergence import cross_sentence_rows, differences, min_nfe, ordering, render, to_threshold
 
 
 def test_min_nfe_is_the_smallest_within_ten_percent_of_the_largest():

@@ -15,8 +15,8 @@ from conftest import fixture_file
 from semlat.autoencoders.import_semantic_vae import config_from_reference, import_semantic_vae
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 from semlat.checkpoints import save_model
-from semlat.models import load_model, run_importer
 from semlat.errors import CheckpointError, ConfigError
+from semlat.models import load_model, run_importer
 from semlat.semantic.regulator import InterpolateRegulator, alignment_loss
 
 TOL = {"atol": 1e-5, "rtol": 1e-4}

@@ -113,6 +113,24 @@ def save_model(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.
     return folder
 
 
+def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of the model folder at ``path`` (or of a training run's latest checkpoint, see
+    :func:`resolve_model_folder`), checked, without reading the weights; a one-line CheckpointError otherwise."""
+    folder = resolve_model_folder(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: no such model folder")
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"{path}: not a semlat model folder or training run ({CONFIG_NAME} is missing)")
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{config_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(meta, dict) or "model_type" not in meta or "config" not in meta:
+        raise CheckpointError(f"{config_path}: needs 'model_type' and 'config' entries")
+    return meta
+
+
 def read_model_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(state_dict, config.json contents)`` from a model folder, with clear errors."""
     folder = Path(folder)
@@ -122,12 +140,7 @@ def read_model_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(f"{folder}: not a semlat model folder ({path.name} is missing)")
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{config_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(meta, dict) or "model_type" not in meta or "config" not in meta:
-        raise CheckpointError(f"{config_path}: needs 'model_type' and 'config' entries")
+    meta = read_model_meta(folder)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
@@ -180,7 +193,9 @@ def update_model_meta(folder: str | os.PathLike, **entries: Any) -> Path:
     """Add or replace top-level ``config.json`` entries of a model folder (e.g. ``latent_stats``),
     atomically; the weights are untouched. ``model_type``, ``config`` and ``semlat_version`` stay."""
     path = Path(folder) / CONFIG_NAME
-    _, meta = read_model_folder(folder)
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: not a semlat model folder ({CONFIG_NAME} is missing)")
+    meta = read_model_meta(folder)  # the weights are not read
     for key in entries:
         if key in ("model_type", "config", "semlat_version"):
             raise ValueError(f"{key!r} is a reserved config.json entry")

@@ -261,12 +261,13 @@ def teacher_train(manifest, out, steps, minutes, config, overrides) -> None:
     teacher. Use it as alignment.teacher=semlat:OUT. Its features are far weaker than WavLM's; it
     exists so the pipeline runs without downloading a pretrained model.
     """
-    import json
 
     from semlat.training.run import train_teacher
 
     checkpoint = train_teacher(manifest, out, steps=steps, minutes=minutes, config=config, overrides=overrides)
-    meta = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+    from semlat.checkpoints import read_model_meta
+
+    meta = read_model_meta(checkpoint)
     held = meta.get("heldout", {})
     click.echo(f"held-out masked accuracy {held.get('accuracy', float('nan')):.3f} (majority baseline "
                f"{held.get('majority_baseline', float('nan')):.3f}, chance {held.get('chance', float('nan')):.3f})")
@@ -556,13 +557,14 @@ def judge_train(manifest, out, units, steps, minutes, config, overrides) -> None
     training run (a rerun resumes it). It is far weaker than Whisper; its figures are labelled as
     the offline judge's.
     """
-    import json
 
     from semlat.training.run import train_judge
 
     checkpoint = train_judge(manifest, out, units=units, steps=steps, minutes=minutes, config=config,
                              overrides=overrides)
-    meta = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+    from semlat.checkpoints import read_model_meta
+
+    meta = read_model_meta(checkpoint)
     metric = meta["metric"]
     for split, figures in meta["heldout"].items():
         value = figures[metric]

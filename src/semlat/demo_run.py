@@ -50,6 +50,7 @@ import torch
 from einops import rearrange
 
 from semlat.audio.io import load_audio
+from semlat.checkpoints import read_model_meta
 from semlat.data.demo import make_demo_corpus
 from semlat.data.manifest import Manifest
 from semlat.inference import LoadedSpace, load
@@ -145,7 +146,7 @@ def _train(config_name: str, run_dir: Path, name: str, steps: int, minutes: floa
     """Train (or resume up to ``steps``) one recipe; returns the checkpoint and the steps it has."""
     cap = [f"train.max_minutes={minutes}"] if minutes is not None else []
     done = latest_checkpoint(run_dir)
-    first = json.loads((done / "config.json").read_text())["training"]["step"] if done is not None else 0
+    first = read_model_meta(done)["training"]["step"] if done is not None else 0
     started = speed.start(name, max(0, steps - first))
     checkpoint, trainer = train_recipe(config_name, [
         f"run_dir={run_dir}", f"data.train={manifest}", f"train.max_steps={steps}", *cap,
@@ -320,7 +321,7 @@ def mel_space(out: Path, dc_vae: Path) -> Path:
 
     folder = out / "runs" / "mel"
     if not (folder / "config.json").is_file():
-        vocoder = json.loads((dc_vae / "config.json").read_text())["config"]["vocoder"]
+        vocoder = read_model_meta(dc_vae)["config"]["vocoder"]
         if vocoder["type"] != "griffin_lim":
             raise ConfigError(f"{dc_vae}: the demo's mel baseline needs the Griffin-Lim vocoder, not {vocoder['type']}")
         space = GriffinLimVocoder.from_config(vocoder["config"])
@@ -504,7 +505,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
                                progress)
         recon, latents, speech = evaluation["recon"], evaluation["latents"], evaluation["speech"]
         latent_reports[name] = latents
-        state = json.loads((checkpoint / "config.json").read_text())
+        state = read_model_meta(checkpoint)
         models.append({
             "name": name, "recipe": config_name, "model": str(checkpoint), "steps": state["training"]["step"],
             **space_info(codec.space), "vocoder": state["config"].get("vocoder", {}).get("type"),

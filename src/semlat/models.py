@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from semlat.checkpoints import model_from_state, read_model_folder
+from semlat.checkpoints import model_from_state, read_model_folder, read_model_meta, resolve_model_folder
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import SPACE_TYPES
 from semlat.semantic.teachers import SCHEMES, Teacher, TeacherSpec
@@ -60,6 +60,56 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
         known = ", ".join(sorted(MODEL_TYPES))
         raise CheckpointError(f"{folder}: unknown model type {meta['model_type']!r} (known: {known})")
     return model_from_state(resolve(MODEL_TYPES[meta["model_type"]]), state, meta, str(folder), device)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32", **options: Any) -> Any:
+    """semlat's one loader: whatever the model folder (or training run, or checkpoint) at ``path`` holds, ready
+    for inference on ``device``.
+
+    ========================================== =====================================================
+    ``model_type``                              returns
+    ========================================== =====================================================
+    a latent space (``inference.SPACE_TYPES``)  :class:`~semlat.inference.LoadedSpace` (``precision``;
+                                                ``chunk_seconds``, ``context_seconds``, ``overlap_seconds``)
+    ``tts``                                     :class:`~semlat.generation.synthesis.LoadedTTS` (``space``,
+                                                ``duration``; ``precision`` fp32 or bf16)
+    ``tta``                                     :class:`~semlat.generation.captioned.LoadedTTA` (``space``,
+                                                ``text_encoder``)
+    ``ctc_judge``                               :class:`~semlat.evaluation.ctc_judge.CTCJudge`
+    any other registered type                   the model itself, in eval mode
+    ========================================== =====================================================
+
+    Options a type does not take are a one-line ConfigError. The type is read from ``config.json`` first
+    (:func:`~semlat.checkpoints.read_model_meta`), so the weights are read once."""
+    folder = resolve_model_folder(path)
+    model_type = read_model_meta(folder)["model_type"]
+    allowed = {"tts": {"space", "duration"}, "tta": {"space", "text_encoder"}, "ctc_judge": set()}.get(
+        model_type, {"chunk_seconds", "context_seconds", "overlap_seconds"} if model_type in SPACE_TYPES else set())
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"{folder}: a {model_type} model takes no option {', '.join(unknown)}"
+                          + (f" (it takes {', '.join(sorted(allowed))})" if allowed else ""))
+    if model_type in SPACE_TYPES:
+        from semlat.inference import load as load_space
+
+        return load_space(folder, device, precision, **options)
+    if model_type == "tts":
+        from semlat.generation.synthesis import load_tts
+
+        return load_tts(folder, device, options.get("space"), options.get("duration"), precision)
+    if precision != "fp32":
+        raise ConfigError(f"{folder}: a {model_type} model runs in fp32 (precision {precision!r})")
+    if model_type == "tta":
+        from semlat.generation.captioned import load_tta
+
+        return load_tta(folder, device, options.get("space"), options.get("text_encoder"))
+    from semlat.utils.devices import pick_device
+
+    if model_type == "ctc_judge":
+        from semlat.evaluation.ctc_judge import load_judge
+
+        return load_judge(folder, device=pick_device(device))
+    return load_model(folder, pick_device(device))
 
 
 def run_importer(kind: str, weights: str | os.PathLike, out: str | os.PathLike, **options: Any) -> Path:

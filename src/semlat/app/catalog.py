@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from semlat.checkpoints import CONFIG_NAME, WEIGHTS_NAME
+from semlat.checkpoints import CONFIG_NAME, WEIGHTS_NAME, read_model_meta
+from semlat.errors import CheckpointError
 from semlat.models import MODEL_TYPES
 from semlat.utils.registry import resolve
 
@@ -83,9 +84,11 @@ def _is_space_type(model_type: str) -> bool:
 
 
 def _model_kind(folder: Path) -> tuple[str, str] | None:
+    if not (folder / CONFIG_NAME).is_file():
+        return None
     try:
-        meta = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = read_model_meta(folder)
+    except CheckpointError:
         return None
     model_type = meta.get("model_type") if isinstance(meta, dict) else None
     if not isinstance(model_type, str):

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semlat.checkpoints import resolve_model_folder
+from semlat.checkpoints import read_model_meta, resolve_model_folder
 from semlat.chunking import chunk_seed
 from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError
@@ -84,7 +84,7 @@ class SpaceRun:
 def tiny_config_for(model: str | os.PathLike) -> str:
     """The ``tts/tiny_*`` recipe for the latent space at ``model`` (by its ``model_type``)."""
     folder = resolve_model_folder(model)
-    kind = json.loads((folder / "config.json").read_text())["model_type"]
+    kind = read_model_meta(folder)["model_type"]
     if kind not in TINY_CONFIGS:
         raise ConfigError(f"{folder}: a {kind} model is not a latent space with a tiny TTS recipe "
                           f"({', '.join(TINY_CONFIGS)})")
@@ -248,7 +248,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
                              "run": str(folder / "run"), "steps": trainer.step,
                              "steps_per_second": round(trainer.step / max(trainer.train_seconds, 1e-9), 3)}
         for checkpoint in sorted((folder / "run" / "checkpoints").glob("step-*")):
-            state = json.loads((checkpoint / "config.json").read_text())["training"]
+            state = read_model_meta(checkpoint)["training"]
             log(f"[tts experiment] {arm.name}: judging step {state['step']}")
             figures = evaluate_checkpoint(checkpoint, rows, folder / "eval" / checkpoint.name, asr=asr, speaker=speaker,
                                           mos=mos, nfe=nfe, guidance=guidance, seed=seed, progress=progress)

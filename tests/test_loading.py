@@ -1,0 +1,51 @@
+"""semlat.load, the one loader (every model type, model folders and training runs), and the one metadata reader."""
+
+import json
+import shutil
+
+import pytest
+
+import semlat
+from semlat.checkpoints import read_model_meta, update_model_meta
+from semlat.errors import CheckpointError, ConfigError
+from semlat.inference import LoadedSpace
+
+
+def test_a_latent_space_loads_with_its_options_and_refuses_others(model_dir):
+    space = semlat.load(model_dir, device="cpu", chunk_seconds=5.0)
+    assert isinstance(space, LoadedSpace) and space.chunk_seconds == 5.0 and space.latent_dim == 16
+    with pytest.raises(ConfigError, match="takes no option text_encoder"):
+        semlat.load(model_dir, device="cpu", text_encoder="t5")
+
+
+def test_a_judge_and_a_training_run_load_by_their_type(tiny_ctc_judge):
+    from semlat.evaluation.ctc_judge import CTCJudge
+
+    judge = semlat.load(tiny_ctc_judge, device="cpu")
+    assert isinstance(judge, CTCJudge)
+    run = tiny_ctc_judge.parent.parent  # the training run stands for its latest checkpoint
+    assert isinstance(semlat.load(run, device="cpu"), CTCJudge)
+    with pytest.raises(ConfigError, match="runs in fp32"):
+        semlat.load(tiny_ctc_judge, device="cpu", precision="bf16")
+
+
+def test_the_metadata_reader_never_reads_weights(model_dir, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    (folder / "model.safetensors").write_bytes(b"not weights")  # unreadable weights: the metadata still reads
+    assert read_model_meta(folder)["model_type"] == "wave_vae"
+    update_model_meta(folder, note="kept")  # --record-stats' path: config.json rewritten, weights untouched
+    assert read_model_meta(folder)["note"] == "kept" and (folder / "model.safetensors").read_bytes() == b"not weights"
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        semlat.load(folder, device="cpu")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="invalid JSON"):
+        read_model_meta(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "wave_vae"}))
+    with pytest.raises(CheckpointError, match="needs 'model_type' and 'config'"):
+        read_model_meta(folder)
+    with pytest.raises(CheckpointError, match="missing: no such model folder"):
+        semlat.load(tmp_path / "missing", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a semlat model folder or training run"):
+        semlat.load(tmp_path / "empty", device="cpu")

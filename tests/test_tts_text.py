@@ -10,7 +10,7 @@ import torch
 
 from conftest import fixture_file
 from semlat.errors import ConfigError, DataError
-from semlat.generation.text import TextFrontEnd, Vocab, char_tokens, ipa_tokens, phoneme_tokens
+from semlat.text.frontend import TextFrontEnd, Vocab, char_tokens, ipa_tokens, phoneme_tokens
 
 
 def _has_cjk(text: str) -> bool:

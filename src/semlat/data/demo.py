@@ -29,6 +29,7 @@ from semlat.audio.processing import peak_normalize
 from semlat.data.manifest import Manifest, Utterance
 from semlat.data.splits import assign_split
 from semlat.errors import DataError, SemlatError, ToolMissingError
+from semlat.text.espeak import phonemize
 from semlat.utils.files import atomic_dir
 from semlat.utils.parallel import default_workers, parallel_map
 
@@ -193,11 +194,6 @@ def _run(cmd: list[str]) -> str:
     if proc.returncode != 0:
         raise SemlatError(f"{cmd[0]} failed (exit {proc.returncode}): {' '.join(proc.stderr.split())[:200]}")
     return proc.stdout
-
-
-def phonemize(text: str, language: str = "en-us") -> str:
-    """espeak-ng IPA of ``text``, clauses joined by single spaces."""
-    return " ".join(_run(["espeak-ng", "-q", "--ipa", "-v", language, text]).split())
 
 
 def synthesize(item: DemoItem, out_root: Path, sample_rate: int) -> Utterance:

@@ -49,34 +49,20 @@ from torch import nn
 from semlat.audio.spectral import MelConfig, MelSpectrogram
 from semlat.checkpoints import load_model_of_type
 from semlat.config import from_dict, read_json_object
-from semlat.data.text import split_chars, split_phonemes
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.ctc_decoding import ctc_forced_align, greedy_decode, min_frames  # noqa: F401 (re-exported)
 from semlat.evaluation.error_rates import JUDGE_RATE, as_batch, error_rate
+from semlat.text.units import JUDGE_UNITS, detokenize, tokenize  # noqa: F401 (re-exported)
 
 FORMAT = "semlat-ctc-judge/1"
 JUDGE_JSON = "judge.json"
 WEIGHTS = "model.safetensors"
 BLANK = "<blank>"
-UNITS = ("phonemes", "chars")
+UNITS = JUDGE_UNITS
 FEATURE_EPS = 1e-5
 
 
 # --- units ----------------------------------------------------------------------------------
-
-def tokenize(text: str, units: str) -> list[str]:
-    """``text`` (IPA for phonemes, orthography for chars) -> unit tokens."""
-    if units == "phonemes":
-        return split_phonemes(text)
-    if units == "chars":
-        return split_chars(text)
-    raise ConfigError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
-
-
-def detokenize(tokens: Sequence[str], units: str) -> str:
-    """Tokens -> a string: phonemes space-separated, characters concatenated."""
-    return " ".join(tokens) if units == "phonemes" else "".join(tokens).strip()
-
 
 def source_text(utterance: Any, units: str) -> str | None:
     return utterance.phonemes if units == "phonemes" else utterance.text

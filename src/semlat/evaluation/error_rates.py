@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from semlat.data.text import normalize_text, split_chars, split_phonemes
 from semlat.evaluation.metrics import Score, as_signal, resample_to, undefined
+from semlat.text.units import normalize_text, split_chars, split_phonemes
 
 JUDGE_RATE = 16000
 

@@ -31,7 +31,6 @@ import datetime
 import json
 import math
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from tqdm import tqdm
 
 from semlat._version import __version__
 from semlat.audio.io import load_audio
-from semlat.errors import AudioError, ConfigError, DataError, ToolMissingError
+from semlat.errors import AudioError, ConfigError, DataError
 from semlat.evaluation.dnsmos import FIGURES, DNSMOSJudge, load_mos_judge
 from semlat.evaluation.embedders import default_pooling, embed_set, load_audio_embedder
 from semlat.evaluation.frechet import EmbeddingStats, frechet_distance
@@ -68,6 +67,7 @@ from semlat.evaluation.recon_eval import (
     ratio_ci,
     read_rows,
 )
+from semlat.text.espeak import phonemize as espeak_ipa
 from semlat.utils.files import atomic_write_text, sha256_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
@@ -155,11 +155,7 @@ def collect_audio(source: str | os.PathLike) -> list[ListedAudio]:
 
 def phonemize(text: str, language: str = "en-us") -> str:
     """espeak-ng IPA of ``text`` (the demo corpus's convention); a one-line error without espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise ToolMissingError("PER needs target phonemes: give 'phonemes' in the list or install espeak-ng")
-    from semlat.data.demo import phonemize as espeak_ipa
-
-    return espeak_ipa(text, language)
+    return espeak_ipa(text, language, needed_for="PER targets (or give 'phonemes' in the list)")
 
 
 # --- per-clip scoring -----------------------------------------------------------------------

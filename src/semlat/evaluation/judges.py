@@ -39,7 +39,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from semlat.data.text import IPA_MODIFIERS, STRESS_MARKS, normalize_text, split_chars, split_phonemes  # noqa: F401
 from semlat.errors import ConfigError, first_line
 from semlat.evaluation.error_rates import (  # noqa: F401 (re-exported: the judges' error rates)
     JUDGE_RATE,
@@ -51,6 +50,7 @@ from semlat.evaluation.error_rates import (  # noqa: F401 (re-exported: the judg
     wer,
 )
 from semlat.evaluation.metrics import Score, undefined
+from semlat.text.units import IPA_MODIFIERS, STRESS_MARKS, normalize_text, split_chars, split_phonemes  # noqa: F401
 
 # --- protocols ------------------------------------------------------------------------------
 

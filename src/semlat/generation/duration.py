@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from semlat.config import from_dict
 from semlat.errors import ConfigError
-from semlat.generation.text import UNITS, TextFrontEnd, Vocab
 from semlat.nn.linear import Linear
+from semlat.text.frontend import UNITS, TextFrontEnd, Vocab
 
 INITIAL_TOKEN_SECONDS = 0.07
 INITIAL_OFFSET_SECONDS = 0.3

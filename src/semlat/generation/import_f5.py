@@ -25,8 +25,8 @@ import yaml
 from semlat.checkpoints import CONFIG_NAME, check_state_dict, read_model_folder, write_model_files
 from semlat.errors import CheckpointError, ConfigError
 from semlat.generation.f5_checkpoint import backbone_from_arch, read_backbone_weights, read_f5_config
-from semlat.generation.text import Vocab
 from semlat.generation.tts import TTSConfig, TTSModel
+from semlat.text.frontend import Vocab
 from semlat.utils.files import atomic_dir
 
 F5_MEL_FLOOR = 1e-5

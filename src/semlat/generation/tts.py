@@ -41,8 +41,8 @@ from semlat.generation.aligned import expand, positions_from_seconds
 from semlat.generation.dit import DiT, DiTConfig
 from semlat.generation.duration import DurationConfig, DurationPredictor
 from semlat.generation.flow import FlowConfig, Sampled, infilling_loss, sample
-from semlat.generation.text import UNITS, TextFrontEnd, Vocab
 from semlat.generation.unett import UNetT, UNetTConfig
+from semlat.text.frontend import UNITS, TextFrontEnd, Vocab
 
 BACKBONES = {"DiT": (DiT, DiTConfig), "UNetT": (UNetT, UNetTConfig)}
 CONDITIONINGS = ("f5", "durations")

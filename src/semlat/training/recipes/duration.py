@@ -2,7 +2,7 @@
 
 Data: the ``train`` split of a manifest with ``text`` (units ``chars``) or ``phonemes``; each utterance's
 target is its duration in seconds (the manifest's). The vocabulary is every unit of the training texts, by
-the TTS's own rules (:func:`~semlat.generation.text.char_tokens`, :func:`~semlat.generation.text.ipa_tokens`).
+the TTS's own rules (:func:`~semlat.text.frontend.char_tokens`, :func:`~semlat.text.frontend.ipa_tokens`).
 Each step: L1 between log predicted and log real seconds over a batch of utterances. Validation: the mean
 absolute error in seconds and the mean |log ratio| on the ``valid`` split (else ``test``); the exported
 folder (``model_type: duration``) carries both for ``valid`` and ``test``.
@@ -24,7 +24,7 @@ from semlat.data.datasets import ListDataset
 from semlat.data.manifest import Manifest, Utterance
 from semlat.errors import ConfigError, DataError
 from semlat.generation.duration import UNITS, DurationConfig, DurationPredictor
-from semlat.generation.text import Vocab, char_tokens, ipa_tokens
+from semlat.text.frontend import Vocab, char_tokens, ipa_tokens
 from semlat.training.logging import RunLogger
 from semlat.training.settings import EMAConfig, OptimizerConfig, TrainConfig
 from semlat.training.trainer import Recipe, Trainer

@@ -36,8 +36,8 @@ from semlat.errors import ConfigError, DataError
 from semlat.generation.aligned import bounded, token_durations
 from semlat.generation.dit import DiTConfig
 from semlat.generation.flow import FlowConfig
-from semlat.generation.text import Vocab, char_tokens, ipa_tokens
 from semlat.generation.tts import CONDITIONINGS, TTSConfig, TTSModel
+from semlat.text.frontend import Vocab, char_tokens, ipa_tokens
 from semlat.training.logging import RunLogger
 from semlat.training.recipes.duration import DurationModelConfig
 from semlat.training.settings import EMAConfig, OptimizerConfig, TrainConfig

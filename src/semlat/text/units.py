@@ -1,5 +1,5 @@
 """Text units shared by the judges and the text front-ends of TTS: phoneme symbols of espeak-ng IPA,
-normalised transcripts and their characters.
+normalised transcripts and their characters, and the judges' unit tokens (:func:`tokenize`).
 
 Text normalisation (:func:`normalize_text`): Unicode NFKC, lower case, curly apostrophes made straight,
 every character that is not a letter, digit, apostrophe or whitespace becomes a space (so "well-known" is
@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["IPA_MODIFIERS", "STRESS_MARKS", "normalize_text", "split_chars", "split_phonemes"]
+__all__ = ["IPA_MODIFIERS", "JUDGE_UNITS", "STRESS_MARKS", "detokenize", "normalize_text", "split_chars",
+           "split_phonemes", "tokenize"]
 
 #: IPA primary / secondary stress and syllable marks, dropped from phoneme tokens.
 STRESS_MARKS = frozenset("ˈˌ.")
@@ -55,3 +56,23 @@ def normalize_text(text: str) -> str:
 def split_chars(text: str) -> list[str]:
     """Characters of the normalised ``text``, a single ``" "`` between words."""
     return list(normalize_text(text))
+
+
+#: what a recognizer transcribes: IPA phonemes or the characters of the text
+JUDGE_UNITS = ("phonemes", "chars")
+
+
+def tokenize(text: str, units: str) -> list[str]:
+    """``text`` (IPA for phonemes, orthography for chars) -> unit tokens."""
+    if units == "phonemes":
+        return split_phonemes(text)
+    if units == "chars":
+        return split_chars(text)
+    from semlat.errors import ConfigError
+
+    raise ConfigError(f"units must be one of {', '.join(JUDGE_UNITS)}, got {units!r}")
+
+
+def detokenize(tokens: list[str] | tuple[str, ...], units: str) -> str:
+    """Tokens -> a string: phonemes space-separated, characters concatenated."""
+    return " ".join(tokens) if units == "phonemes" else "".join(tokens).strip()

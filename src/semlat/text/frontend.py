@@ -14,7 +14,7 @@ one character and the last token is not a space, ``:``, ``'`` or ``"``. Text wit
 pypinyin): jieba's words; a word of only CJK characters becomes its tone-numbered pinyin syllables (TONE3,
 tone sandhi on, each after a ``" "``), a mixed word is converted character by character.
 
-**Phonemes** (:func:`phoneme_tokens`): espeak-ng's IPA split into symbols (:func:`~semlat.data.text.split_phonemes`)
+**Phonemes** (:func:`phoneme_tokens`): espeak-ng's IPA split into symbols (:func:`~semlat.text.units.split_phonemes`)
 with ``" "`` between words; the vocabulary is built from the training data (:meth:`Vocab.build`).
 """
 
@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
-from semlat.data.text import split_phonemes
 from semlat.errors import ConfigError, DataError, ToolMissingError
+from semlat.text.espeak import phonemize
+from semlat.text.units import split_phonemes
 
 UNITS = ("chars", "phonemes")
 _RUN = re.compile(r"[A-Za-z0-9+#&._%\-]+|\s|.", re.DOTALL)
@@ -90,11 +90,7 @@ def pinyin_tokens(text: str) -> list[str]:
 
 def phoneme_tokens(text: str, language: str = "en-us") -> list[str]:
     """espeak-ng IPA symbols of ``text`` with ``" "`` between words; a one-line error without espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise ToolMissingError("phoneme input needs espeak-ng (sudo apt-get install espeak-ng), or use chars")
-    from semlat.data.demo import phonemize
-
-    return ipa_tokens(phonemize(text, language))
+    return ipa_tokens(phonemize(text, language, needed_for="phoneme inputs (or use chars)"))
 
 
 def ipa_tokens(ipa: str) -> list[str]:

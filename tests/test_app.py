@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import shutil
 import urllib.error
@@ -302,6 +303,7 @@ def test_generate_speech_and_sound(page, served, tmp_path):
     figures = page.locator("#tts-figures").inner_text()
     for label in ("PER", "SIM", "DNSMOS OVRL", "transcript (phonemes)"):
         assert label in figures
+    assert re.search(r"PER\s+\d+\.\d %", figures), figures  # an error rate in percent, not a bare fraction
     values = _numbers(figures)
     assert len(values) >= 6 and all(math.isfinite(v) for v in values)
     _shot(page, "generate-tts", tmp_path)

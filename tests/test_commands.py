@@ -232,7 +232,7 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     assert "| vanilla (wave_vae/tiny)" in text and "| semantic (semantic_vae/tiny)" in text
     assert "## Is the semantic VAE more phonetic?" in text and "**supervised** phonetic teacher" in text
     assert "| dc_vae (mel_dcae/tiny)" in text
-    for section in ("## Reconstruction", "## Latent diagnostics", "## Generated speech"):
+    for section in ("## Reconstruction", "## Latent diagnostics", "## Speech judged"):
         assert section in text
     assert "| figure | vanilla | semantic | dc_vae | semantic_ctc | clean audio | judge |" in text
     # the TTS stage (--tts-experiment): the duration-aligned tiny TTS on every latent space and F5's implicit

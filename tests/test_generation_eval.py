@@ -274,7 +274,7 @@ def test_compare_puts_generation_reports_side_by_side(demo_corpus, tiny_ctc_judg
     evaluate_tts(listing, tmp_path / "a", asr=spec, reference=listing, progress=False)
     evaluate_tts(listing, tmp_path / "b", asr=spec, progress=False)
     text = compare_reports([tmp_path / "a", tmp_path / "b"])
-    assert "## Generated speech" in text and "| figure | a | b | judge |" in text
+    assert "## Speech judged" in text and "| figure | a | b | judge |" in text
     per_row = next(line for line in text.splitlines() if line.startswith("| PER"))
     assert per_row.count("**") == 4 and "ctc-phonemes (offline" in per_row  # a tie: both best, same judge
     fd_row = next(line for line in text.splitlines() if line.startswith("| FD"))

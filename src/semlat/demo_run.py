@@ -58,6 +58,7 @@ from semlat.latent_space import space_info
 from semlat.semantic.alignment import frame_mask, latent_valid_frames, mean_cosine
 from semlat.training.run import train_recipe
 from semlat.training.trainer import latest_checkpoint
+from semlat.utils.figures import number, percent, with_interval
 from semlat.utils.files import atomic_write_text
 
 SAMPLE_RATE = 16000
@@ -552,14 +553,6 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     return report
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def _audio_link(path: str | None, root: Path) -> str:
     if not path:
         return "–"
@@ -588,10 +581,10 @@ def _tts_section(tts: dict[str, Any], root: Path) -> list[str]:
     for name, point in tts["final"].items():
         space = tts["spaces"][name]
         lines.append(f"| {name} | {space['latent_dim']} × {space['frame_rate']:.4g} Hz | "
-                     f"{space['steps_per_second']:.2f} | {_pct_ci(point.get('per'), point.get('per_ci'))} | "
-                     f"{_fmt_ci(point.get('sim'), point.get('sim_ci'))} |")
-    lines.append(f"| real speech (same prompts) | | | {_pct_ci(truth.get('per'), truth.get('per_ci'))} | "
-                 f"{_fmt_ci(truth.get('sim'), truth.get('sim_ci'))} |")
+                     f"{space['steps_per_second']:.2f} | {with_interval_pct(point.get('per'), point.get('per_ci'))} | "
+                     f"{with_interval(point.get('sim'), point.get('sim_ci'))} |")
+    lines.append(f"| real speech (same prompts) | | | {with_interval_pct(truth.get('per'), truth.get('per_ci'))} | "
+                 f"{with_interval(truth.get('sim'), truth.get('sim_ci'))} |")
     nfe = {name: n for name, n in (tts.get("min_nfe") or {}).items() if n is not None}
     if nfe:
         lines += ["", "- Smallest NFE within 10 % of NFE 32's PER (final checkpoints): "
@@ -609,22 +602,10 @@ def _tts_section(tts: dict[str, Any], root: Path) -> list[str]:
                   "| text | generated | judge heard (PER, SIM) | real | judge heard (PER) |", "|---|---|---|---|---|"]
         for row in tts["samples"]:
             lines.append(f"| {row['text']} | {_audio_link(row['audio'], root)} | `{row['transcript'] or ''}` "
-                         f"({_pct(row['per'])}, {_fmt(row['sim'])}) | {_audio_link(row['real_audio'], root)} | "
-                         f"`{row['real_transcript'] or ''}` ({_pct(row['real_per'])}) |")
+                         f"({percent(row['per'])}, {number(row['sim'])}) | {_audio_link(row['real_audio'], root)} | "
+                         f"`{row['real_transcript'] or ''}` ({percent(row['real_per'])}) |")
         lines += ["", "Transcripts are the offline judge's phonemes (espeak-ng IPA without stress).", ""]
     return lines
-
-
-def _pct_ci(value: float | None, interval: Sequence[float | None] | None) -> str:
-    if value is None or not interval or None in interval:
-        return _pct(value)
-    return f"{_pct(value)} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
-
-
-def _fmt_ci(value: float | None, interval: Sequence[float | None] | None) -> str:
-    if value is None or not interval or None in interval:
-        return _fmt(value)
-    return f"{_fmt(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def events_section(events: dict[str, Any]) -> list[str]:
@@ -648,7 +629,7 @@ def _teacher_line(probe: dict[str, Any] | None) -> str:
         return "."
     unseen = probe.get("unseen_speakers")
     return (f"; the phoneme probe on its features ({probe['dim']} × {probe['frame_rate']:g} Hz, the same utterances "
-            f"and probe as the latent spaces'): {_pct(probe['accuracy'])}, chance {_pct(probe['chance'])}"
+            f"and probe as the latent spaces'): {percent(probe['accuracy'])}, chance {percent(probe['chance'])}"
             + (f"; on unseen speakers {_with_ci(unseen)}." if unseen else "."))
 
 
@@ -675,7 +656,7 @@ def _with_ci(probe: dict[str, Any] | None) -> str:
     if not probe:
         return "n/a"
     ci = probe.get("ci95")
-    return _pct(probe["accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+    return percent(probe["accuracy"]) + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
 def _budgets(steps: dict[str, int]) -> str:
@@ -706,15 +687,15 @@ def render_report(report: dict[str, Any]) -> str:
     for m in report["models"]:
         lines.append(
             f"| {m['name']} ({m['recipe']}) | {m['steps']} | {m['latent_dim']} × {m['frame_rate']:.3g} Hz | "
-            f"{_fmt(m['mel_distance'])} | {_fmt(m['stoi'])} | {_pct(m['per'])} | {_fmt(m['speaker_similarity'])} | "
-            f"{_fmt(m['unseen_speakers']['mel_distance'])} | {_pct(m['speaker_probe'])} | "
-            f"{_pct(m['phoneme_probe'])} | {_with_ci(m.get('phoneme_probe_unseen'))} | "
-            f"{_fmt(m['alignment_cosine'])} |")
+            f"{number(m['mel_distance'])} | {number(m['stoi'])} | {percent(m['per'])} | {number(m['speaker_similarity'])} | "
+            f"{number(m['unseen_speakers']['mel_distance'])} | {percent(m['speaker_probe'])} | "
+            f"{percent(m['phoneme_probe'])} | {_with_ci(m.get('phoneme_probe_unseen'))} | "
+            f"{number(m['alignment_cosine'])} |")
     lines += [
         "",
         "- Mel distance: Semantic-VAE's multi-scale log-mel L1 (7 scales, summed; 0 = identical), at 16 kHz.",
         (f"- PER: phoneme error rate of the reconstructions by the offline judge `{report['judge_label']}` "
-         f"(not Whisper); the same judge gets {_pct(report['clean_per'])} on the clean test audio, the floor."),
+         f"(not Whisper); the same judge gets {percent(report['clean_per'])} on the clean test audio, the floor."),
         "- SIM: cosine of resemblyzer d-vectors of reconstruction and original (offline judge).",
         "- Probes: linear probes on frozen latents (speaker from utterance means; phoneme per frame from the",
         "  judge's forced alignments), held-out accuracy; chance levels are in the tables below. The phoneme",
@@ -749,3 +730,8 @@ def render_report(report: dict[str, Any]) -> str:
               "and metrics, the latent diagnostics, TTS (and text-to-audio) with each trained model, and these "
               "reports (needs the `app` extra, part of `dev`)."]
     return "\n".join(lines) + "\n"
+
+
+def with_interval_pct(value: float | None, interval: Sequence[float | None] | None) -> str:
+    """A fraction and its interval in percent (:func:`semlat.utils.figures.with_interval`)."""
+    return with_interval(value, interval, percent)

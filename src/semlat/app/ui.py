@@ -67,7 +67,12 @@ def _progress(progress: gr.Progress) -> actions.Progress:
 
 
 def _figure_rows(figures: dict[str, Any]) -> list[list[Any]]:
-    return [[name, round(value, 4) if isinstance(value, float) else value] for name, value in figures.items()]
+    """``[label, figure]`` rows, each figure written with its unit (an error rate as percent, SIM as a cosine)."""
+    from semlat.evaluation.generation_eval import TTS_COLUMNS
+    from semlat.utils.figures import figure
+
+    units = {info.label: info.unit for info in TTS_COLUMNS.values()}
+    return [[name, figure(value, units.get(name, ""))] for name, value in figures.items()]
 
 
 def _seed(value: float | None) -> int | None:

@@ -19,8 +19,9 @@ from semlat.config import read_json_object
 from semlat.errors import ConfigError
 
 #: Report kinds and their section titles, in the order the comparison prints them.
-KINDS = {"reconstruction": "Reconstruction", "latents": "Latent diagnostics", "tts": "Generated speech",
-         "audio": "Generated audio"}
+KINDS = {"reconstruction": "Reconstruction", "latents": "Latent diagnostics",
+         "tts": "Speech judged (WER / PER, SIM, DNSMOS; generated or reconstructed)",
+         "audio": "Audio sets (Fréchet distance)"}
 
 
 def read_report(run: str | os.PathLike) -> dict[str, Any]:

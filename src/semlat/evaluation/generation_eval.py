@@ -75,9 +75,9 @@ ROWS_NAME = "utterances.jsonl"
 TTS_RUN_KEYS = ("listing_sha256", "asr", "speaker", "mos")
 
 TTS_COLUMNS = MappingProxyType({info.name: info for info in (
-    MetricInfo("wer", "asr", "WER", "", "0..inf", False, "word error rate of the ASR transcript against the text"),
-    MetricInfo("cer", "asr", "CER", "", "0..inf", False, "character error rate (spaces between words count)"),
-    MetricInfo("per", "asr", "PER", "", "0..inf", False, "phoneme error rate against the target IPA"),
+    MetricInfo("wer", "asr", "WER", "fraction", "0..inf", False, "word error rate of the ASR transcript against the text"),
+    MetricInfo("cer", "asr", "CER", "fraction", "0..inf", False, "character error rate (spaces between words count)"),
+    MetricInfo("per", "asr", "PER", "fraction", "0..inf", False, "phoneme error rate against the target IPA"),
     MetricInfo("sim", "speaker", "SIM", "cosine", "-1..1", True, "speaker-embedding cosine of clip and prompt"),
     MetricInfo("dnsmos_ovrl", "mos", "DNSMOS OVRL", "MOS", "1..5", True, "DNSMOS P.835 overall quality"),
     MetricInfo("dnsmos_sig", "mos", "DNSMOS SIG", "MOS", "1..5", True, "DNSMOS P.835 speech signal quality"),

@@ -59,6 +59,7 @@ from semlat.evaluation.recon_eval import bootstrap_interval
 from semlat.generation.captioned import decode_latents, generate_latents, load_tta
 from semlat.inference import LoadedSpace, encode_to_store, load
 from semlat.training.run import train_recipe
+from semlat.utils.figures import number, percent, with_interval
 from semlat.utils.files import atomic_write_text
 
 RESULT_NAME = "event_comparison"
@@ -289,46 +290,33 @@ def differences(report: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def _f(value: Any, digits: int = 3, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{100 * value:.1f} %" if percent else f"{value:.{digits}f}"
-
-
-def _ci(value: Any, interval: Any) -> str:
-    """``12.0 % [5.4, 19.6]`` (an accuracy and its interval, in percent)."""
-    if not interval or any(v is None or not math.isfinite(v) for v in interval):
-        return _f(value, percent=True)
-    return f"{_f(value, percent=True)} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
-
-
 def render(report: dict[str, Any]) -> str:
     """The comparison as markdown tables."""
     judge = report["judge"]
     real = report.get("real", {})
-    lines = [f"Judge: {judge['label']}; accuracy on the real held-out clips {_f(judge['real_heldout_accuracy'], percent=True)}"
-             f" ({judge['classes']} classes, chance {_f(judge['chance'], percent=True)}); "
+    lines = [f"Judge: {judge['label']}; accuracy on the real held-out clips {percent(judge['real_heldout_accuracy'])}"
+             f" ({judge['classes']} classes, chance {percent(judge['chance'])}); "
              f"{report['heldout_clips']} held-out clips (valid + test); 95 % intervals by bootstrap over the clips. "
-             f"Real held-out clips: median RMS {_f(real.get('median_rms_dbfs'), 1)} dBFS.", "",
+             f"Real held-out clips: median RMS {number(real.get('median_rms_dbfs'), 1)} dBFS.", "",
              "| space | latent | event probe (chance) | recon mel dist | PESQ | STOI | recon judge acc | recon FD | "
              "recon RMS dBFS |", "|---|---|---|---|---|---|---|---|---|"]
     for name, arm in report["arms"].items():
         p, r = arm["probe"], arm["reconstruction"]
-        lines.append(f"| {name} | {arm['latent']} | {_ci(p['accuracy'], p.get('accuracy_ci95'))} "
-                     f"({_f(p['chance'], percent=True)}) | {_f(r['mel_distance'])} | {_f(r['pesq'], 2)} | "
-                     f"{_f(r['stoi'])} | {_ci(r['judge_accuracy'], r.get('judge_accuracy_ci95'))} | {_f(r['fd'], 1)} | "
-                     f"{_f(r.get('median_rms_dbfs'), 1)} |")
+        lines.append(f"| {name} | {arm['latent']} | {with_interval_pct(p['accuracy'], p.get('accuracy_ci95'))} "
+                     f"({percent(p['chance'])}) | {number(r['mel_distance'])} | {number(r['pesq'], 2)} | "
+                     f"{number(r['stoi'])} | {with_interval_pct(r['judge_accuracy'], r.get('judge_accuracy_ci95'))} | {number(r['fd'], 1)} | "
+                     f"{number(r.get('median_rms_dbfs'), 1)} |")
     lines += ["", "| space | TTA options | TTA judge acc | TTA FD | TTA RMS dBFS | TTA latent probe acc | "
                   "within-clip std (real) | TTA train s |", "|---|---|---|---|---|---|---|---|"]
     for name, arm in report["arms"].items():
         t = arm["tta"]
         probe_correct = t.get("latent_probe_correct")
         lines.append(f"| {name} | {' '.join(arm.get('tta_overrides') or []) or 'defaults'} | "
-                     f"{_ci(t['judge_accuracy'], t.get('judge_accuracy_ci95'))} | {_f(t['fd'], 1)} | "
-                     f"{_f(t.get('median_rms_dbfs'), 1)} | "
-                     f"{_ci(t.get('latent_probe_accuracy'), accuracy_ci(probe_correct) if probe_correct else None)} | "
-                     f"{_f(t.get('within_clip_std'), 3)} ({_f(t.get('real_within_clip_std'), 3)}) | "
-                     f"{_f(arm.get('tta_train_seconds'), 0)} |")
+                     f"{with_interval_pct(t['judge_accuracy'], t.get('judge_accuracy_ci95'))} | {number(t['fd'], 1)} | "
+                     f"{number(t.get('median_rms_dbfs'), 1)} | "
+                     f"{with_interval_pct(t.get('latent_probe_accuracy'), accuracy_ci(probe_correct) if probe_correct else None)} | "
+                     f"{number(t.get('within_clip_std'), 3)} ({number(t.get('real_within_clip_std'), 3)}) | "
+                     f"{number(arm.get('tta_train_seconds'), 0)} |")
     for pair, values in report.get("differences", {}).items():
         lines += ["", f"Paired differences ({pair}, percentage points, 95 % interval):", ""]
         lines += [f"- {label}: {100 * v[0]:+.1f} [{100 * v[1]:+.1f}, {100 * v[2]:+.1f}]"
@@ -341,10 +329,15 @@ def render(report: dict[str, Any]) -> str:
                   "", "| grid | steps | mel dist | PESQ | STOI | judge acc | FD | RMS dBFS | decode s / clip |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in arm["steps_table"]:
-            lines.append(f"| {row['schedule']} | {row['steps']} | {_f(row['mel_distance'])} | {_f(row['pesq'], 2)} | {_f(row['stoi'])} | "
-                         f"{_ci(row['judge_accuracy'], row.get('judge_accuracy_ci95'))} | {_f(row['fd'], 1)} | "
-                         f"{_f(row.get('median_rms_dbfs'), 1)} | {_f(row['seconds_per_clip'], 2)} |")
+            lines.append(f"| {row['schedule']} | {row['steps']} | {number(row['mel_distance'])} | {number(row['pesq'], 2)} | {number(row['stoi'])} | "
+                         f"{with_interval_pct(row['judge_accuracy'], row.get('judge_accuracy_ci95'))} | {number(row['fd'], 1)} | "
+                         f"{number(row.get('median_rms_dbfs'), 1)} | {number(row['seconds_per_clip'], 2)} |")
     tta = report["tta"]
     lines += ["", f"TTA: `{tta['config']}`, {tta['steps']} steps per space, {tta['sampling_steps']} sampling steps, "
                   f"text encoder {tta['text_encoder']}."]
     return "\n".join(lines) + "\n"
+
+
+def with_interval_pct(value: Any, interval: Any) -> str:
+    """``12.0 % [5.4, 19.6]`` (an accuracy and its interval, in percent)."""
+    return with_interval(value, interval, percent)

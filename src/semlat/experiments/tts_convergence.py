@@ -59,6 +59,7 @@ from semlat.generation.synthesis import load_tts, synthesize_to_file
 from semlat.inference import encode_to_store, load
 from semlat.sampling import from_f5_strength
 from semlat.training.run import train_recipe
+from semlat.utils.figures import number, percent, with_interval
 from semlat.utils.files import atomic_write_text
 
 #: The tiny TTS recipe for each latent space type (the same model; batch frame budgets and frame split differ).
@@ -369,22 +370,6 @@ def min_nfe(runs: Sequence[dict[str, Any]], tolerance: float = NFE_TOLERANCE) ->
     return next(r["nfe"] for r in ordered if r.get(rate) is not None and r[rate] <= limit)
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def _num(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f}"
-
-
-def _with_ci(value: float | None, interval: Sequence[float | None] | None, fmt) -> str:
-    if value is None:
-        return "–"
-    if not interval or None in interval:
-        return fmt(value)
-    return f"{fmt(value)} [{fmt(interval[0]).removesuffix(' %')}, {fmt(interval[1]).removesuffix(' %')}]"
-
-
 def render(result: dict[str, Any]) -> str:
     """The experiment's Markdown: settings, every checkpoint's figures with their 95 % CIs, the convergence to
     the threshold, the paired differences of the final checkpoints and the paper's ordering."""
@@ -397,8 +382,8 @@ def render(result: dict[str, Any]) -> str:
     if s.get("self_prompted"):
         lines.append(f"- {s['self_prompted']} target(s) prompted by themselves (their speaker has no other utterance)")
     lines += [(f"- ground truth (real target audio, same prompts): {label} "
-               f"{_with_ci(truth.get(rate), truth.get(f'{rate}_ci'), _pct) if rate else ''}, "
-               f"SIM {_with_ci(truth.get('sim'), truth.get('sim_ci'), _num)}"),
+               f"{with_interval(truth.get(rate), truth.get(f'{rate}_ci'), percent) if rate else ''}, "
+               f"SIM {with_interval(truth.get('sim'), truth.get('sim_ci'), number)}"),
               "- [95 % CI]: percentile bootstrap over the test sentences (error rates: of the corpus rate)", ""]
     head = "| space | recipe | latent | steps/s | step | train min | " + (f"{label} ↓ | " if rate else "") + "SIM ↑ |"
     lines += [head, "|---|---|---|---:|---:|---:|" + ("---:|" if rate else "") + "---:|"]
@@ -408,8 +393,8 @@ def render(result: dict[str, Any]) -> str:
         recipe = " ".join([space["config"], *space.get("overrides", [])])
         lines.append(f"| {point['space']} | `{recipe}` | {latent} | {space['steps_per_second']:.2f} | {point['step']} | "
                      f"{point['train_minutes']:.1f} | "
-                     + (f"{_with_ci(point.get(rate), point.get(f'{rate}_ci'), _pct)} | " if rate else "")
-                     + f"{_with_ci(point.get('sim'), point.get('sim_ci'), _num)} |")
+                     + (f"{with_interval(point.get(rate), point.get(f'{rate}_ci'), percent)} | " if rate else "")
+                     + f"{with_interval(point.get('sim'), point.get('sim_ci'), number)} |")
     if result.get("to_threshold") is not None:
         lines += ["", f"First checkpoint at or below {100 * s['threshold']:.0f} % {label}:", ""]
         for name, reached in result["to_threshold"].items():
@@ -420,7 +405,7 @@ def render(result: dict[str, Any]) -> str:
                   "| a | b | sentences | a − b | resolved |", "|---|---|---:|---:|---|"]
         for d in result["differences"]:
             lines.append(f"| {d['a']} | {d['b']} | {d['sentences']} | "
-                         f"{_with_ci(d['difference'], d['ci95'], _pct)} | {'yes' if d['resolved'] else 'no'} |")
+                         f"{with_interval(d['difference'], d['ci95'], percent)} | {'yes' if d['resolved'] else 'no'} |")
     if result.get("ordering"):
         lines += ["", f"The Semantic-VAE paper's ordering: {result['ordering']}."]
     if result.get("nfe_sweep"):
@@ -432,8 +417,8 @@ def render(result: dict[str, Any]) -> str:
             for r in runs:
                 nfe = f"**{r['nfe']}**" if r["nfe"] == result["min_nfe"].get(name) else str(r["nfe"])
                 lines.append(f"| {name} | {nfe} | "
-                             + (f"{_with_ci(r.get(rate), r.get(f'{rate}_ci'), _pct)} | " if rate else "")
-                             + f"{_num(r.get('sim'))} | {_num(r.get('generation_seconds_per_utterance'))} |")
+                             + (f"{with_interval(r.get(rate), r.get(f'{rate}_ci'), percent)} | " if rate else "")
+                             + f"{number(r.get('sim'))} | {number(r.get('generation_seconds_per_utterance'))} |")
     if result.get("bf16"):
         finals = {p["space"]: p for p in result["points"]}
         lines += ["", f"Final checkpoints with the DiT in bf16 (NFE {s['nfe']}), against float32:", "",
@@ -441,6 +426,6 @@ def render(result: dict[str, Any]) -> str:
                   "|---|" + ("---:|---:|" if rate else "") + "---:|---:|"]
         for name, r in result["bf16"].items():
             f = finals.get(name, {})
-            lines.append(f"| {name} | " + (f"{_pct(f.get(rate))} | {_with_ci(r.get(rate), r.get(f'{rate}_ci'), _pct)} | "
-                                           if rate else "") + f"{_num(f.get('sim'))} | {_num(r.get('sim'))} |")
+            lines.append(f"| {name} | " + (f"{percent(f.get(rate))} | {with_interval(r.get(rate), r.get(f'{rate}_ci'), percent)} | "
+                                           if rate else "") + f"{number(f.get('sim'))} | {number(r.get('sim'))} |")
     return "\n".join(lines) + "\n"

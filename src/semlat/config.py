@@ -12,7 +12,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -98,6 +98,30 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{where}: {first_line(err)}") from None
+
+
+def as_config(config_class: type[T], config: Any, where: str | None = None) -> T:
+    """``config`` as a ``config_class`` instance: itself, or built from its dict form by the class's own
+    ``from_dict`` (configs that read a reference's format) or by :func:`from_dict`."""
+    if isinstance(config, config_class):
+        return config
+    custom = getattr(config_class, "from_dict", None)
+    if custom is not None:
+        return custom(config)
+    return from_dict(config_class, config, where)
+
+
+class FromConfig:
+    """The one ``from_config`` of every model built from one config dataclass (Vocos's ``instantiate`` habit):
+    a class sets ``config_class`` (and ``config_where``, the name its errors use) and gets
+    ``from_config(config_or_dict)``, which :mod:`semlat.models` and the recipes call."""
+
+    config_class: ClassVar[type]
+    config_where: ClassVar[str | None] = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> Any:
+        return cls(as_config(cls.config_class, config, cls.config_where))
 
 
 def _describe(err: OmegaConfBaseException) -> str:

@@ -30,7 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from semlat.checkpoints import check_state_dict, unwrap_state_dict
-from semlat.config import check_keys
+from semlat.config import FromConfig, check_keys
 from semlat.errors import CheckpointError, ConfigError
 from semlat.nn.weight_norm import has_weight_norm, legacy_to_parametrized
 from semlat.nn.weight_norm import remove_weight_norm as _remove_weight_norm
@@ -263,7 +263,7 @@ def _conv2ds(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
-class MelDCAE(nn.Module):
+class MelDCAE(FromConfig, nn.Module):
     """DC-Speech-VAE mel autoencoder: ``[B, n_mels, T] -> [B, latent_dim, T/16] -> [B, n_mels, T]``.
 
     Submodules: ``model`` (a ``diffusers.AutoencoderDC``, every ``Conv2d`` weight-normed when
@@ -294,12 +294,7 @@ class MelDCAE(nn.Module):
                 _weight_norm(conv)
         self.norm = LatentNorm(dim=1) if config.latent_norm else nn.Identity()
 
-    @classmethod
-    def from_config(cls, config: MelDCAEConfig | Mapping[str, Any]) -> MelDCAE:
-        """Build from a :class:`MelDCAEConfig`, its ``asdict`` form, or a reference config.json dict."""
-        if not isinstance(config, MelDCAEConfig):
-            config = MelDCAEConfig.from_dict(config)
-        return cls(config)
+    config_class = MelDCAEConfig
 
     # ------------------------------------------------------------------ shapes
     def _mel_image(self, mel: Tensor) -> Tensor:

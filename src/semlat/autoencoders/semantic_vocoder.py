@@ -23,7 +23,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from semlat.config import from_dict
+from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import check_decode_options
 from semlat.semantic.dasheng import SAMPLE_RATE as DASHENG_RATE
@@ -58,7 +58,7 @@ class SemanticVocoderConfig:
             raise ConfigError(f"{where}: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
 
-class SemanticVocoder(nn.Module):
+class SemanticVocoder(FromConfig, nn.Module):
     """See the module docstring."""
 
     def __init__(self, config: SemanticVocoderConfig):
@@ -72,11 +72,8 @@ class SemanticVocoder(nn.Module):
         self.latent_dim = config.encoder.embed_dim
         self.frame_rate = config.generator.frame_rate
 
-    @classmethod
-    def from_config(cls, config: SemanticVocoderConfig | dict[str, Any]) -> SemanticVocoder:
-        if not isinstance(config, SemanticVocoderConfig):
-            config = from_dict(SemanticVocoderConfig, config, "semantic vocoder config")
-        return cls(config)
+    config_class = SemanticVocoderConfig
+    config_where = "semantic vocoder config"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self.config)

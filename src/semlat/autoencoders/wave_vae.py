@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from semlat.autoencoders.bottlenecks import AttnProjection, gaussian_kl, reparameterize
 from semlat.autoencoders.encoder import Encoder
 from semlat.autoencoders.regularizers import latent_layer_norm, sigma_vae_noise
-from semlat.config import from_dict
+from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.nn.linear import Linear
@@ -216,7 +216,7 @@ class WaveVAEConfig:
         return cls(encoder_dim=16, latent_dim=latent_dim, decoder=decoder, regulator=regulator)
 
 
-class WaveVAE(OneRateSpace, nn.Module):
+class WaveVAE(FromConfig, OneRateSpace, nn.Module):
     """Semantic-VAE generator: ``[B, 1, N]`` audio <-> ``[B, D, T]`` latents at ``sample_rate / hop`` Hz."""
 
     def __init__(self, config: WaveVAEConfig) -> None:
@@ -245,12 +245,8 @@ class WaveVAE(OneRateSpace, nn.Module):
             self.projectors = InterpolateRegulator(reg.teacher_dim, reg.channels, config.latent_dim, reg.num_blocks,
                                                    reg.groups)
 
-    @classmethod
-    def from_config(cls, config: WaveVAEConfig | Mapping[str, Any]) -> WaveVAE:
-        """Build from a :class:`WaveVAEConfig` or its ``dataclasses.asdict`` form (e.g. from config.json)."""
-        if not isinstance(config, WaveVAEConfig):
-            config = from_dict(WaveVAEConfig, config, "WaveVAE config")
-        return cls(config)
+    config_class = WaveVAEConfig
+    config_where = "WaveVAE config"
 
     @property
     def sample_rate(self) -> int:

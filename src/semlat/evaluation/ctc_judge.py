@@ -48,7 +48,7 @@ from torch import nn
 
 from semlat.audio.spectral import MelConfig, MelSpectrogram
 from semlat.checkpoints import load_model_of_type
-from semlat.config import from_dict, read_json_object
+from semlat.config import FromConfig, from_dict, read_json_object
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.ctc_decoding import ctc_forced_align, greedy_decode, min_frames  # noqa: F401 (re-exported)
 from semlat.evaluation.error_rates import JUDGE_RATE, as_batch, error_rate
@@ -329,7 +329,7 @@ class CTCJudgeConfig:
     model: dict[str, Any]
 
 
-class CTCJudgeModel(nn.Module):
+class CTCJudgeModel(FromConfig, nn.Module):
     """The offline judge as an ordinary model folder (``model_type: ctc_judge``): a :class:`CTCRecognizer`
     (``recognizer.*``) and its :class:`CTCJudgeConfig`. ``forward(features, lengths)`` as the recognizer."""
 
@@ -343,11 +343,8 @@ class CTCJudgeModel(nn.Module):
             raise ConfigError(f"ctc_judge config: {len(config.vocab)} vocabulary entries for a "
                               f"{self.recognizer.config.vocab_size}-way classifier")
 
-    @classmethod
-    def from_config(cls, config: CTCJudgeConfig | dict[str, Any]) -> CTCJudgeModel:
-        if not isinstance(config, CTCJudgeConfig):
-            config = from_dict(CTCJudgeConfig, config, "ctc_judge config")
-        return cls(config)
+    config_class = CTCJudgeConfig
+    config_where = "ctc_judge config"
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.recognizer(features, lengths)

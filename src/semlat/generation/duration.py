@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from semlat.config import from_dict
+from semlat.config import FromConfig
 from semlat.errors import ConfigError
 from semlat.nn.linear import Linear
 from semlat.text.frontend import UNITS, TextFrontEnd, Vocab
@@ -74,7 +73,7 @@ class ConvLayer(nn.Module):
         return (x + self.norm(F.relu(h))) * valid[..., None]
 
 
-class DurationPredictor(nn.Module):
+class DurationPredictor(FromConfig, nn.Module):
     """See the module docstring."""
 
     def __init__(self, config: DurationConfig):
@@ -89,11 +88,8 @@ class DurationPredictor(nn.Module):
         with torch.no_grad():
             self.head.bias.fill_(inverse_softplus(INITIAL_TOKEN_SECONDS))
 
-    @classmethod
-    def from_config(cls, config: DurationConfig | dict[str, Any]) -> DurationPredictor:
-        if not isinstance(config, DurationConfig):
-            config = from_dict(DurationConfig, config, "duration config")
-        return cls(config)
+    config_class = DurationConfig
+    config_where = "duration config"
 
     def front_end(self) -> TextFrontEnd:
         return TextFrontEnd(Vocab(self.config.vocab), self.config.units, self.config.language)

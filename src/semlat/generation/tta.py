@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from semlat.config import from_dict
+from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
 from semlat.generation.udit import UDiT, UDiTConfig
 from semlat.nn.linear import Linear
@@ -121,7 +121,7 @@ class TTAConfig:
         return self.flow.shift
 
 
-class TTAModel(nn.Module):
+class TTAModel(FromConfig, nn.Module):
     """See the module docstring."""
 
     def __init__(self, config: TTAConfig):
@@ -133,11 +133,8 @@ class TTAModel(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
         self.register_buffer("latent_std", torch.ones(config.latent_dim))
 
-    @classmethod
-    def from_config(cls, config: TTAConfig | dict[str, Any]) -> TTAModel:
-        if not isinstance(config, TTAConfig):
-            config = from_dict(TTAConfig, config, "tta config")
-        return cls(config)
+    config_class = TTAConfig
+    config_where = "tta config"
 
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         self.latent_mean.copy_(mean)

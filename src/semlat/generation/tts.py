@@ -35,7 +35,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from semlat.config import from_dict
+from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
 from semlat.generation.aligned import expand, positions_from_seconds
 from semlat.generation.dit import DiT, DiTConfig
@@ -103,7 +103,7 @@ class _InDtype(nn.Module):
         return self.backbone(x.to(self.dtype), cond.to(self.dtype), text, time, **options).float()
 
 
-class TTSModel(nn.Module):
+class TTSModel(FromConfig, nn.Module):
     """See the module docstring."""
 
     def __init__(self, config: TTSConfig):
@@ -123,11 +123,8 @@ class TTSModel(nn.Module):
                 "utterance_offset": False},
                 "tts config 'duration'"))
 
-    @classmethod
-    def from_config(cls, config: TTSConfig | dict[str, Any]) -> TTSModel:
-        if not isinstance(config, TTSConfig):
-            config = from_dict(TTSConfig, config, "tts config")
-        return cls(config)
+    config_class = TTSConfig
+    config_where = "tts config"
 
     def front_end(self) -> TextFrontEnd:
         return TextFrontEnd(Vocab(self.config.vocab), self.config.units, self.config.language)

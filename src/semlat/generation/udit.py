@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from semlat.config import from_dict
+from semlat.config import FromConfig
 from semlat.errors import ConfigError
 from semlat.generation.dit import RotaryEmbedding
 from semlat.nn.linear import Linear
@@ -220,7 +220,7 @@ class FinalBlock(nn.Module):
         return self.final_layer(rearrange(x, "b n c -> b c n"))
 
 
-class UDiT(nn.Module):
+class UDiT(FromConfig, nn.Module):
     """See the module docstring."""
 
     def __init__(self, config: UDiTConfig):
@@ -239,11 +239,8 @@ class UDiT(nn.Module):
         self.out_blocks = nn.ModuleList(UDiTBlock(config, skip=True) for _ in range(half))
         self.final_block = FinalBlock(dim, config.in_chans)
 
-    @classmethod
-    def from_config(cls, config: UDiTConfig | dict[str, Any]) -> UDiT:
-        if not isinstance(config, UDiTConfig):
-            config = from_dict(UDiTConfig, config, "udit config")
-        return cls(config)
+    config_class = UDiTConfig
+    config_where = "udit config"
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor, context_mask: Tensor | None = None,
                 mask: Tensor | None = None) -> Tensor:

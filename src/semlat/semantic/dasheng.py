@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from semlat.audio.filterbanks import mel_filterbank
 from semlat.audio.spectral import apply_log, mel_preset
-from semlat.config import from_dict
+from semlat.config import FromConfig
 from semlat.errors import ConfigError
 from semlat.nn.buffers import NamedBuffer
 from semlat.nn.linear import Linear
@@ -165,7 +165,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-class Dasheng(nn.Module):
+class Dasheng(FromConfig, nn.Module):
     """See the module docstring. ``forward(audio [B, N], lengths [B] | None) -> [B, T', D]``."""
 
     def __init__(self, config: DashengConfig):
@@ -181,11 +181,8 @@ class Dasheng(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
-    @classmethod
-    def from_config(cls, config: DashengConfig | dict[str, Any]) -> Dasheng:
-        if not isinstance(config, DashengConfig):
-            config = from_dict(DashengConfig, config, "dasheng config")
-        return cls(config)
+    config_class = DashengConfig
+    config_where = "dasheng config"
 
     @staticmethod
     def num_frames(num_samples: int) -> int:

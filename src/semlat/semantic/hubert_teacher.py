@@ -53,7 +53,7 @@ from torch import nn
 from semlat.audio.io import load_audio
 from semlat.audio.mfcc import MFCC, MFCCConfig, dct_matrix, deltas, lifter_weights, mfcc
 from semlat.checkpoints import CONFIG_NAME, load_model_of_type, resolve_model_folder
-from semlat.config import from_dict, read_json_object
+from semlat.config import FromConfig, read_json_object
 from semlat.errors import CheckpointError, ConfigError, DataError
 from semlat.semantic.teachers import Teacher, TeacherSpec
 
@@ -269,26 +269,24 @@ class HubertTeacherConfig:
             raise ConfigError(f"{where}.recommended_layer must be in 0..{self.layers}")
 
 
-class HubertTeacherModel(nn.Module):
+class HubertTeacherModel(FromConfig, nn.Module):
     """The trained offline teacher as an ordinary model folder (``model_type: hubert_teacher``):
     the masked predictor (``predictor.hubert``, ``predictor.head``) and the k-means ``centroids``
     ``[clusters, 39]`` its targets came from.
 
     ``forward(audio [B, N] normalised, mask [B, T] or None) -> logits [B, T, clusters]``."""
 
+    config_class = HubertTeacherConfig
+    config_where = "hubert_teacher config"
+
     def __init__(self, config: HubertTeacherConfig):
         super().__init__()
+        config.validate("hubert_teacher config")
         self.config = config
         self.predictor = MaskedPredictor(hubert_config(config.hidden, config.layers, config.heads, config.conv_dim,
                                                       config.dropout), config.clusters)
         self.register_buffer("centroids", torch.zeros(config.clusters, MFCCConfig().dim))
 
-    @classmethod
-    def from_config(cls, config: HubertTeacherConfig | dict[str, Any]) -> HubertTeacherModel:
-        if not isinstance(config, HubertTeacherConfig):
-            config = from_dict(HubertTeacherConfig, config, "hubert_teacher config")
-        config.validate("hubert_teacher config")
-        return cls(config)
 
     @property
     def recommended_layer(self) -> int:

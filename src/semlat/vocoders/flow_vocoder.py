@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from semlat import sampling
 from semlat.audio.filterbanks import linear_filterbank
-from semlat.config import from_dict
+from semlat.config import FromConfig
 from semlat.errors import ConfigError
 from semlat.nn.buffers import NamedBuffer
 from semlat.nn.linear import Linear, PointwiseConv1d
@@ -278,7 +278,7 @@ def decode_grid(steps: int, schedule: str = "uniform") -> Tensor:
     return sampling.time_grid(steps, schedule, dtype=torch.float64).float()
 
 
-class FlowVocoder(nn.Module):
+class FlowVocoder(FromConfig, nn.Module):
     """See the module docstring."""
 
     def __init__(self, config: FlowVocoderConfig):
@@ -289,11 +289,8 @@ class FlowVocoder(nn.Module):
         self.estimators = nn.ModuleList(Branch(config, i) for i in range(len(config.n_ffts)))
         self.loss_spec = LossSpectrogram(config)
 
-    @classmethod
-    def from_config(cls, config: FlowVocoderConfig | dict[str, Any]) -> FlowVocoder:
-        if not isinstance(config, FlowVocoderConfig):
-            config = from_dict(FlowVocoderConfig, config, "flow vocoder config")
-        return cls(config)
+    config_class = FlowVocoderConfig
+    config_where = "flow vocoder config"
 
     def predict(self, x: Tensor, cond: Tensor, t: Tensor, lengths: Tensor | None = None) -> Tensor:
         """The clean-waveform estimate ``[B, T]`` from ``x_t [B, T]``, encoded latents ``cond [B, Cc, F]`` and

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from semlat.audio.filterbanks import mel_filterbank
 from semlat.audio.spectral import MelConfig, MelSpectrogram, mel_preset
-from semlat.config import from_dict
+from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 
@@ -48,7 +48,7 @@ class GriffinLimConfig:
         return from_dict(cls, data, "griffin_lim config")
 
 
-class GriffinLimVocoder(OneRateSpace, nn.Module):
+class GriffinLimVocoder(FromConfig, OneRateSpace, nn.Module):
     """Log-mel ``[B, M, T]`` -> waveform ``[B, 1, T * hop]``; also a LatentSpace whose latent is the mel."""
 
     def __init__(self, config: GriffinLimConfig | None = None):
@@ -68,9 +68,7 @@ class GriffinLimVocoder(OneRateSpace, nn.Module):
         self.latent_dim = mel.n_mels
         self.frame_rate = mel.sample_rate / mel.hop_length
 
-    @classmethod
-    def from_config(cls, config: GriffinLimConfig | Mapping[str, Any]) -> GriffinLimVocoder:
-        return cls(config if isinstance(config, GriffinLimConfig) else GriffinLimConfig.from_dict(config))
+    config_class = GriffinLimConfig
 
     def encode(self, audio: Tensor) -> Tensor:
         """``[B, 1, N]`` -> log-mel ``[B, M, N / hop]`` (N is right-padded to a multiple of hop)."""

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semlat.audio.spectral import MelConfig, MelSpectrogram
-from semlat.config import from_dict
+from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.vocoders.bigvgan import BigVGAN, BigVGANConfig
@@ -131,7 +131,7 @@ class MelVocoderConfig:
             raise ConfigError(f"{where}: {err}") from None
 
 
-class MelVocoder(OneRateSpace, nn.Module):
+class MelVocoder(FromConfig, OneRateSpace, nn.Module):
     """Log-mel front-end + BigVGAN generator, a semlat latent space whose latent is the mel.
 
     Attributes:
@@ -145,12 +145,7 @@ class MelVocoder(OneRateSpace, nn.Module):
         self.frontend = MelSpectrogram(config.mel_config())
         self.generator = BigVGAN(config.generator_config())
 
-    @classmethod
-    def from_config(cls, config: MelVocoderConfig | Mapping[str, Any]) -> MelVocoder:
-        """Build from a :class:`MelVocoderConfig` or its ``dataclasses.asdict`` form."""
-        if not isinstance(config, MelVocoderConfig):
-            config = MelVocoderConfig.from_dict(config)
-        return cls(config)
+    config_class = MelVocoderConfig
 
     @property
     def sample_rate(self) -> int:

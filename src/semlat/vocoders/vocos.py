@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from semlat.audio.spectral import MelSpectrogram, mel_preset
-from semlat.config import from_dict
+from semlat.config import FromConfig
 from semlat.errors import ConfigError
 from semlat.latent_space import OneRateSpace, check_decode_options
 from semlat.nn.convnext import ConvNeXtBackbone
@@ -84,7 +84,7 @@ class VocosConfig:
                    adanorm_num_embeddings=4, n_fft=1280, hop_length=320, padding="same", codebooks=16)
 
 
-class Vocos(OneRateSpace, nn.Module):
+class Vocos(FromConfig, OneRateSpace, nn.Module):
     """Vocos; see the module docstring. Keys: ``backbone.*`` (semlat's ConvNeXt names), ``head.out.*``, and
     ``codebook_weights`` for the EnCodec variant."""
 
@@ -110,11 +110,8 @@ class Vocos(OneRateSpace, nn.Module):
         if config.codebooks:
             self.codebook_weights = nn.Parameter(torch.zeros(config.codebooks * 1024, config.input_channels))
 
-    @classmethod
-    def from_config(cls, config: VocosConfig | dict[str, Any]) -> Vocos:
-        if not isinstance(config, VocosConfig):
-            config = from_dict(VocosConfig, config, "vocos config")
-        return cls(config)
+    config_class = VocosConfig
+    config_where = "vocos config"
 
     # -- LatentSpace ----------------------------------------------------------------------------
     @property

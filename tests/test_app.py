@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -394,7 +394,7 @@ def test_refusals_are_visible_messages(page, running, tmp_path):
 
 
 def test_demo_report_says_how_to_open_the_app(tmp_path):
-    from semlat.demo_run import render_report
+    from semlat.demo_report import render_report
 
     report = {"corpus": str(tmp_path / "demo" / "corpus"), "train_steps": {"vanilla": 1}, "minutes": 1.0, "threads": 2,
               "models": [], "judge_label": "ctc", "clean_per": None, "teacher": "t", "comparison": ""}

@@ -18,8 +18,9 @@ from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 from semlat.checkpoints import save_model
 from semlat.cli import main
 from semlat.config import to_dict
+from semlat.data.latent_file import read_latent_file
 from semlat.data.manifest import Manifest, Utterance
-from semlat.data.store import TensorStore, read_latent_file
+from semlat.data.store import TensorStore
 
 
 @pytest.fixture

@@ -15,14 +15,8 @@ from torch.utils.data import DataLoader
 from conftest import free_port
 from semlat.checkpoints import write_tensors
 from semlat.data.samplers import FrameBudgetBatchSampler
-from semlat.data.store import (
-    ChannelStats,
-    StoreDataset,
-    StoreWriter,
-    TensorStore,
-    collate_tensors,
-    merge_stats,
-)
+from semlat.data.store import ChannelStats, StoreWriter, TensorStore, merge_stats
+from semlat.data.store_dataset import StoreDataset, collate_tensors
 from semlat.errors import DataError
 
 SETTINGS = {"kind": "latents", "dim": 4, "frame_rate": 10.0, "dtype": "float32", "model": "/m"}

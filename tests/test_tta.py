@@ -303,7 +303,8 @@ def test_demo_event_stage_with_tiny_budgets(tmp_path):
     budgets of a few steps, and its report section."""
     from pathlib import Path
 
-    from semlat.demo_run import events_section, events_stage
+    from semlat.demo_report import events_section
+    from semlat.demo_run import events_stage
 
     result = events_stage(tmp_path, {"minutes": 1.5, "mae_steps": 2, "vocoder_steps": 2, "vocoder_gan_steps": 2,
                                      "vocoder_gan_mel_steps": 1, "tta_steps": 2}, progress=False, table_steps=(1,))

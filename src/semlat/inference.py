@@ -35,9 +35,10 @@ from tqdm import tqdm
 
 from semlat.audio.io import load_audio, save_audio
 from semlat.checkpoints import model_from_state, read_model_folder, update_model_meta
+from semlat.data.latent_file import orient_latents, read_latent_file, save_latent_file
 from semlat.data.manifest import OPTIONAL_FIELDS, Manifest
 from semlat.data.prepare import AUDIO_EXTENSIONS
-from semlat.data.store import StoreWriter, TensorStore, orient_latents, read_latent_file, save_latent_file
+from semlat.data.store import StoreWriter, TensorStore
 from semlat.errors import AudioError, ConfigError, DataError, SemlatError
 from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, space_info
 from semlat.nn.weight_norm import remove_weight_norm

@@ -1,7 +1,8 @@
 """The tensor store: ``[D, T]`` tensors on disk, written resumably by any number of ranks, read by id.
 
 Latents (``semlat encode``) and teacher features (``semlat features extract``) are both stores; the
-generative recipes read them through :class:`StoreDataset`. Layout of a store folder::
+generative recipes read them through :class:`~semlat.data.store_dataset.StoreDataset`; one sequence as a file
+of its own is :mod:`semlat.data.latent_file`; which share a process writes is :mod:`semlat.data.sharding`. Layout of a store folder::
 
     store.json                        the settings of the run that owns the folder (written first)
     tensors-r00-00000.safetensors     one tensor [D, T] (channels first) per item, keyed by its id;
@@ -35,7 +36,6 @@ statistics.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import OrderedDict
@@ -45,12 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from torch.utils.data import Dataset
 
 from semlat.checkpoints import write_tensors
+from semlat.data.sharding import Ranks
 from semlat.errors import ConfigError, DataError
 from semlat.utils.files import atomic_write_text
 
@@ -64,8 +62,6 @@ SHARD_PATTERN = re.compile(r"tensors-r(\d{2,})-(\d{5,})\.safetensors")
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float32": torch.float32, "fp32": torch.float32}
 #: the single-tensor file ``semlat encode IN.wav OUT.safetensors`` writes
-LATENT_FILE_FORMAT = "semlat-latent/1"
-LATENT_KEY = "latents"
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -146,33 +142,8 @@ def summary(stats: ChannelStats | None) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Ranks and settings
+# Settings
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's share of the work: ``rank`` of ``world_size``; ``synced`` when barriers work."""
-
-    rank: int
-    world_size: int
-    synced: bool
-
-    def barrier(self) -> None:
-        if self.synced:
-            dist.barrier()
-
-    @classmethod
-    def find(cls, rank: int | None = None, world_size: int | None = None) -> Ranks:
-        """From the arguments, else from torch.distributed, else ``0`` of ``1``."""
-        initialised = dist.is_available() and dist.is_initialized()
-        if rank is None:
-            rank = dist.get_rank() if initialised else 0
-        if world_size is None:
-            world_size = dist.get_world_size() if initialised else 1
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} is outside a world of {world_size} processes")
-        return cls(rank, world_size, initialised and world_size > 1 and dist.get_world_size() == world_size)
 
 
 def jsonable(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -537,135 +508,3 @@ class TensorStore:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.folder)!r}, {len(self)} items, {self.kind} {self.dim} x " \
                f"{self.frame_rate:g} Hz)"
-
-
-# ------------------------------------------------------------------------------------------------
-# A Dataset over a store
-# ------------------------------------------------------------------------------------------------
-
-
-class StoreDataset(Dataset):
-    """Items of a store, whole or cropped, optionally normalised with the store's statistics.
-
-    Keys are indices or the ``(index, seed)`` keys of semlat's samplers; with ``crop_frames`` an item
-    longer than the crop is cut at a start drawn from the key's seed (deterministic per key). Items:
-    ``{"id", "tensor": float32 [D, F], "frames": valid F, "start"}`` plus the index fields named in
-    ``fields`` (text, phonemes, speaker, caption, ...). :attr:`durations` feeds
-    :class:`~semlat.data.samplers.FrameBudgetBatchSampler`.
-    """
-
-    def __init__(self, store: TensorStore, ids: Sequence[str] | None = None, *, crop_frames: int | None = None,
-                 normalize: bool = False, fields: Sequence[str] = ("text", "phonemes", "speaker", "caption")):
-        self.store = store
-        self.ids = list(ids) if ids is not None else [item["id"] for item in store.items]
-        self.crop_frames, self.fields = crop_frames, tuple(fields)
-        self.stats = store.stats if normalize else None
-        if normalize and self.stats is None:
-            raise DataError(f"{store.folder}: has no statistics to normalise with (an older folder: regenerate it)")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def durations(self) -> list[float]:
-        """Seconds of every item (cropped length where a crop is set)."""
-        limit = math.inf if self.crop_frames is None else self.crop_frames
-        return [min(self.store.frames(i), limit) / self.store.frame_rate for i in self.ids]
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, seed = key if isinstance(key, tuple) else (key, index_seed(key))
-        item_id = self.ids[index]
-        total = self.store.frames(item_id)
-        if self.crop_frames is not None and total > self.crop_frames:
-            start = int(torch.randint(0, total - self.crop_frames + 1, (1,),
-                                      generator=torch.Generator().manual_seed(seed)))
-            tensor, valid = self.store.crop(item_id, start, self.crop_frames)
-        else:
-            start, tensor, valid = 0, self.store.get(item_id).float(), total
-        if self.stats is not None:
-            mean, std = self.stats
-            tensor = (tensor - mean[:, None]) / std.clamp(min=1e-5)[:, None]
-            tensor[:, valid:] = 0
-        entry = self.store.item(item_id)
-        return {"id": item_id, "tensor": tensor, "frames": valid, "start": start,
-                **{f: entry.get(f) for f in self.fields}}
-
-
-def index_seed(index: int) -> int:
-    return int(index) * 7919 + 17
-
-
-def collate_tensors(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """``tensor [B, D, T_max]`` (zero-padded), ``frames [B]``, and the other fields as lists."""
-    frames = torch.tensor([int(it["frames"]) for it in items], dtype=torch.long)
-    width = max(int(it["tensor"].shape[-1]) for it in items)
-    batch = torch.zeros(len(items), items[0]["tensor"].shape[0], width)
-    for i, it in enumerate(items):
-        batch[i, :, :it["tensor"].shape[-1]] = it["tensor"]
-    out: dict[str, Any] = {"tensor": batch, "frames": frames}
-    for key in items[0]:
-        if key not in out:
-            out[key] = [it[key] for it in items]
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# One latent sequence in one file
-# ------------------------------------------------------------------------------------------------
-
-
-def save_latent_file(path: str | os.PathLike, latents: torch.Tensor, meta: Mapping[str, Any]) -> Path:
-    """Write one ``[D, T]`` sequence as ``path`` (safetensors, key ``latents``; ``meta`` as JSON)."""
-    if latents.dim() != 2:
-        raise ValueError(f"latents must be [D, T], got {tuple(latents.shape)}")
-    return write_tensors(path, {LATENT_KEY: latents.float()},
-                         {"format": LATENT_FILE_FORMAT, "meta": json.dumps(jsonable(meta), ensure_ascii=False)})
-
-
-def read_latent_file(path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``(latents, meta)`` of a latent file: one written by :func:`save_latent_file` (``[D, T]`` and its
-    metadata), or any safetensors file holding exactly one 2-D tensor, or one 3-D tensor with a batch of 1
-    (latents made by other code): that tensor as 2-D, with ``meta`` ``{"plain": True}`` (its orientation,
-    ``[D, T]`` or ``[T, D]``, is settled against a latent space's width by :func:`orient_latents`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such latent file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise DataError(f"{path}: unreadable latent file ({one_line(err)})") from None
-    if metadata.get("format") != LATENT_FILE_FORMAT or LATENT_KEY not in tensors:
-        if len(tensors) != 1:
-            raise DataError(f"{path}: {len(tensors)} tensors ({', '.join(sorted(tensors)[:4])}) and no semlat "
-                            f"metadata: give one [D, T] tensor, or write the file with "
-                            f"semlat.data.store.save_latent_file")
-        (name, tensor), = tensors.items()
-        if tensor.dim() == 3 and tensor.shape[0] == 1:
-            tensor = tensor[0]
-        if tensor.dim() != 2 or not tensor.is_floating_point():
-            raise DataError(f"{path}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')} "
-                            f"{tuple(tensor.shape)}; latents are one float [D, T] (or [1, D, T]) tensor")
-        return tensor, {"plain": True}
-    try:
-        meta = json.loads(metadata.get("meta", "{}"))
-    except json.JSONDecodeError:
-        raise DataError(f"{path}: the latent file's metadata is not valid JSON") from None
-    return tensors[LATENT_KEY], meta
-
-
-def orient_latents(latents: torch.Tensor, meta: Mapping[str, Any], dim: int, where: str) -> torch.Tensor:
-    """A latent file's ``[D, T]`` for a space of width ``dim``: a plain file's tensor is transposed when only its
-    second axis has that width; one that fits both ways or neither is a one-line DataError."""
-    if not meta.get("plain"):
-        return latents
-    rows, cols = latents.shape
-    if rows == dim and cols == dim:
-        raise DataError(f"{where}: a plain {rows} x {cols} tensor is ambiguous for a {dim}-channel space "
-                        "(write it with semlat.data.store.save_latent_file)")
-    if cols == dim and rows != dim:
-        return latents.t().contiguous()
-    if rows != dim:
-        raise DataError(f"{where}: a {rows} x {cols} tensor does not fit a space of {dim} channels")
-    return latents

@@ -13,25 +13,17 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from semlat.data.sharding import Ranks
 from semlat.utils.devices import pick_device
 
 
 @dataclass(frozen=True)
-class DistInfo:
-    """Where this process stands: rank, world size, local rank, device."""
+class DistInfo(Ranks):
+    """Where this process stands: its share (:class:`~semlat.data.sharding.Ranks`: rank, world size, whether
+    barriers work), its local rank and its device."""
 
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -45,7 +37,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
-    return DistInfo(rank, world, local_rank, chosen)
+    return DistInfo(rank, world, world > 1 and dist.is_initialized(), local_rank, chosen)
 
 
 def shutdown() -> None:
@@ -55,8 +47,7 @@ def shutdown() -> None:
 
 
 def barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
+    info.barrier()
 
 
 def mean_across_ranks(values: Mapping[str, float], info: DistInfo) -> dict[str, float]:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from semlat.data.store import StoreDataset, TensorStore, collate_tensors
+from semlat.data.store import TensorStore
+from semlat.data.store_dataset import StoreDataset, collate_tensors
 from semlat.errors import ConfigError, DataError
 from semlat.generation.text_encoder import T5CaptionEncoder
 from semlat.generation.tta import TTAConfig, TTAFlow, TTAModel

@@ -31,7 +31,8 @@ from torch import nn
 
 from semlat.data.alignments import read_alignments
 from semlat.data.samplers import FrameBudgetBatchSampler
-from semlat.data.store import StoreDataset, TensorStore, collate_tensors
+from semlat.data.store import TensorStore
+from semlat.data.store_dataset import StoreDataset, collate_tensors
 from semlat.errors import ConfigError, DataError
 from semlat.generation.aligned import bounded, token_durations
 from semlat.generation.dit import DiTConfig

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from timing import median_step_seconds, noise_corpus, print_table
+from timing import machine, median_step_seconds, noise_corpus, print_table
 
 from semlat.semantic.feature_cache import extract_features
 
@@ -44,6 +44,7 @@ def step_seconds(manifest: Path, run_dir: Path, steps: int, overrides: list[str]
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--files", type=int, default=9)

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from timing import median_seconds, median_step_seconds, noise_corpus, print_table, run_in_subprocess
+from timing import machine, median_seconds, median_step_seconds, noise_corpus, print_table, run_in_subprocess
 
 REFERENCE = {"dcae_encode": "2.1 s", "dcae_decode": "3.65 s", "vocode": "23-24 s", "space_decode": "~30 s (3.65 + ~26)"}
 OPS = tuple(REFERENCE)
@@ -93,6 +93,7 @@ def train_step_seconds(steps: int, threads: int) -> float:
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from timing import median_seconds, print_table
+from timing import machine, median_seconds, print_table
 
 from semlat.audio import MelSpectrogram, mel_preset
 from semlat.data.prepare import PrepareOptions, prepare_manifest
@@ -67,6 +67,7 @@ def bench_prepare(files: int) -> None:
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--files", type=int, default=200)

@@ -32,7 +32,7 @@ import resource
 import sys
 
 import torch
-from timing import median_seconds, print_table, run_in_subprocess
+from timing import machine, median_seconds, print_table, run_in_subprocess
 
 STEPS = (1, 2, 4, 8, 16, 32, 200)
 
@@ -131,6 +131,7 @@ def _measure(part: str, seconds: float, threads: int, repeats: int, reference: s
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

@@ -3,6 +3,7 @@
     python benchmarks/bench_tts.py dit-step [--size base|small] [--frames 938] [--reference-src F5-TTS/src]
     python benchmarks/bench_tts.py rtf --experiment DEMO/tts [--seconds 10] [--nfe 32] [--precision both]
     python benchmarks/bench_tts.py rtf-size [--size small] [--seconds 10] [--nfe 32]
+    python benchmarks/bench_tts.py gemm [--threads 2]
 
 Everything runs in ``torch.inference_mode()``, fp32, ``--threads`` threads (default 2), each measurement in a
 fresh process (peak RSS), medians of ``--repeats`` after one warm-up.
@@ -24,6 +25,10 @@ of NFE 32's), the whole pipeline (prompt encoding, the sampler, decoding); real-
 seconds generated; with ``--precision both`` (default) each setting also with the DiT in bf16
 (``load_tts(..., precision="bf16")``: the weights and products in bf16, AVX-512 BF16 / AMX on CPUs).
 
+``gemm``: the product behind the DiT's linear layers (1876 x 1024 -> 2048, the CFG batch's rows of one F5 v1
+Base projection) in GFLOP/s, through semlat's prepacked oneDNN :class:`~semlat.nn.linear.Linear` and through
+PyTorch's default ``nn.Linear``: why the DiT step is faster on one CPU than on another.
+
 ``rtf-size``: the same frame rates (93.75 Hz F5 mel, 40 Hz waveform VAE, 5.4 Hz DC-VAE with ``frame_split``
 4) at an equal, larger DiT (``--size``, random weights, DiT steps only): how the sampler's cost scales with
 the latent frame rate when the backbone is big.
@@ -41,7 +46,7 @@ import types
 from pathlib import Path
 
 import torch
-from timing import median_seconds, print_table, run_in_subprocess
+from timing import machine, median_seconds, print_table, run_in_subprocess
 
 SIZES = {"base": {}, "small": {"dim": 768, "depth": 18, "heads": 12}, "tiny": {"dim": 128, "depth": 4, "heads": 2}}
 #: F5 mel, the 16 kHz waveform VAE (hop 400) and the 5.4 Hz DC-VAE whose frames split into 4 positions.
@@ -169,9 +174,27 @@ def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, rep
             "rate": tts.space.frame_rate, "min_nfe": result.get("min_nfe", {}).get(name)}
 
 
+def _gemm(threads: int, repeats: int, rows: int = 1876, inner: int = 1024, outer: int = 2048) -> dict[str, float]:
+    from semlat.nn.linear import Linear, onednn_linear_enabled
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    default = torch.nn.Linear(inner, outer)
+    packed = Linear(inner, outer)
+    packed.load_state_dict(default.state_dict())
+    x = torch.randn(rows, inner)
+    flops = 2.0 * rows * inner * outer
+    with torch.inference_mode():
+        ours = median_seconds(lambda: packed(x), repeats=max(repeats, 10), warmup=3)
+        theirs = median_seconds(lambda: default(x), repeats=max(repeats, 10), warmup=3)
+        diff = float((packed(x) - default(x)).abs().max())
+    return {"ours": flops / ours / 1e9, "theirs": flops / theirs / 1e9, "onednn": onednn_linear_enabled(),
+            "max_abs_diff": diff}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size"))
+    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size", "gemm"))
     parser.add_argument("--size", choices=tuple(SIZES), default=None, help="dit-step: base; rtf-size: small")
     parser.add_argument("--frames", type=int, default=938)
     parser.add_argument("--text", type=int, default=300, help="dit-step: text tokens")
@@ -184,8 +207,15 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both", help="rtf: the DiT's dtype")
     parser.add_argument("--spaces", default=None, help="rtf: comma-separated arms of the experiment [default: all]")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {args.threads} thread(s), inference mode, fp32")
-    if args.op == "dit-step":
+    print(machine())
+    print(f"{args.threads} thread(s), inference mode, fp32")
+    if args.op == "gemm":
+        r = run_in_subprocess(_gemm, args.threads, args.repeats)
+        print_table(["product 1876 x 1024 -> 2048", "semlat Linear (prepacked oneDNN)", "nn.Linear (default)",
+                     "ratio", "max |diff|"],
+                    [["GFLOP/s", f"{r['ours']:.0f}" + ("" if r["onednn"] else " (oneDNN off)"), f"{r['theirs']:.0f}",
+                      f"{r['ours'] / r['theirs']:.2f}x", f"{r['max_abs_diff']:.1e}"]])
+    elif args.op == "dit-step":
         size = args.size or "base"
         r = run_in_subprocess(_dit_step, size, args.frames, args.text, args.threads, args.repeats, args.reference_src)
         row = [f"F5 v1 {size}", f"{r['params'] / 1e6:.0f}M", f"{args.frames}", f"{r['ours']:.3f} s"]

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from timing import median_seconds, print_table, run_in_subprocess
+from timing import machine, median_seconds, print_table, run_in_subprocess
 
 OPS = ("decode", "encode", "space_decode")
 
@@ -60,6 +60,7 @@ def _measure(operation: str, threads: int, repeats: int) -> dict[str, object]:
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from timing import median_seconds, median_step_seconds, noise_corpus, print_table, run_in_subprocess
+from timing import machine, median_seconds, median_step_seconds, noise_corpus, print_table, run_in_subprocess
 
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 
@@ -89,6 +89,7 @@ def train_step_seconds(config_name: str, steps: int, threads: int) -> tuple[floa
 
 
 def main() -> None:
+    print(machine())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (encode) / latent length (decode)")

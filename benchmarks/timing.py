@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+
+#: CPU features that change which kernels run (AVX-512, its BF16 and VNNI forms, AMX tiles)
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def machine() -> str:
+    """One line that every benchmark prints first: the CPU model and its relevant flags, cores, torch, date
+    (figures from two machines of the same kind differ: say which one gave a figure)."""
+    import torch
+
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    shown = " ".join(f for f in FLAGS if f in flags) or "flags unknown"
+    return (f"machine: {model} ({shown}), {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{datetime.date.today().isoformat()}")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

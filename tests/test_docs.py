@@ -46,7 +46,8 @@ def test_every_cli_command_is_in_the_command_index():
 
 def test_relative_links_point_at_files_that_exist():
     broken = []
-    for page in [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "NOTICE.md", *DOCS.glob("*.md")]:
+    for page in [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "NOTICE.md", REPO / "benchmarks" / "README.md",
+                 *DOCS.glob("*.md")]:
         for target, _ in LINK.findall(page.read_text(encoding="utf-8")):
             if "://" in target or target.startswith("mailto:"):
                 continue
@@ -60,3 +61,13 @@ def test_the_readme_stays_a_front_door():
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; the reference belongs in docs/"
     for required in ("LICENSE", "docs/architecture.md", "## Quickstart"):
         assert any(required in line for line in lines), required
+
+
+def test_every_benchmark_figure_section_names_its_machine_and_date():
+    """benchmarks/README.md: each measured section says on which machine and when; each script prints it."""
+    text = (REPO / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    sections = [line for line in text.splitlines() if line.startswith("**") and "**" in line[2:]]
+    undated = [s[:60] for s in sections if not re.search(r"machine [AB]|same run", s)]
+    assert sections and not undated, f"sections without machine and date: {undated}"
+    for script in (REPO / "benchmarks").glob("bench_*.py"):
+        assert "print(machine())" in script.read_text(encoding="utf-8"), script.name

@@ -420,6 +420,13 @@ class TensorStore:
         return float(self.index["frame_rate"])
 
     @property
+    def space_info(self) -> dict[str, Any]:
+        """The latent space's metadata the store recorded (``latent_store_settings``: ``latent_dim``,
+        ``frame_rate`` and the rates where known): what models trained on it record in their folders."""
+        info = {key: self.index[key] for key in ("input_rate", "output_rate", "sample_rate") if key in self.index}
+        return {**info, "latent_dim": self.dim, "frame_rate": self.frame_rate}
+
+    @property
     def items(self) -> list[dict[str, Any]]:
         """Index entries ``{"id", "shard", "frames", ...}`` in the order they were listed."""
         return self.index["items"]

@@ -185,7 +185,7 @@ class TTARecipe(Recipe):
         return {"loss": float(model.loss(latents, lengths, hidden, mask, draws=draws))}
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        extra = {"latent_dim": self.store.dim, "frame_rate": self.store.frame_rate, "space": str(self.space or ""),
+        extra = {**self.store.space_info, "space": str(self.space or ""),
                  "latents": str(Path(self.config.data.latents).resolve()), "text_encoder_label": self.text_label,
                  "captions": len(self.captions), "train_items": len(self.ids)}
         return "tta", dataclasses.asdict(model.config), extra

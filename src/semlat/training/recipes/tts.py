@@ -276,7 +276,7 @@ class TTSRecipe(Recipe):
         return out
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        extra = {"latent_dim": self.store.dim, "frame_rate": self.store.frame_rate, "space": str(self.space or ""),
+        extra = {**self.store.space_info, "space": str(self.space or ""),
                  "latents": str(Path(self.config.data.latents).resolve()), "units": self.config.data.units,
                  "vocab_size": len(self.vocab)}
         return "tts", dataclasses.asdict(model.config), extra

@@ -563,12 +563,13 @@ def judge_train(manifest, out, units, steps, minutes, config, overrides) -> None
     checkpoint = train_judge(manifest, out, units=units, steps=steps, minutes=minutes, config=config,
                              overrides=overrides)
     from semlat.checkpoints import read_model_meta
+    from semlat.utils.figures import percent
 
     meta = read_model_meta(checkpoint)
     metric = meta["metric"]
     for split, figures in meta["heldout"].items():
         value = figures[metric]
-        shown = "n/a" if value is None else f"{100 * value:.1f} %"
+        shown = percent(value, missing="n/a")
         click.echo(f"held-out {split} {metric.upper()}: {shown} ({figures['utterances']} utterances)")
     click.echo(f"wrote judge {checkpoint} ({meta['training']['step']} steps): use ctc:{out}")
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from semlat.config import read_json_object
 from semlat.errors import ConfigError
+from semlat.utils.figures import number, percent
 
 #: Report kinds and their section titles, in the order the comparison prints them.
 KINDS = {"reconstruction": "Reconstruction", "latents": "Latent diagnostics",
@@ -52,10 +53,6 @@ def _source(report: dict[str, Any]) -> str:
     return f"audio `{data.get('listing') or data.get('generated', '?')}`"
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def _bold_best(cells: list[tuple[float | None, str]], better: str) -> list[str]:
     values = [v for v, _ in cells if v is not None and not math.isnan(v)]
     if len(values) < 2:
@@ -79,7 +76,7 @@ def reconstruction_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
                 cells.append((None, "—"))
                 continue
             low, high = (m.get("ci95") or [None, None])[:2]
-            text = _fmt(m.get("mean")) + (f" [{_fmt(low)}, {_fmt(high)}]" if low is not None else "")
+            text = number(m.get("mean")) + (f" [{number(low)}, {number(high)}]" if low is not None else "")
             cells.append((m.get("mean"), text))
         arrow = "↑" if info.get("better") == "higher" else "↓"
         lines.append(f"| {info.get('label', key)} {arrow} | " + " | ".join(_bold_best(cells, info.get("better")))
@@ -105,7 +102,7 @@ def latents_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
             if not p or "accuracy" not in p:
                 cells.append((None, "—"))
             else:
-                cells.append((p["accuracy"], f"{100 * p['accuracy']:.1f} % (chance {100 * p['chance']:.1f} %)"))
+                cells.append((p["accuracy"], f"{percent(p['accuracy'])} (chance {percent(p['chance'])})"))
         lines.append(f"| {probe} probe ↑ | " + " | ".join(_bold_best(cells, "higher")) + " |")
     return lines
 
@@ -128,7 +125,7 @@ def generation_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
                 m = (report.get("metrics") or {}).get(key)
                 value = None if not m else (m.get("corpus") if m.get("corpus") is not None else m.get("mean"))
                 percent = key in ("wer", "cer", "per")
-                text = "—" if value is None else (f"{100 * value:.2f} %" if percent else _fmt(value))
+                text = "—" if value is None else (f"{100 * value:.2f} %" if percent else number(value))
             cells.append((value, text))
             if m:
                 judges.append(m["judge"])

@@ -68,6 +68,7 @@ from semlat.evaluation.recon_eval import (
     read_rows,
 )
 from semlat.text.espeak import phonemize as espeak_ipa
+from semlat.utils.figures import number, percent
 from semlat.utils.files import atomic_write_text, sha256_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
@@ -115,10 +116,10 @@ def read_audio_list(path: str | os.PathLike) -> list[ListedAudio]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text (a JSON Lines list of clips was expected)") from None
-    for number, line in enumerate(lines, start=1):
+    for line_number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
+        where = f"{path}:{line_number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -419,26 +420,25 @@ def evaluate_audio(generated: str | os.PathLike, reference: str | os.PathLike, o
 
 # --- Markdown -------------------------------------------------------------------------------
 
-def _fmt(value: float | None, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * value:.2f} %" if percent else f"{value:.3f}"
+def _rate(value: float | None, pct: bool) -> str:
+    """An error rate in percent (two decimals), any other figure as a number."""
+    return percent(value, 2) if pct else number(value)
 
 
 def metrics_table(report: dict[str, Any]) -> str:
     """Every figure with its judge: error rates (corpus and mean), SIM and FD."""
     lines = ["| metric | value | mean [95 % CI] | n | better | judge |", "|---|---:|---:|---:|---|---|"]
     for name, m in (report.get("metrics") or {}).items():
-        percent = TTS_COLUMNS[name].group == "asr"
+        pct = TTS_COLUMNS[name].group == "asr"
         low, high = m["ci95"]
-        ci = "" if low is None else f" [{_fmt(low, percent)}, {_fmt(high, percent)}]"
-        value = _fmt(m["mean"])
-        if percent:
+        ci = "" if low is None else f" [{_rate(low, pct)}, {_rate(high, pct)}]"
+        value = number(m["mean"])
+        if pct:
             low_c, high_c = m.get("corpus_ci95") or [None, None]
-            value = _fmt(m.get("corpus"), percent) + (
-                f" [{_fmt(low_c, percent)}, {_fmt(high_c, percent)}]" if low_c is not None else "") + " (corpus)"
+            value = _rate(m.get("corpus"), pct) + (
+                f" [{_rate(low_c, pct)}, {_rate(high_c, pct)}]" if low_c is not None else "") + " (corpus)"
         n = f"{m['n']}" + (f" (+{m['undefined']} undefined)" if m["undefined"] else "")
-        lines.append(f"| {m['label']} | {value} | {_fmt(m['mean'], percent)}{ci} | {n} | "
+        lines.append(f"| {m['label']} | {value} | {_rate(m['mean'], pct)}{ci} | {n} | "
                      f"{'↑' if m['better'] == 'higher' else '↓'} {m['better']} | {m['judge']} |")
     fd = report.get("frechet")
     if fd:

@@ -56,6 +56,7 @@ from semlat.evaluation.plots import dimension_bars as plot_dimension_bars
 from semlat.evaluation.plots import probe_bars as plot_probe_bars
 from semlat.evaluation.recon_eval import output_folder, ratio_ci
 from semlat.inference import Codec, load_codec
+from semlat.utils.figures import percent
 from semlat.utils.files import atomic_write_text, sha256_file
 
 #: Utterances the robustness check encodes (each six more times).
@@ -303,10 +304,6 @@ def store_phoneme_probe(store_folder: str | os.PathLike, manifest: str | os.Path
             "unseen_speakers": unseen}
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
 def probe_table(report: dict[str, Any]) -> str:
     """The probes of a report as a Markdown table, chance levels beside each accuracy."""
     lines = ["| probe | accuracy | chance (majority) | balanced acc. | chance (1/classes) | classes | train | test |",
@@ -316,8 +313,8 @@ def probe_table(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | skipped: {p['skipped']} | | | | | | |")
             continue
         ci = f" [{100 * p['ci95'][0]:.1f}, {100 * p['ci95'][1]:.1f}]" if p.get("ci95") else ""
-        lines.append(f"| {name} | {_pct(p['accuracy'])}{ci} | {_pct(p['chance'])} | {_pct(p['balanced_accuracy'])} | "
-                     f"{_pct(p['balanced_chance'])} | {p['classes']} | {p['n_train']} | {p['n_test']} |")
+        lines.append(f"| {name} | {percent(p['accuracy'])}{ci} | {percent(p['chance'])} | {percent(p['balanced_accuracy'])} | "
+                     f"{percent(p['balanced_chance'])} | {p['classes']} | {p['n_train']} | {p['n_test']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,6 +51,7 @@ from semlat.errors import AudioError, ConfigError
 from semlat.evaluation.metrics import ALL, COLUMNS, MetricInfo, MetricSuite, Score, parse_metrics
 from semlat.inference import Codec, load_codec
 from semlat.latent_space import space_info
+from semlat.utils.figures import number
 from semlat.utils.files import atomic_write_text, sha256_file
 
 ROWS_NAME = "utterances.jsonl"
@@ -384,9 +385,8 @@ def spectrogram_figure(rows: Sequence[dict[str, Any]], out: Path, sample_rate: i
 
 
 def _fmt(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
+    """A metric in the table: three decimals, one from 100 up (:func:`semlat.utils.figures.number`)."""
+    return number(value, 1 if value is not None and abs(value) >= 100 else 3)
 
 
 def markdown_table(report: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from semlat.data.manifest import Manifest
 from semlat.data.splits import assign_split
 from semlat.errors import DataError
 from semlat.evaluation.recon_eval import paired_ratio_difference
+from semlat.utils.figures import percent
 
 #: The teacher corpus: minutes of speech and how many scrambled sentences it draws from.
 TEACHER_MINUTES = 30.0
@@ -112,7 +113,7 @@ def render(result: dict[str, Any], labels: dict[str, str] | None = None) -> str:
     base = result["baseline"]
 
     def pct(x: float | None) -> str:
-        return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f} %"
+        return percent(x, missing="n/a")
 
     def interval(ci: list[float] | None) -> str:
         return f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""

@@ -49,3 +49,13 @@ def test_the_metadata_reader_never_reads_weights(model_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a semlat model folder or training run"):
         semlat.load(tmp_path / "empty", device="cpu")
+
+
+def test_expect_names_what_a_command_needs(model_dir, tiny_ctc_judge, tmp_path):
+    assert isinstance(semlat.load(model_dir, device="cpu", expect="space"), LoadedSpace)
+    with pytest.raises(CheckpointError, match=r"a wave_vae model, not a TTS model \(train one with"):
+        semlat.load(model_dir, device="cpu", expect="tts")
+    with pytest.raises(CheckpointError, match="a ctc_judge model, not a latent space"):
+        semlat.load(tiny_ctc_judge, device="cpu", expect="space")
+    with pytest.raises(CheckpointError, match="is not a text-to-audio model .no model folder or training run"):
+        semlat.load(tmp_path, device="cpu", expect="tta")

@@ -313,9 +313,9 @@ def _echo_rejects(rejects, out) -> None:
 
 
 def _load(model, device, precision, chunk_seconds, context_seconds, overlap_seconds=0.0):
-    from semlat.inference import load
+    from semlat.models import load
 
-    return load(model, device=device, precision=precision, chunk_seconds=chunk_seconds,
+    return load(model, device, precision, expect="space", chunk_seconds=chunk_seconds,
                 context_seconds=context_seconds, overlap_seconds=overlap_seconds)
 
 
@@ -471,7 +471,8 @@ def tts(model, out, text, prompt, prompt_text, listing, steps, guidance, nfe, cf
     Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
     to the list). Long text is generated in sentence chunks joined with cross-fades.
     """
-    from semlat.generation.synthesis import load_tts, synthesize_list, synthesize_to_file
+    from semlat.generation.synthesis import synthesize_list, synthesize_to_file
+    from semlat.models import load
 
     steps, guidance = _resolve_flow(steps, guidance, nfe, cfg, cfg_is_f5=True, guidance_default=3.0)
     options = {"steps": steps, "guidance": guidance, "sway": sway, "speed": speed, "seconds": seconds,
@@ -479,13 +480,13 @@ def tts(model, out, text, prompt, prompt_text, listing, steps, guidance, nfe, cf
     if listing is not None:
         if out or text or prompt or prompt_text:
             raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
-        loaded = load_tts(model, device, space, duration_model, precision)
+        loaded = load(model, device, precision, expect="tts", space=space, duration=duration_model)
         written = synthesize_list(loaded, listing, seed=seed, **options)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
         return
     if not out or text is None or prompt is None or prompt_text is None:
         raise click.UsageError("give OUT, --text, --prompt and --prompt-text (or --list)")
-    loaded = load_tts(model, device, space, duration_model, precision)
+    loaded = load(model, device, precision, expect="tts", space=space, duration=duration_model)
     path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed, **options)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
 
@@ -513,14 +514,15 @@ def tta(model, out, caption, seconds, listing, out_dir, steps, guidance, nfe, cf
 
     Batch form: semlat tta MODEL --list captions.txt --out-dir DIR (or a JSONL/TSV of caption, output).
     """
-    from semlat.generation.captioned import generate_list, generate_to_file, load_tta
+    from semlat.generation.captioned import generate_list, generate_to_file
+    from semlat.models import load
 
     steps, guidance = _resolve_flow(steps, guidance, nfe, cfg, cfg_is_f5=False, guidance_default=None)
     decode = {"steps": decode_steps} if decode_steps else {}
     if listing is not None:
         if out or caption:
             raise click.UsageError("--list replaces OUT and --caption")
-        loaded = load_tta(model, device, space, text_encoder)
+        loaded = load(model, device, expect="tta", space=space, text_encoder=text_encoder)
         written = generate_list(loaded, listing, seconds or loaded.model.config.max_seconds, out_dir=out_dir,
                                 seed=seed, steps=steps, guidance=guidance, sway=sway, decode_options=decode)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
@@ -529,7 +531,7 @@ def tta(model, out, caption, seconds, listing, out_dir, steps, guidance, nfe, cf
         raise click.UsageError("give OUT and --caption (or --list)")
     if not caption.strip():
         raise ConfigError("empty caption: give a description of the sound (--caption)")
-    loaded = load_tta(model, device, space, text_encoder)
+    loaded = load(model, device, expect="tta", space=space, text_encoder=text_encoder)
     path = generate_to_file(loaded, out, caption, seconds or loaded.model.config.max_seconds, steps=steps,
                             guidance=guidance, sway=sway, seed=seed, decode_options=decode)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")

@@ -54,8 +54,9 @@ from semlat.checkpoints import read_model_meta
 from semlat.data.demo import make_demo_corpus
 from semlat.data.manifest import Manifest
 from semlat.demo_report import render_report
-from semlat.inference import LoadedSpace, load
+from semlat.inference import LoadedSpace
 from semlat.latent_space import space_info
+from semlat.models import load as load_model_folder
 from semlat.semantic.alignment import frame_mask, latent_valid_frames, mean_cosine
 from semlat.training.run import train_recipe
 from semlat.training.trainer import latest_checkpoint
@@ -501,7 +502,7 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     models: list[dict[str, Any]] = []
     latent_reports: dict[str, dict[str, Any]] = {}
     for name, (config_name, checkpoint) in checkpoints.items():
-        codec = load(checkpoint, device="cpu")
+        codec = load_model_folder(checkpoint, "cpu", expect="space")
         evaluation = _evaluate(name, checkpoint, manifest, judge, alignments, out / "eval" / name, reference_listing,
                                progress)
         recon, latents, speech = evaluation["recon"], evaluation["latents"], evaluation["speech"]

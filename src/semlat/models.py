@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from semlat.checkpoints import model_from_state, read_model_folder, read_model_meta, resolve_model_folder
+from semlat.checkpoints import CONFIG_NAME, model_from_state, read_model_folder, read_model_meta, resolve_model_folder
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import SPACE_TYPES
 from semlat.semantic.teachers import SCHEMES, Teacher, TeacherSpec
@@ -62,7 +62,18 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model_from_state(resolve(MODEL_TYPES[meta["model_type"]]), state, meta, str(folder), device)
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32", **options: Any) -> Any:
+#: what ``load(..., expect=...)`` asks for: ``(what it is called, how to make one)``
+EXPECTED = {
+    "space": ("a latent space", "train an autoencoder with `semlat train ...` or import a release with `semlat import`"),
+    "tts": ("a TTS model", "train one with `semlat train tts/...`"),
+    "tta": ("a text-to-audio model", "train one with `semlat train tta/...`"),
+    "ctc_judge": ("a CTC judge", "make one with `semlat judge train`"),
+    "duration": ("a duration model", "train one with `semlat train duration/...`"),
+}
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32", *,
+         expect: str | None = None, **options: Any) -> Any:
     """semlat's one loader: whatever the model folder (or training run, or checkpoint) at ``path`` holds, ready
     for inference on ``device``.
 
@@ -80,8 +91,19 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
     ========================================== =====================================================
 
     Options a type does not take are a one-line ConfigError. The type is read from ``config.json`` first
-    (:func:`~semlat.checkpoints.read_model_meta`), so the weights are read once."""
+    (:func:`~semlat.checkpoints.read_model_meta`), so the weights are read once. ``expect`` (a key of
+    :data:`EXPECTED`: ``space``, ``tts``, ``tta``, ``ctc_judge``, ``duration``) makes any other type, or no model
+    at all, a one-line CheckpointError that says what was expected and how to make one (what the commands do)."""
     folder = resolve_model_folder(path)
+    if expect is not None:
+        what, hint = EXPECTED[expect]
+        if not Path(path).exists():
+            raise CheckpointError(f"{path}: no such model folder")
+        if not (folder / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
+        found = read_model_meta(folder)["model_type"]
+        if found not in (SPACE_TYPES if expect == "space" else (expect,)):
+            raise CheckpointError(f"{folder}: a {found} model, not {what} ({hint})")
     model_type = read_model_meta(folder)["model_type"]
     allowed = {"tts": {"space", "duration"}, "tta": {"space", "text_encoder"}, "ctc_judge": set()}.get(
         model_type, {"chunk_seconds", "context_seconds", "overlap_seconds"} if model_type in SPACE_TYPES else set())

@@ -28,18 +28,10 @@ class ModelCache:
 
     def _loader(self, kind: str) -> Callable[[str], Any]:
         device = self.device
-        if kind == "space":
-            from semlat.inference import load
+        if kind in ("space", "tts", "tta"):
+            from semlat.models import load
 
-            return lambda folder: load(folder, device)
-        if kind == "tts":
-            from semlat.generation.synthesis import load_tts
-
-            return lambda folder: load_tts(folder, device)
-        if kind == "tta":
-            from semlat.generation.captioned import load_tta
-
-            return lambda folder: load_tta(folder, device)
+            return lambda folder: load(folder, device, expect=kind)
         if kind == "asr":
             from semlat.evaluation.judges import load_asr_judge
 

@@ -28,7 +28,8 @@ from typing import Any
 from semlat.chunking import chunk_seed
 from semlat.errors import DataError
 from semlat.evaluation.generation_eval import evaluate_tts
-from semlat.generation.synthesis import load_tts, synthesize_to_file
+from semlat.generation.synthesis import synthesize_to_file
+from semlat.models import load
 from semlat.utils.files import atomic_write_text
 
 FIELDS = ("ref_utt", "ref_dur", "ref_txt", "gen_utt", "gen_dur", "gen_txt")
@@ -98,7 +99,7 @@ def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, roo
 
     pairs = read_cross_sentence_list(listing, root)
     out = Path(out)
-    tts = load_tts(model, device)
+    tts = load(model, device, expect="tts")
     settings = {"model": str(Path(model).resolve()), "list": str(Path(listing).resolve()),
                 "root": str(Path(root).resolve()), "pairs": len(pairs), "steps": steps, "guidance": guidance, "sway": sway,
                 "seed": seed, "duration": "the target's real duration" if truth_duration else

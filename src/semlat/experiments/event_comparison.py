@@ -56,8 +56,9 @@ from semlat.evaluation.event_judge import SAMPLE_RATE, EventJudge, accuracy, lab
 from semlat.evaluation.frechet import frechet_distance_of
 from semlat.evaluation.latent_probes import linear_probe, mean_pool
 from semlat.evaluation.recon_eval import bootstrap_interval
-from semlat.generation.captioned import decode_latents, generate_latents, load_tta
-from semlat.inference import LoadedSpace, encode_to_store, load
+from semlat.generation.captioned import decode_latents, generate_latents
+from semlat.inference import LoadedSpace, encode_to_store
+from semlat.models import load as load_any
 from semlat.training.run import train_recipe
 from semlat.utils.figures import number, percent, with_interval
 from semlat.utils.files import atomic_write_text
@@ -226,7 +227,7 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         "arms": {}}
     for name, folder in arms.items():
         arm_dir = out / name
-        space = load(folder, "cpu")
+        space = load_any(folder, "cpu", expect="space")
         arm: dict[str, Any] = {"model": str(Path(folder).resolve()), "model_type": space.model_type,
                                "latent": f"{space.latent_dim} x {space.frame_rate:g} Hz"}
         latents = encode_clips(space, clips)
@@ -246,7 +247,7 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
                                                         *tta_overrides, *arm_overrides.get(name, ())])
         arm["tta_train_seconds"] = round(trainer.train_seconds, 1)
         arm["tta_overrides"] = arm_overrides.get(name, [])
-        tta = load_tta(checkpoint, "cpu")
+        tta = load_any(checkpoint, "cpu", expect="tta")
         generated, generated_latents = [], []
         gen_dir = arm_dir / "generated"
         gen_dir.mkdir(parents=True, exist_ok=True)

@@ -55,8 +55,9 @@ from semlat.data.manifest import Manifest
 from semlat.errors import ConfigError
 from semlat.evaluation.generation_eval import evaluate_tts
 from semlat.evaluation.plots import convergence_curves
-from semlat.generation.synthesis import load_tts, synthesize_to_file
-from semlat.inference import encode_to_store, load
+from semlat.generation.synthesis import synthesize_to_file
+from semlat.inference import encode_to_store
+from semlat.models import load as load_any
 from semlat.sampling import from_f5_strength
 from semlat.training.run import train_recipe
 from semlat.utils.figures import number, percent, with_interval
@@ -181,7 +182,7 @@ def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: P
     error counts."""
     from tqdm import tqdm
 
-    tts = load_tts(checkpoint, "cpu", precision=precision)
+    tts = load_any(checkpoint, "cpu", precision, expect="tts")
     files = []
     started = time.monotonic()
     generated = 0
@@ -236,7 +237,7 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
         config = arm.config or tiny_config_for(arm.model)
         folder = out / arm.name
         log(f"[tts experiment] {arm.name}: encoding the training split with {arm.model}")
-        space = load(arm.model, device="cpu")
+        space = load_any(arm.model, "cpu", expect="space")
         encode_to_store(space, manifest_path, folder / "latents", split="train", progress=progress)
         log(f"[tts experiment] {arm.name}: training {config} for {steps} steps (checkpoint every {eval_every})")
         _, trainer = train_recipe(config, [

@@ -59,3 +59,12 @@ def test_expect_names_what_a_command_needs(model_dir, tiny_ctc_judge, tmp_path):
         semlat.load(tiny_ctc_judge, device="cpu", expect="space")
     with pytest.raises(CheckpointError, match="is not a text-to-audio model .no model folder or training run"):
         semlat.load(tmp_path, device="cpu", expect="tta")
+
+
+def test_a_folder_from_a_newer_semlat_is_refused_in_one_line(model_dir, tmp_path):
+    folder = tmp_path / "future"
+    shutil.copytree(model_dir, folder)
+    meta = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**meta, "semlat_version": "99.0.0"}))
+    with pytest.raises(CheckpointError, match=r"written by semlat 99.0.0, newer than this semlat 0\.2\.0"):
+        semlat.load(folder, device="cpu")

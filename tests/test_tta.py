@@ -321,7 +321,13 @@ def test_demo_event_stage_with_tiny_budgets(tmp_path):
 
 
 def test_folders_written_before_the_rename_read_their_cfg_as_guidance():
+    from semlat.checkpoints import upgrade_meta
+    from semlat.errors import CheckpointError
     from semlat.generation.tta import TTAConfig
 
-    assert TTAConfig(flow={"cfg": 5.0}).flow.guidance == 5.0
-    assert TTAConfig(flow={"guidance": 2.0}).flow.guidance == 2.0
+    old = {"model_type": "tta", "semlat_version": "0.1.0", "config": {"flow": {"cfg": 5.0, "steps": 8}}}
+    assert TTAConfig(**upgrade_meta(old, "old")["config"]).flow.guidance == 5.0
+    today = {"model_type": "tta", "semlat_version": "0.2.0", "config": {"flow": {"guidance": 2.0}}}
+    assert upgrade_meta(today, "new")["config"]["flow"] == {"guidance": 2.0}
+    with pytest.raises(CheckpointError, match="written by semlat 9.1.0, newer than this semlat"):
+        upgrade_meta({**today, "semlat_version": "9.1.0"}, "future")

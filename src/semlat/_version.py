@@ -1,3 +1,3 @@
 """semlat's version (one place; the package root, model folders and reports read it)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

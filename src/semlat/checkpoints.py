@@ -2,10 +2,13 @@
 
 A model folder holds ``model.safetensors`` (weights only) and ``config.json``::
 
-    {"model_type": "wave_vae", "semlat_version": "0.1.0", "config": {...full resolved config...},
+    {"model_type": "wave_vae", "semlat_version": "0.2.0", "config": {...full resolved config...},
      ...extra entries such as "latent_stats"...}
 
-Nothing is ever unpickled: weights are safetensors, metadata is JSON. Loading compares every key
+Nothing is ever unpickled: weights are safetensors, metadata is JSON. **Versions** (Descript's codec habit): a
+folder records the semlat version that wrote it; :func:`read_model_meta` refuses one written by a newer semlat
+and upgrades an older one's description with the :data:`MIGRATIONS` it needs, in one place, so model classes
+only ever see today's config. Loading compares every key
 and shape before touching the model and names what is missing, unexpected or mis-shaped.
 
 The tables of model types and importers live in :mod:`semlat.models`, above every module they name
@@ -18,8 +21,9 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +117,38 @@ def save_model(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.
     return folder
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", str(text))[:3])
+
+
+def _tta_guidance_name(meta: dict[str, Any]) -> dict[str, Any]:
+    """semlat < 0.2 named a text-to-audio model's guidance scale ``flow.cfg`` (same convention)."""
+    flow = meta["config"].get("flow", {})
+    if "cfg" in flow and "guidance" not in flow:
+        flow["guidance"] = flow.pop("cfg")
+    return meta
+
+
+#: ``(model_type, first version that no longer needs it, upgrade)``: what a folder written by an older semlat
+#: needs to read as today's (applied in order by :func:`upgrade_meta`)
+MIGRATIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
+    ("tta", "0.2.0", _tta_guidance_name),
+)
+
+
+def upgrade_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """``meta`` (a config.json) as today's semlat reads it: a folder written by a newer semlat is a one-line
+    CheckpointError; an older one gets each :data:`MIGRATIONS` entry it predates."""
+    written = meta.get("semlat_version")
+    if written is not None and _version(written) > _version(__version__):
+        raise CheckpointError(f"{where}: written by semlat {written}, newer than this semlat {__version__} "
+                              "(upgrade semlat to read it)")
+    for model_type, fixed_in, upgrade in MIGRATIONS:
+        if meta.get("model_type") == model_type and (written is None or _version(written) < _version(fixed_in)):
+            meta = upgrade(meta)
+    return meta
+
+
 def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of the model folder at ``path`` (or of a training run's latest checkpoint, see
     :func:`resolve_model_folder`), checked, without reading the weights; a one-line CheckpointError otherwise."""
@@ -128,7 +164,7 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{config_path}: invalid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(meta, dict) or "model_type" not in meta or "config" not in meta:
         raise CheckpointError(f"{config_path}: needs 'model_type' and 'config' entries")
-    return meta
+    return upgrade_meta(meta, str(config_path))
 
 
 def read_model_folder(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

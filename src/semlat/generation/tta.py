@@ -94,11 +94,8 @@ class TTAConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, UDiTConfig):
             self.backbone = from_dict(UDiTConfig, self.backbone, "tta config 'backbone'")
-        if not isinstance(self.flow, TTAFlow):
-            flow = dict(self.flow)
-            if "cfg" in flow and "guidance" not in flow:  # folders written before semlat 0.2 name it cfg
-                flow["guidance"] = flow.pop("cfg")
-            self.flow = from_dict(TTAFlow, flow, "tta config 'flow'")
+        if not isinstance(self.flow, TTAFlow):  # folders of semlat < 0.2 (flow.cfg): checkpoints.MIGRATIONS
+            self.flow = from_dict(TTAFlow, self.flow, "tta config 'flow'")
 
     def validate(self, where: str = "tta config") -> None:
         self.flow.validate(f"{where}: flow")

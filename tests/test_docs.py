@@ -34,6 +34,14 @@ def test_every_recipe_model_type_and_importer_is_in_the_architecture_page():
     assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"
 
 
+def test_every_model_type_has_its_section_in_the_models_page():
+    from semlat.models import MODEL_TYPES
+
+    text = (DOCS / "models.md").read_text(encoding="utf-8")
+    missing = [name for name in MODEL_TYPES if f"(`model_type: {name}`" not in text]
+    assert not missing, f"docs/models.md has no section for: {', '.join(missing)}"
+
+
 def test_every_cli_command_is_in_the_command_index():
     from semlat.cli import cli
 

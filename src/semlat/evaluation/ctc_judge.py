@@ -13,7 +13,7 @@ Model (about 2 M parameters with the defaults)::
     never changes a result) -> LayerNorm -> Linear -> log-softmax over [blank] + vocabulary
 
 Units: ``phonemes`` are the manifest's espeak-ng IPA split by
-:func:`~semlat.evaluation.judges.split_phonemes` (stress and word boundaries dropped);
+:func:`~semlat.text.units.split_phonemes` (stress and word boundaries dropped);
 ``chars`` are the characters of the normalised ``text`` (:func:`~semlat.evaluation.judges.split_chars`),
 with ``" "`` as a token between words. The vocabulary is every unit of the training split, sorted;
 index 0 is the CTC blank.

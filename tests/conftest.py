@@ -251,32 +251,36 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _recipe_ddp_worker(rank: int, world: int, port: int, configure, run_dir: str, out: str, log_key: str) -> None:
+def _recipe_ddp_worker(rank: int, world: int, port: int, configure, run_dir: str, out: str,
+                       log_keys: tuple[str, ...]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     recipe_cls, config = configure(Path(run_dir))
     run = train_recorded(recipe_cls, config)
     weights = dict(run.weights)
-    weights[f"log/{log_key}"] = torch.tensor([step[log_key] for step in run.losses])
+    for log_key in log_keys:
+        weights[f"log/{log_key}"] = torch.tensor([step[log_key] for step in run.losses])
     torch.save(weights, os.path.join(out, f"rank{rank}.pt"))
 
 
-def check_recipe_ddp(configure, tmp_path: Path, log_key: str = "loss") -> list[dict[str, torch.Tensor]]:
+def check_recipe_ddp(configure, tmp_path: Path, log_key: str | tuple[str, ...] = "loss") -> list[dict[str, torch.Tensor]]:
     """Train ``configure(run_dir) -> (recipe_cls, config)`` on two gloo processes and check what DDP
-    promises: finite ``log_key`` values that differ between ranks (each rank sees different data) and
-    bit-identical parameters after the steps. ``configure`` must be picklable (a module-level function
+    promises: finite values of each logged ``log_key`` that differ between ranks (each rank sees different data)
+    and bit-identical parameters after the steps. ``configure`` must be picklable (a module-level function
     or a functools.partial of one). Returns both ranks' weights and logs."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_recipe_ddp_worker, args=(2, free_port(), configure, str(tmp_path / "run"), str(tmp_path), log_key),
+    log_keys = (log_key,) if isinstance(log_key, str) else tuple(log_key)
+    mp.spawn(_recipe_ddp_worker, args=(2, free_port(), configure, str(tmp_path / "run"), str(tmp_path), log_keys),
              nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    key = f"log/{log_key}"
-    assert all(torch.isfinite(r[key]).all() for r in ranks)
-    assert not torch.equal(ranks[0][key], ranks[1][key])  # different data on each rank
+    keys = {f"log/{k}" for k in log_keys}
+    for key in keys:
+        assert all(torch.isfinite(r[key]).all() for r in ranks), key
+        assert not torch.equal(ranks[0][key], ranks[1][key]), key  # different data on each rank
     for name in ranks[0]:
-        if name != key:
+        if name not in keys:
             assert torch.equal(ranks[0][name], ranks[1][name]), name  # identical parameters after DDP steps
     return ranks
 

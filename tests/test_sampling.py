@@ -50,7 +50,9 @@ def test_one_guidance_convention_and_f5s_strength_maps_onto_it_exactly():
 def test_euler_and_midpoint_integrate_and_keep_gradients():
     x0 = torch.zeros(2, 3)
     # dx/dt = 2t: x(1) = 1; midpoint is exact for it, Euler on a uniform grid gives 1 - 1/N
-    velocity = lambda x, t: torch.full_like(x, 2 * float(t))  # noqa: E731
+    def velocity(x, t):
+        return torch.full_like(x, 2 * float(t))
+
     assert torch.allclose(sample(velocity, x0, time_grid(4), method="midpoint"), torch.ones(2, 3), atol=1e-6)
     assert torch.allclose(sample(velocity, x0, time_grid(4)), torch.full((2, 3), 0.75), atol=1e-6)
     seen = []

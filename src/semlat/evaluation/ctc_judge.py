@@ -52,7 +52,7 @@ from semlat.config import FromConfig, from_dict, read_json_object
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.ctc_decoding import ctc_forced_align, greedy_decode, min_frames  # noqa: F401 (re-exported)
 from semlat.evaluation.error_rates import JUDGE_RATE, as_batch, error_rate
-from semlat.text.units import JUDGE_UNITS, detokenize, tokenize  # noqa: F401 (re-exported)
+from semlat.text.units import JUDGE_UNITS, detokenize, tokenize
 
 FORMAT = "semlat-ctc-judge/1"
 JUDGE_JSON = "judge.json"

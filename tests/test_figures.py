@@ -2,7 +2,7 @@
 
 import math
 
-from semlat.utils.figures import decibels, figure, number, percent, with_interval
+from semlat.utils.figures import decibels, figure, number, percent, percent_interval, with_interval
 
 
 def test_each_kind_of_figure_with_its_unit():
@@ -19,6 +19,7 @@ def test_intervals_are_written_in_the_figures_unit_once():
     assert with_interval(-25.0, (-26.1, -24.0), decibels) == "-25.0 dB [-26.1, -24.0]"
     assert with_interval(0.5, None, percent) == "50.0 %" and with_interval(0.5, (None, 0.6), percent) == "50.0 %"
     assert with_interval(None, (0.1, 0.2), percent) == "–"
+    assert percent_interval(0.5, [0.4, 0.6]) == "50.0 % [40.0, 60.0]" and percent_interval(None, None, "n/a") == "n/a"
 
 
 def test_figures_by_a_metrics_unit_name():

@@ -3,11 +3,10 @@ orchestration in :mod:`semlat.demo_run`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from semlat.utils.figures import number, percent, with_interval
+from semlat.utils.figures import number, percent, percent_interval, with_interval
 
 
 def _audio_link(path: str | None, root: Path) -> str:
@@ -38,9 +37,9 @@ def _tts_section(tts: dict[str, Any], root: Path) -> list[str]:
     for name, point in tts["final"].items():
         space = tts["spaces"][name]
         lines.append(f"| {name} | {space['latent_dim']} × {space['frame_rate']:.4g} Hz | "
-                     f"{space['steps_per_second']:.2f} | {with_interval_pct(point.get('per'), point.get('per_ci'))} | "
+                     f"{space['steps_per_second']:.2f} | {percent_interval(point.get('per'), point.get('per_ci'))} | "
                      f"{with_interval(point.get('sim'), point.get('sim_ci'))} |")
-    lines.append(f"| real speech (same prompts) | | | {with_interval_pct(truth.get('per'), truth.get('per_ci'))} | "
+    lines.append(f"| real speech (same prompts) | | | {percent_interval(truth.get('per'), truth.get('per_ci'))} | "
                  f"{with_interval(truth.get('sim'), truth.get('sim_ci'))} |")
     nfe = {name: n for name, n in (tts.get("min_nfe") or {}).items() if n is not None}
     if nfe:
@@ -187,8 +186,3 @@ def render_report(report: dict[str, Any]) -> str:
               "and metrics, the latent diagnostics, TTS (and text-to-audio) with each trained model, and these "
               "reports (needs the `app` extra, part of `dev`)."]
     return "\n".join(lines) + "\n"
-
-
-def with_interval_pct(value: float | None, interval: Sequence[float | None] | None) -> str:
-    """A fraction and its interval in percent (:func:`semlat.utils.figures.with_interval`)."""
-    return with_interval(value, interval, percent)

@@ -121,10 +121,7 @@ class LoadedSpace:
         ``options`` are the model's sampling options (``steps``, ``schedule``, ``seed``); deterministic
         models accept ``seed`` alone. ``progress`` as for :meth:`encode`."""
         if not isinstance(latents, torch.Tensor):
-            tensor, meta = read_latent_file(latents)
-            tensor = orient_latents(tensor, meta, self.latent_dim, str(latents))
-            self.check_latents(tensor.shape[0], meta.get("frame_rate"), str(latents))
-            latents = tensor[None]
+            latents = self.read_latents(latents)[0][None]
         with self._running():
             audio = decode_chunked(self.space, latents.to(self.device), self.chunk_seconds, self.context_seconds,
                                    self.overlap_seconds, progress, **options)
@@ -134,6 +131,14 @@ class LoadedSpace:
         """Write decoded audio (``[1, 1, N]``, ``[1, N]`` or ``[N]``) at ``output_rate`` (the suffix picks
         the format)."""
         return save_audio(path, audio.reshape(1, -1).cpu(), self.output_rate)
+
+    def read_latents(self, path: str | os.PathLike) -> tuple[torch.Tensor, dict[str, Any]]:
+        """A latent file's ``([D, T], meta)`` for this space: read (semlat's file or a plain one), oriented and
+        checked against the space's width and frame rate."""
+        tensor, meta = read_latent_file(path)
+        tensor = orient_latents(tensor, meta, self.latent_dim, str(path))
+        self.check_latents(tensor.shape[0], meta.get("frame_rate"), str(path))
+        return tensor, meta
 
     def check_latents(self, dim: int | None, frame_rate: float | None, where: str) -> None:
         """One-line ConfigError unless latents of width ``dim`` at ``frame_rate`` fit this model."""
@@ -347,9 +352,7 @@ def decode(space: LoadedSpace, latents: str | os.PathLike, out: str | os.PathLik
     duration. ``options`` are decode options (steps, seed, ...). Returns the files written."""
     latents, out = Path(latents), Path(out)
     if latents.is_file():
-        tensor, meta = read_latent_file(latents)
-        tensor = orient_latents(tensor, meta, space.latent_dim, str(latents))
-        space.check_latents(tensor.shape[0], meta.get("frame_rate"), str(latents))
+        tensor, meta = space.read_latents(latents)
         target = out if _file_shaped(out, AUDIO_OUT_SUFFIXES) else out / _wav_name(meta.get("id") or latents.stem)
         _decode_one(space, tensor, meta.get("duration"), target, options)
         return 1

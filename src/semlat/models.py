@@ -45,21 +45,22 @@ IMPORTERS: Mapping[str, str] = MappingProxyType({
 })
 
 
+def model_class(model_type: str) -> Any:
+    """The class registered for ``model_type`` (:data:`MODEL_TYPES`); a one-line CheckpointError otherwise."""
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model type {model_type!r} (known: {', '.join(sorted(MODEL_TYPES))})")
+    return resolve(MODEL_TYPES[model_type])
+
+
 def build_model(model_type: str, config: Mapping[str, Any]) -> nn.Module:
     """Construct a registered model type from its config (weights uninitialised/random)."""
-    if model_type not in MODEL_TYPES:
-        known = ", ".join(sorted(MODEL_TYPES)) or "none registered yet"
-        raise CheckpointError(f"unknown model type {model_type!r} (known: {known})")
-    return resolve(MODEL_TYPES[model_type]).from_config(config)
+    return model_class(model_type).from_config(config)
 
 
 def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Build the model a folder describes (any registered type), load its weights strictly, in eval mode."""
     state, meta = read_model_folder(folder)
-    if meta["model_type"] not in MODEL_TYPES:
-        known = ", ".join(sorted(MODEL_TYPES))
-        raise CheckpointError(f"{folder}: unknown model type {meta['model_type']!r} (known: {known})")
-    return model_from_state(resolve(MODEL_TYPES[meta["model_type"]]), state, meta, str(folder), device)
+    return model_from_state(model_class(meta["model_type"]), state, meta, str(folder), device)
 
 
 #: what ``load(..., expect=...)`` asks for: ``(what it is called, how to make one)``
@@ -95,16 +96,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
     :data:`EXPECTED`: ``space``, ``tts``, ``tta``, ``ctc_judge``, ``duration``) makes any other type, or no model
     at all, a one-line CheckpointError that says what was expected and how to make one (what the commands do)."""
     folder = resolve_model_folder(path)
-    if expect is not None:
-        what, hint = EXPECTED[expect]
-        if not Path(path).exists():
-            raise CheckpointError(f"{path}: no such model folder")
-        if not (folder / CONFIG_NAME).is_file():
-            raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
-        found = read_model_meta(folder)["model_type"]
-        if found not in (SPACE_TYPES if expect == "space" else (expect,)):
-            raise CheckpointError(f"{folder}: a {found} model, not {what} ({hint})")
-    model_type = read_model_meta(folder)["model_type"]
+    what, hint = EXPECTED[expect] if expect is not None else ("", "")
+    if expect is not None and folder.is_dir() and not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
+    model_type = read_model_meta(folder)["model_type"]  # a missing path: "no such model folder"
+    if expect is not None and model_type not in (SPACE_TYPES if expect == "space" else (expect,)):
+        raise CheckpointError(f"{folder}: a {model_type} model, not {what} ({hint})")
     allowed = {"tts": {"space", "duration"}, "tta": {"space", "text_encoder"}, "ctc_judge": set()}.get(
         model_type, {"chunk_seconds", "context_seconds", "overlap_seconds"} if model_type in SPACE_TYPES else set())
     unknown = sorted(set(options) - allowed)

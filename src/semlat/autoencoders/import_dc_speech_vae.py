@@ -30,7 +30,7 @@ from semlat.checkpoints import (
     read_foreign_weights,
 )
 from semlat.config import read_json_object
-from semlat.errors import ConfigError
+from semlat.errors import CheckpointError, ConfigError
 from semlat.latent_space import space_info
 from semlat.vocoders.griffin_lim import GriffinLimVocoder
 from semlat.vocoders.mel_vocoder import MelVocoder
@@ -53,10 +53,11 @@ def load_mel_vocoder(source: str | os.PathLike) -> Any:
     if not path.is_dir():
         raise ConfigError(f"--vocoder {path}: not a folder (give a BigVGAN folder or {GRIFFIN_LIM!r})")
     if (path / WEIGHTS_NAME).is_file():
-        model = load_model_of_type(path, MelVocoder, "bigvgan", "a bigvgan vocoder", "train one with `semlat train bigvgan/...`")[0]
-        if not isinstance(model, MelVocoder):
-            raise ConfigError(f"--vocoder {path}: a {type(model).__name__} folder, not a bigvgan vocoder")
-        return model
+        try:
+            return load_model_of_type(path, MelVocoder, "bigvgan", "a bigvgan vocoder",
+                                      "train one with `semlat train bigvgan/...`")[0]
+        except CheckpointError as err:
+            raise ConfigError(f"--vocoder {err}") from None
     from semlat.vocoders.import_bigvgan import build_vocoder, read_bigvgan_config, read_bigvgan_weights
 
     weights = path / "bigvgan_generator.pt"

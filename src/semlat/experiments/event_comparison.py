@@ -60,7 +60,7 @@ from semlat.generation.captioned import decode_latents, generate_latents
 from semlat.inference import LoadedSpace, encode_to_store
 from semlat.models import load as load_any
 from semlat.training.run import train_recipe
-from semlat.utils.figures import number, percent, with_interval
+from semlat.utils.figures import number, percent, percent_interval
 from semlat.utils.files import atomic_write_text
 
 RESULT_NAME = "event_comparison"
@@ -303,9 +303,9 @@ def render(report: dict[str, Any]) -> str:
              "recon RMS dBFS |", "|---|---|---|---|---|---|---|---|---|"]
     for name, arm in report["arms"].items():
         p, r = arm["probe"], arm["reconstruction"]
-        lines.append(f"| {name} | {arm['latent']} | {with_interval_pct(p['accuracy'], p.get('accuracy_ci95'))} "
+        lines.append(f"| {name} | {arm['latent']} | {percent_interval(p['accuracy'], p.get('accuracy_ci95'))} "
                      f"({percent(p['chance'])}) | {number(r['mel_distance'])} | {number(r['pesq'], 2)} | "
-                     f"{number(r['stoi'])} | {with_interval_pct(r['judge_accuracy'], r.get('judge_accuracy_ci95'))} | {number(r['fd'], 1)} | "
+                     f"{number(r['stoi'])} | {percent_interval(r['judge_accuracy'], r.get('judge_accuracy_ci95'))} | {number(r['fd'], 1)} | "
                      f"{number(r.get('median_rms_dbfs'), 1)} |")
     lines += ["", "| space | TTA options | TTA judge acc | TTA FD | TTA RMS dBFS | TTA latent probe acc | "
                   "within-clip std (real) | TTA train s |", "|---|---|---|---|---|---|---|---|"]
@@ -313,9 +313,9 @@ def render(report: dict[str, Any]) -> str:
         t = arm["tta"]
         probe_correct = t.get("latent_probe_correct")
         lines.append(f"| {name} | {' '.join(arm.get('tta_overrides') or []) or 'defaults'} | "
-                     f"{with_interval_pct(t['judge_accuracy'], t.get('judge_accuracy_ci95'))} | {number(t['fd'], 1)} | "
+                     f"{percent_interval(t['judge_accuracy'], t.get('judge_accuracy_ci95'))} | {number(t['fd'], 1)} | "
                      f"{number(t.get('median_rms_dbfs'), 1)} | "
-                     f"{with_interval_pct(t.get('latent_probe_accuracy'), accuracy_ci(probe_correct) if probe_correct else None)} | "
+                     f"{percent_interval(t.get('latent_probe_accuracy'), accuracy_ci(probe_correct) if probe_correct else None)} | "
                      f"{number(t.get('within_clip_std'), 3)} ({number(t.get('real_within_clip_std'), 3)}) | "
                      f"{number(arm.get('tta_train_seconds'), 0)} |")
     for pair, values in report.get("differences", {}).items():
@@ -331,14 +331,9 @@ def render(report: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for row in arm["steps_table"]:
             lines.append(f"| {row['schedule']} | {row['steps']} | {number(row['mel_distance'])} | {number(row['pesq'], 2)} | {number(row['stoi'])} | "
-                         f"{with_interval_pct(row['judge_accuracy'], row.get('judge_accuracy_ci95'))} | {number(row['fd'], 1)} | "
+                         f"{percent_interval(row['judge_accuracy'], row.get('judge_accuracy_ci95'))} | {number(row['fd'], 1)} | "
                          f"{number(row.get('median_rms_dbfs'), 1)} | {number(row['seconds_per_clip'], 2)} |")
     tta = report["tta"]
     lines += ["", f"TTA: `{tta['config']}`, {tta['steps']} steps per space, {tta['sampling_steps']} sampling steps, "
                   f"text encoder {tta['text_encoder']}."]
     return "\n".join(lines) + "\n"
-
-
-def with_interval_pct(value: Any, interval: Any) -> str:
-    """``12.0 % [5.4, 19.6]`` (an accuracy and its interval, in percent)."""
-    return with_interval(value, interval, percent)

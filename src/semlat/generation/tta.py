@@ -15,9 +15,9 @@ on normalised channel-major latents ``[B, C, T]``. The backbone runs in the rele
 replaced by zeros with probability ``caption_drop`` per item, mean squared error of the velocity over each
 item's valid frames.
 
-**Sampling** (:meth:`TTAModel.generate`, with :mod:`semlat.sampling`): Euler over ``t_k = k / N`` bent by sway sampling (``s = -1``), and
-classifier-free guidance ``v = u + w (c - u)`` (``w = 3.5``) where the unconditional context is all zeros
-**after** the projection with the same mask, as the reference.
+**Sampling** (:meth:`TTAModel.generate`, with :mod:`semlat.sampling`): Euler over ``t_k = k / N`` bent by sway
+sampling (``s = -1``), and classifier-free guidance ``v = u + w (c - u)`` (``w = 3.5``) where the unconditional
+context is all zeros **after** the projection with the same mask, as the reference.
 
 **Options for wide latents** (``flow.*``; the defaults are the release's): high-dimensional latents such as a
 semantic encoder's 256-768 channels are what diffusion in representation-encoder latents (RAE, 2025; JiT, 2025)

@@ -45,7 +45,7 @@ from semlat.semantic.dasheng import Dasheng
 from semlat.training.logging import RunLogger
 from semlat.training.settings import AudioDataConfig, EMAConfig, OptimizerConfig, TrainConfig
 from semlat.training.trainer import Recipe, Trainer
-from semlat.vocoders.flow_vocoder import FlowVocoder, FlowVocoderConfig
+from semlat.vocoders.flow_vocoder import SCHEDULES, FlowVocoder, FlowVocoderConfig
 
 
 def _optim() -> OptimizerConfig:
@@ -84,8 +84,15 @@ class SemanticVocoderRecipeConfig:
         check_vocoder_settings(self)
 
 
+def check_schedule(schedule: str) -> None:
+    """A one-line ConfigError unless ``schedule`` is a vocoder time grid (:data:`~semlat.vocoders.flow_vocoder.SCHEDULES`)."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
+
 def check_vocoder_settings(config: Any) -> None:
-    """What both vocoder recipes' configs need: crops of whole latent frames, steps >= 1, ``latent_noise`` >= 0."""
+    """What both vocoder recipes' configs need: crops of whole latent frames, steps >= 1, a known schedule,
+    ``latent_noise`` >= 0."""
     hop, rate = config.model.hop_length, config.model.sampling_rate
     for name, seconds in (("segment_seconds", config.data.segment_seconds), ("valid_seconds", config.data.valid_seconds)):
         samples = seconds * rate
@@ -94,6 +101,7 @@ def check_vocoder_settings(config: Any) -> None:
                               f"got {seconds}")
     if config.steps < 1 or any(s < 1 for s in config.valid_steps):
         raise ConfigError("steps and valid_steps must be >= 1")
+    check_schedule(config.schedule)
     if config.latent_noise < 0:
         raise ConfigError(f"latent_noise must be >= 0, got {config.latent_noise}")
 

@@ -36,9 +36,9 @@ from semlat.losses.mel import MultiScaleMelLoss
 from semlat.semantic.dasheng import Dasheng
 from semlat.training.recipes.bigvgan import BigVGANDiscriminator, BigVGANDiscriminatorConfig, feature_loss
 from semlat.training.recipes.gan import GANRecipe, Term
-from semlat.training.recipes.semantic_vocoder import SemanticVocoderRecipe, check_vocoder_settings
+from semlat.training.recipes.semantic_vocoder import SemanticVocoderRecipe, check_schedule, check_vocoder_settings
 from semlat.training.settings import AudioDataConfig, EMAConfig, OptimizerConfig, TrainConfig
-from semlat.vocoders.flow_vocoder import SCHEDULES, FewStepVocoder, FlowVocoder, FlowVocoderConfig
+from semlat.vocoders.flow_vocoder import FewStepVocoder, FlowVocoder, FlowVocoderConfig
 
 
 @dataclass
@@ -82,8 +82,7 @@ class SemanticVocoderGANRecipeConfig:
     def validate(self, where: str) -> None:
         if self.recipe != "semantic_vocoder_gan":
             raise ConfigError(f"recipe must be 'semantic_vocoder_gan' for this config, got {self.recipe!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check_schedule(self.schedule)  # here too: the other settings need the init's model, read later
         self.loss.validate("loss")
 
 

@@ -37,9 +37,16 @@ def data() -> None:
 
 
 @data.command("prepare")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "-o", "manifest", required=True, type=click.Path(dir_okay=False),
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", "manifest", type=click.Path(dir_okay=False), default=None,
               help="Manifest to write (.jsonl). Rejects go to <name>.rejects.tsv beside it.")
+@click.option("--corpus", default=None, metavar="NAME",
+              help="Read a released corpus in its own layout: INPUTS is ROOT [OUT] (see docs/data.md: libritts, "
+                   "librittsr, librispeech, librispeech_pc, ljspeech, vctk, hifitts, emilia, wenetspeech4tts, "
+                   "audiocaps, clotho, wavcaps, esc50, audioset).")
+@click.option("--corpus-option", "-O", "corpus_options", multiple=True, metavar="KEY=VALUE",
+              help="A corpus's own option, e.g. -O language=zh (emilia), -O parts=test-clean,dev-clean, "
+                   "-O mic=mic1 (vctk), -O test_fold=1 (esc50).")
 @click.option("--resample-to", type=POSITIVE_INT, default=None, help="Resample every file to this rate (Hz).")
 @click.option("--audio-out", type=click.Path(file_okay=False), default=None,
               help="Folder for resampled audio [default: 'audio' beside the manifest].")
@@ -48,21 +55,34 @@ def data() -> None:
 @click.option("--valid-fraction", type=FRACTION, default=0.02, show_default=True)
 @click.option("--test-fraction", type=FRACTION, default=0.02, show_default=True)
 @click.option("--split-by", type=click.Choice(["utterance", "speaker"]), default="utterance", show_default=True,
-              help="Hash utterance paths or speaker ids into splits.")
+              help="Hash utterance paths or speaker ids into splits (files whose corpus has splits keep them).")
 @click.option("--speaker-depth", type=click.IntRange(min=0), default=1, show_default=True,
               help="Speaker id = the folder this many levels above each file (0: none).")
 @click.option("--min-duration", type=NON_NEGATIVE, default=0.0, show_default=True, help="Reject shorter files (s).")
 @click.option("--max-duration", type=POSITIVE, default=3600.0, show_default=True, help="Reject longer files (s).")
 @click.option("--verify", is_flag=True, help="Decode every file fully (finds corrupt data past the header).")
 @click.option("--workers", "-j", type=POSITIVE_INT, default=None, help="Parallel processes [default: all CPUs].")
-def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_fraction, test_fraction,
-                 split_by, speaker_depth, min_duration, max_duration, verify, workers) -> None:
-    """Scan folders of audio (or CSV/TSV lists) into a JSONL manifest.
+def data_prepare(inputs, manifest, corpus, corpus_options, resample_to, audio_out, audio_format, valid_fraction,
+                 test_fraction, split_by, speaker_depth, min_duration, max_duration, verify, workers) -> None:
+    """Scan folders of audio (or CSV/TSV lists), or a released corpus, into a JSONL manifest.
 
     INPUTS are folders (scanned recursively; transcripts are read from sidecar .txt/.lab/
     .normalized.txt files and LibriSpeech *.trans.txt) or list files with a header row naming an
-    'audio' column and optionally 'text', 'speaker', 'split', ...
+    'audio' column and optionally 'text', 'speaker', 'split', ... With --corpus NAME, INPUTS is the
+    corpus's ROOT and optionally OUT (instead of --out).
     """
+    if corpus is not None:
+        if len(inputs) == 2 and manifest is None:
+            inputs, manifest = inputs[:1], inputs[1]
+        if len(inputs) != 1:
+            raise click.UsageError("with --corpus, give ROOT and OUT (or ROOT and --out OUT)")
+    elif corpus_options:
+        raise click.UsageError("--corpus-option needs --corpus")
+    if manifest is None:
+        raise click.UsageError("missing the manifest to write (--out OUT)")
+    for spec in inputs:
+        if not Path(spec).exists():
+            raise click.BadParameter(f"{spec}: does not exist", param_hint="INPUTS")
     from semlat.data.prepare import PrepareOptions, prepare_manifest, rejects_path
 
     opts = PrepareOptions(
@@ -71,12 +91,30 @@ def data_prepare(inputs, manifest, resample_to, audio_out, audio_format, valid_f
         split_by=split_by, speaker_depth=speaker_depth, min_duration=min_duration,
         max_duration=max_duration, verify=verify, workers=workers,
     )
-    result, rejects = prepare_manifest(opts)
+    if corpus is not None:
+        from semlat.data.corpora import prepare_corpus
+
+        result, rejects = prepare_corpus(corpus, inputs[0], opts, **_key_values(corpus_options, "--corpus-option"))
+    else:
+        result, rejects = prepare_manifest(opts)
     click.echo(f"wrote {manifest}: {len(result)} utterances, {result.total_duration / 3600:.3f} h "
                f"({_split_counts(result)})")
     if rejects:
         click.echo(f"rejected {len(rejects)} file(s), listed in {rejects_path(manifest)}; first: "
                    f"{rejects[0][0]}: {rejects[0][1]}")
+
+
+def _key_values(pairs, option: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; integers become ints and comma-separated values lists."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=option)
+        value = value.strip()
+        out[key.strip()] = ([v.strip() for v in value.split(",") if v.strip()] if "," in value
+                            else int(value) if value.lstrip("-").isdigit() else value)
+    return out
 
 
 @data.command("demo")

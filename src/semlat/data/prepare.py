@@ -56,7 +56,9 @@ class PrepareOptions:
 
 
 @dataclass(frozen=True)
-class _Candidate:
+class Candidate:
+    """One audio file to probe: where it is, its stable key (for splits and resampled names) and labels."""
+
     source: str          # absolute path of the audio file
     key: str             # stable id: "<input name>/<path within input>"
     text: str | None
@@ -67,7 +69,7 @@ class _Candidate:
 
 @dataclass(frozen=True)
 class _Probed:
-    candidate: _Candidate
+    candidate: Candidate
     audio: str | None = None
     duration: float = 0.0
     sample_rate: int = 0
@@ -101,7 +103,7 @@ def _speaker_of(rel: Path, depth: int) -> str | None:
     return parents[-depth]
 
 
-def _scan_folder(root: Path, opts: PrepareOptions) -> list[_Candidate]:
+def _scan_folder(root: Path, opts: PrepareOptions) -> list[Candidate]:
     exts = {e.lower() for e in opts.extensions}
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and p.is_file())
     transcripts: dict[Path, dict[str, str]] = {}
@@ -110,7 +112,7 @@ def _scan_folder(root: Path, opts: PrepareOptions) -> list[_Candidate]:
         if path.parent not in transcripts:
             transcripts[path.parent] = _folder_transcripts(path.parent)
         rel = path.relative_to(root)
-        out.append(_Candidate(
+        out.append(Candidate(
             source=str(path.resolve()), key=f"{root.name}/{rel.as_posix()}",
             text=_read_sidecar(path, transcripts[path.parent]),
             speaker=_speaker_of(rel, opts.speaker_depth), meta=(), target=None,
@@ -128,7 +130,7 @@ def _resolve_listed(base: Path, name: str, exts: Sequence[str]) -> Path:
     return path
 
 
-def _read_list(list_path: Path, opts: PrepareOptions) -> list[_Candidate]:
+def _read_list(list_path: Path, opts: PrepareOptions) -> list[Candidate]:
     text = list_path.read_text(encoding="utf-8", errors="replace")
     if not text.strip():
         raise DataError(f"{list_path}: list file is empty")
@@ -162,14 +164,14 @@ def _read_list(list_path: Path, opts: PrepareOptions) -> list[_Candidate]:
         speaker = fields_.pop("speaker", None)
         fields_.pop("duration", None)
         fields_.pop("sample_rate", None)
-        out.append(_Candidate(
+        out.append(Candidate(
             source=str(path.resolve()), key=f"{list_path.stem}/{name}", text=text_,
             speaker=speaker, meta=tuple(sorted(fields_.items())), target=None,
         ))
     return out
 
 
-def _probe(c: _Candidate, opts_dict: dict) -> _Probed:
+def _probe(c: Candidate, opts_dict: dict) -> _Probed:
     """Runs in a worker: header probe (or decode), optional resample. Never raises AudioError."""
     try:
         info = probe_audio(c.source, max_duration=opts_dict["max_duration"])
@@ -201,14 +203,8 @@ def _probe_star(args: tuple) -> _Probed:
 
 def prepare_manifest(opts: PrepareOptions) -> tuple[Manifest, list[tuple[str, str]]]:
     """Build and write the manifest described by ``opts``; returns it and the ``(path, reason)`` rejects."""
-    if opts.split_by not in ("utterance", "speaker"):
-        raise DataError(f"split_by must be 'utterance' or 'speaker', got {opts.split_by!r}")
-    if opts.resample_to is not None and opts.resample_to <= 0:
-        raise DataError(f"resample rate must be positive, got {opts.resample_to}")
-    manifest_path = Path(opts.manifest)
-    if manifest_path.suffix != ".jsonl":
-        raise DataError(f"{manifest_path}: the manifest must be a .jsonl file")
-    candidates: list[_Candidate] = []
+    check_options(opts)
+    candidates: list[Candidate] = []
     for spec in opts.inputs:
         path = Path(spec)
         if path.is_dir():
@@ -220,6 +216,31 @@ def prepare_manifest(opts: PrepareOptions) -> tuple[Manifest, list[tuple[str, st
     if not candidates:
         raise DataError(f"no audio files found in {', '.join(opts.inputs)} "
                         f"(extensions: {' '.join(opts.extensions)})")
+    return write_candidates(candidates, opts)
+
+
+def check_options(opts: PrepareOptions) -> None:
+    """One-line errors for option values that no input could make valid."""
+    if opts.split_by not in ("utterance", "speaker"):
+        raise DataError(f"split_by must be 'utterance' or 'speaker', got {opts.split_by!r}")
+    if opts.resample_to is not None and opts.resample_to <= 0:
+        raise DataError(f"resample rate must be positive, got {opts.resample_to}")
+    if Path(opts.manifest).suffix != ".jsonl":
+        raise DataError(f"{opts.manifest}: the manifest must be a .jsonl file")
+
+
+def write_candidates(candidates: Sequence[Candidate], opts: PrepareOptions,
+                     rejects: Sequence[tuple[str, str]] = (),
+                     extra_config: dict | None = None) -> tuple[Manifest, list[tuple[str, str]]]:
+    """Probe (or resample) ``candidates``, assign splits and write the manifest, its rejects and config.
+
+    ``rejects`` are ``(path, reason)`` pairs found before probing (a corpus preparer's files without a
+    transcript, say); they are written with the probe's own. A candidate whose ``meta`` holds ``split``
+    keeps it; ``caption``, ``label`` and ``phonemes`` in ``meta`` become those manifest fields. Nothing is
+    written unless at least one file is kept.
+    """
+    check_options(opts)
+    manifest_path = Path(opts.manifest)
     seen: dict[str, str] = {}
     for c in candidates:
         if c.key in seen:
@@ -229,8 +250,8 @@ def prepare_manifest(opts: PrepareOptions) -> tuple[Manifest, list[tuple[str, st
         out_root = Path(opts.audio_out) if opts.audio_out else manifest_path.parent / "audio"
         ext = "." + opts.audio_format.lower().lstrip(".")
         candidates = [
-            _Candidate(c.source, c.key, c.text, c.speaker, c.meta,
-                       str((out_root / Path(c.key).with_suffix(ext)).resolve()))
+            Candidate(c.source, c.key, c.text, c.speaker, c.meta,
+                      str((out_root / Path(c.key).with_suffix(ext)).resolve()))
             for c in candidates
         ]
     opts_dict = asdict(opts)
@@ -239,7 +260,7 @@ def prepare_manifest(opts: PrepareOptions) -> tuple[Manifest, list[tuple[str, st
         desc="probing" if opts.resample_to is None else f"resampling to {opts.resample_to} Hz",
         unit="file", progress=opts.progress,
     ))
-    utterances, rejects = [], []
+    utterances, rejects = [], list(rejects)
     root = manifest_path.parent.resolve()
     for p in probed:
         c = p.candidate
@@ -252,22 +273,24 @@ def prepare_manifest(opts: PrepareOptions) -> tuple[Manifest, list[tuple[str, st
             rejects.append((c.source, f"unknown split {split!r} in list file"))
             continue
         if split is None:
-            key = c.speaker if opts.split_by == "speaker" and c.speaker else c.key
+            key = c.speaker if opts.split_by == "speaker" and c.speaker else meta.get("split_key", c.key)
             split = assign_split(key, opts.valid_fraction, opts.test_fraction, opts.split_salt)
+        meta.pop("split_key", None)
         known = {k: meta.pop(k, None) for k in ("phonemes", "caption", "label")}
         utterances.append(Utterance(
             audio=Path(os.path.relpath(p.audio, root)).as_posix(), duration=p.duration,
             sample_rate=p.sample_rate, text=c.text, speaker=c.speaker, split=split, extra=meta, **known,
         ))
     if not utterances:
-        raise DataError(f"every one of the {len(rejects)} files was rejected; first: "
-                        f"{rejects[0][0]}: {rejects[0][1]}")
+        first = f"; first: {rejects[0][0]}: {rejects[0][1]}" if rejects else ""
+        raise DataError(f"every one of the {len(rejects)} files was rejected{first}")
     utterances.sort(key=lambda u: u.audio)
     manifest = Manifest(utterances, root)
     manifest.write(manifest_path)
     rejects.sort()
     atomic_write_text(rejects_path(manifest_path), "".join(f"{p}\t{r}\n" for p, r in rejects))
     config = {k: v for k, v in asdict(opts).items() if k not in ("workers", "progress")}
+    config.update(extra_config or {})
     atomic_write_text(manifest_path.with_name(manifest_path.stem + ".config.json"),
                       json.dumps(config, indent=2) + "\n")
     return manifest, rejects

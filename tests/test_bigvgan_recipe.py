@@ -5,12 +5,14 @@ config errors, and DDP on two gloo processes."""
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from conftest import check_recipe_ddp, train_recorded
+from conftest import check_recipe_ddp, fixture_file, train_recorded
 from semlat.checkpoints import read_model_folder
 from semlat.configs import builtin_config
 from semlat.errors import CheckpointError, ConfigError
@@ -190,3 +192,68 @@ def _ddp_config(corpus, run_dir):
 def test_ddp_two_processes(demo_corpus, tmp_path):
     check_recipe_ddp(functools.partial(_ddp_config, demo_corpus), tmp_path)
     assert load_codec(latest_checkpoint(tmp_path / "run"), device="cpu").model.latent_dim == 80
+
+
+# ---------------------------------------------------------------------------------------------- fine-tuning
+def _released_architecture(meta_config: dict) -> list[str]:
+    """``model.*`` overrides that give the recipe a released generator's architecture."""
+    keys = ("upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock_kernel_sizes",
+            "resblock_dilation_sizes", "activation", "use_tanh_at_final", "use_bias_at_final")
+    return [f"model.{k}={json.dumps(meta_config[k]).lower() if isinstance(meta_config[k], bool) else json.dumps(meta_config[k])}"
+            for k in keys]
+
+
+def test_fine_tunes_from_an_imported_release_and_resumes(fixtures, demo_corpus, tmp_path):
+    """init_from a BigVGAN release imported through `semlat import`: the generator starts as the release
+    (discriminators fresh: the release has none), trains, and a resumed run continues it exactly."""
+    from semlat.cli import main as cli_main
+    from semlat.training.trainer import Trainer
+
+    state = load_file(str(fixture_file(fixtures, "bigvgan/generator_tiny.safetensors")))
+    torch.save({"generator": state}, tmp_path / "bigvgan_generator.pt")
+    release = tmp_path / "release"
+    assert cli_main(["import", "bigvgan", str(tmp_path / "bigvgan_generator.pt"), str(release), "--config",
+                     str(fixture_file(fixtures, "bigvgan/generator_tiny_config.json"))]) == 0
+    imported, meta = read_model_folder(release)
+    arch = [*_released_architecture(meta["config"]), f"train.init_from={release}", "data.segment_size=4096"]
+
+    recipe_cls, config = _config(demo_corpus, tmp_path / "a", "train.max_steps=3", "train.valid_every=100", *arch)
+    trainer = Trainer(config, recipe_cls)
+    try:
+        generator = trainer.unwrapped("generator").state_dict()
+        assert set(generator) == set(imported) and all(torch.equal(generator[k], imported[k]) for k in imported)
+        assert trainer.initialized == {"generator": str(release)}
+    finally:
+        trainer.close()
+    straight = train_recorded(*_config(demo_corpus, tmp_path / "b", "train.max_steps=3", "train.valid_every=100",
+                                       *arch))
+    assert any(not torch.equal(straight.weights[f"generator.{k}"], imported[k]) for k in imported)  # it trained
+    train_recorded(*_config(demo_corpus, tmp_path / "c", "train.max_steps=2", "train.valid_every=100", *arch))
+    resumed = train_recorded(*_config(demo_corpus, tmp_path / "c", "train.max_steps=3", "train.valid_every=100",
+                                      *arch), resume=True)
+    for key, value in straight.weights.items():
+        assert torch.equal(value, resumed.weights[key]), key
+    _, exported = read_model_folder(latest_checkpoint(tmp_path / "c"))
+    assert exported["training"]["init_from"] == {"generator": str(release)}
+
+
+def test_init_from_of_another_type_or_size_is_a_one_line_error(fixtures, demo_corpus, tmp_path, model_dir):
+    from semlat.training.trainer import Trainer
+
+    state = load_file(str(fixture_file(fixtures, "bigvgan/generator_tiny.safetensors")))
+    torch.save({"generator": state}, tmp_path / "g.pt")
+    from semlat.vocoders.import_bigvgan import import_bigvgan
+
+    release = import_bigvgan(tmp_path / "g.pt", tmp_path / "release",
+                             config=fixture_file(fixtures, "bigvgan/generator_tiny_config.json"))
+    recipe_cls, config = _config(demo_corpus, tmp_path / "size", "train.max_steps=1", f"train.init_from={release}")
+    with pytest.raises(CheckpointError, match=r"does not fit the model: .*shape mismatch") as err:
+        Trainer(config, recipe_cls)
+    assert "\n" not in str(err.value)
+    recipe_cls, config = _config(demo_corpus, tmp_path / "type", "train.max_steps=1", f"train.init_from={model_dir}")
+    with pytest.raises(CheckpointError, match=r"a 'wave_vae' model; recipe bigvgan trains 'bigvgan'"):
+        Trainer(config, recipe_cls)
+    recipe_cls, config = _config(demo_corpus, tmp_path / "none", "train.max_steps=1", f"train.init_from={tmp_path}")
+    with pytest.raises(CheckpointError, match="not a model folder, checkpoint or training run"):
+        Trainer(config, recipe_cls)
+    assert not (tmp_path / "size" / "checkpoints").exists() and not (tmp_path / "type" / "checkpoints").exists()

@@ -4,11 +4,12 @@ latent space, exact resume with EMA, the dispersive loss, and DDP on two gloo pr
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
 
-from conftest import check_recipe_ddp, train_recorded
+from conftest import check_recipe_ddp, fixture_file, train_recorded
 from semlat.checkpoints import read_model_folder
 from semlat.configs import builtin_config
 from semlat.errors import ConfigError
@@ -79,3 +80,29 @@ def _ddp_config(corpus, run_dir):
 @pytest.mark.slow
 def test_ddp_two_processes(demo_corpus, tmp_path):
     check_recipe_ddp(functools.partial(_ddp_config, demo_corpus), tmp_path, log_key=("loss", "dispersive"))
+
+
+def test_fine_tunes_from_an_imported_dc_speech_vae(fixtures, demo_corpus, tmp_path):
+    """init_from a DC-Speech-VAE release imported through `semlat import`: the autoencoder (the ``autoencoder.*``
+    part of the latent space's weights) starts as the release, then trains."""
+    from semlat.cli import main
+    from semlat.training.trainer import Trainer
+
+    release = tmp_path / "release"
+    assert main(["import", "dc-speech-vae", str(fixture_file(fixtures, "dc_speech_vae/dcae_tiny.safetensors")),
+                 str(release), "--config", str(fixture_file(fixtures, "dc_speech_vae/dcae_tiny_config.json")),
+                 "--vocoder", "griffin-lim"]) == 0
+    weights, meta = read_model_folder(release)
+    arch = [f"model.{k}={json.dumps(v)}" for k, v in meta["config"]["autoencoder"].items()]
+    recipe_cls, config = _config(demo_corpus, tmp_path / "run", "train.max_steps=1", f"train.init_from={release}",
+                                 *arch)
+    trainer = Trainer(config, recipe_cls)
+    try:
+        state = trainer.unwrapped("generator").state_dict()
+        assert len(state) == len(weights)
+        assert all(torch.equal(state[k], weights[f"autoencoder.{k}"]) for k in state)
+        trainer.fit()
+        after = trainer.unwrapped("generator").state_dict()
+        assert any(not torch.equal(after[k], weights[f"autoencoder.{k}"]) for k in after)
+    finally:
+        trainer.close()

@@ -283,3 +283,65 @@ def test_semlat_load_gives_a_tts_with_its_latent_space_from_a_run(trained, model
     assert isinstance(tts, LoadedTTS) and tts.space.latent_dim == 16 and tts.folder.name.startswith("step-")
     with pytest.raises(ConfigError, match="takes no option chunk_seconds"):
         semlat.load(trained, device="cpu", chunk_seconds=3.0)
+
+
+def _smaller_release(trained, out, drop: int = 3):
+    """The trained run's model as a release whose vocabulary lacks its last ``drop`` tokens (a model folder
+    with no training weights, as `semlat import f5` writes)."""
+    from semlat.checkpoints import read_model_folder, save_model
+
+    weights, meta = read_model_folder(trained / "checkpoints/step-00000002")
+    vocab = meta["config"]["vocab"]
+    key = "transformer.text_embed.text_embed.weight"
+    weights[key] = weights[key][: len(vocab) + 1 - drop]
+    config = dict(meta["config"], vocab=vocab[:-drop])
+    extra = {k: v for k, v in meta.items() if k not in ("model_type", "config", "semlat_version", "training")}
+    return save_model(out, weights, model_type="tts", config=config, extra=extra), vocab[-drop:], weights
+
+
+def _trainer(overrides):
+    from semlat.configs import builtin_config
+    from semlat.training.recipes import load_recipe
+    from semlat.training.trainer import Trainer
+
+    cls, config = load_recipe(builtin_config("tts/tiny_wave_vae"), overrides)
+    return Trainer(config, cls)
+
+
+def test_fine_tuning_extends_the_vocabulary_and_can_freeze_the_text_encoder(trained, store, tmp_path, model_dir):
+    from semlat.errors import CheckpointError
+
+    release, dropped, weights = _smaller_release(trained, tmp_path / "release")
+    base = [f"data.latents={store}", *TINY, "train.max_steps=1"]
+    trainer = _trainer([*base, f"run_dir={tmp_path / 'ft'}", f"train.init_from={release}"])
+    try:
+        tokens = trainer.recipe.vocab.tokens
+        release_vocab = json.loads((release / "config.json").read_text())["config"]["vocab"]
+        assert tokens[: len(release_vocab)] == release_vocab and sorted(tokens[len(release_vocab):]) == sorted(dropped)
+        state = trainer.unwrapped("model").state_dict()
+        key = "transformer.text_embed.text_embed.weight"
+        assert state[key].shape[0] == len(tokens) + 1
+        assert torch.equal(state[key][: len(release_vocab) + 1], weights[key])  # old ids keep their embeddings
+        assert all(torch.equal(state[k], v) for k, v in weights.items() if k != key)
+        trainer.fit()
+    finally:
+        trainer.close()
+    meta = json.loads((tmp_path / "ft/checkpoints/step-00000001/config.json").read_text())
+    assert meta["config"]["vocab"] == tokens and meta["training"]["init_from"] == {"model": str(release)}
+
+    with pytest.raises(ConfigError, match=r"freeze_text: the store has 3 token\(s\) the release lacks"):
+        _trainer([*base, f"run_dir={tmp_path / 'fz'}", f"train.init_from={release}", "freeze_text=true"])
+    trainer = _trainer([*base, f"run_dir={tmp_path / 'frozen'}", f"train.init_from={trained}", "freeze_text=true"])
+    before = {k: v.clone() for k, v in trainer.unwrapped("model").state_dict().items()}
+    try:
+        trainer.fit()
+        after = trainer.unwrapped("model").state_dict()
+    finally:
+        trainer.close()
+    text = [k for k in before if k.startswith("transformer.text_embed.")]
+    assert text and all(torch.equal(before[k], after[k]) for k in text)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("transformer.transformer_blocks"))
+    with pytest.raises(CheckpointError, match="a 'wave_vae' model; recipe tts trains 'tts'"):
+        _trainer([*base, f"run_dir={tmp_path / 'wrong'}", f"train.init_from={model_dir}"])
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        _trainer([*base, f"run_dir={tmp_path / 'size'}", f"train.init_from={trained}", "model.depth=3"])

@@ -76,6 +76,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     progress: bool = True
     ema: EMAConfig = field(default_factory=EMAConfig)
+    #: fine-tune: start from this model folder, checkpoint or training run (its latest checkpoint) instead of
+    #: random weights. Same model type and sizes (strict shapes); a semlat checkpoint also gives the other
+    #: modules it holds (discriminators). Optimiser state and step start afresh. Ignored on resume.
+    init_from: str | None = None
 
     def validate(self, where: str) -> None:
         if self.precision not in ("fp32", "bf16"):

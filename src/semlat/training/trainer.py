@@ -41,7 +41,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from semlat.checkpoints import WEIGHTS_NAME, check_state_dict, latest_checkpoint, write_model_files
+from semlat.checkpoints import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_state_dict,
+    latest_checkpoint,
+    load_state_dict_strict,
+    read_model_meta,
+    resolve_model_folder,
+    write_model_files,
+)
 from semlat.config import save_yaml
 from semlat.data.manifest import Manifest
 from semlat.data.samplers import ShardedSampler
@@ -81,6 +90,9 @@ class Recipe(ABC):
     exported: ClassVar[str] = "generator"
     #: files the recipe itself keeps in its run folder (beside config.yaml, tensorboard/, checkpoints/)
     run_files: ClassVar[tuple[str, ...]] = ()
+    #: where the exported module's weights sit in its model folder's ``model.safetensors`` (a recipe whose
+    #: export wraps it, e.g. a latent space of ``autoencoder.*`` and a frozen ``vocoder.*``, names the prefix)
+    exported_prefix: ClassVar[str] = ""
 
     def __init__(self, config: Any, trainer: Trainer):
         self.config = config
@@ -124,6 +136,19 @@ class Recipe(ABC):
     def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
         """Evaluate the exported model on a fixed validation batch (rank 0 only); log media."""
         return {}
+
+    def init_states(self, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
+        """``train.init_from`` a model folder (no training weights): its ``model.safetensors`` as states of this
+        recipe's modules, by name (default: all of it for the exported module; a recipe whose exported folder
+        holds more, such as a frozen vocoder, picks its part by ``exported_prefix``)."""
+        prefix = self.exported_prefix
+        return {self.exported: {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}}
+
+    def adapt_init_state(self, name: str, state: dict[str, torch.Tensor], meta: dict[str, Any],
+                         module: nn.Module) -> dict[str, torch.Tensor]:
+        """Module ``name``'s state from ``train.init_from``, made to fit ``module`` where the recipe allows it
+        (the TTS appends new tokens' embeddings); default: unchanged (shapes must then match exactly)."""
+        return state
 
 
 class _SkipBatches(Sampler):
@@ -169,6 +194,10 @@ class Trainer:
         self.raw: dict[str, nn.Module] = {n: m.to(self.device) for n, m in self.recipe.build_modules().items()}
         if recipe_cls.exported not in self.raw:
             raise ConfigError(f"recipe {recipe_cls.name} exports {recipe_cls.exported!r}, which it does not build")
+        #: module name -> the folder its weights came from (``train.init_from``); empty when trained from scratch
+        self.initialized: dict[str, str] = {}
+        if self.train_cfg.init_from and not resume:
+            self._init_from(self.train_cfg.init_from)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
         for name, module in self.raw.items():
@@ -367,6 +396,40 @@ class Trainer:
         shutdown()
 
     # ----------------------------------------------------------------- checkpoints
+    def _init_from(self, spec: str) -> None:
+        """Load ``train.init_from`` (a model folder, checkpoint or run) into the modules, strictly."""
+        folder = resolve_model_folder(spec)
+        if not (folder / CONFIG_NAME).is_file():
+            raise CheckpointError(f"train.init_from={spec}: not a model folder, checkpoint or training run "
+                                  f"(no {CONFIG_NAME})")
+        meta = read_model_meta(folder)
+        exported = self.recipe.exported
+        model_type = self.recipe.export(self.raw[exported])[0]
+        if meta.get("model_type") != model_type:
+            raise CheckpointError(f"train.init_from={folder}: a {meta.get('model_type')!r} model; recipe "
+                                  f"{self.recipe.name} trains {model_type!r}")
+        if (folder / TRAINING_WEIGHTS).is_file():  # a semlat checkpoint: every module it holds, by name
+            raw = load_file(str(folder / TRAINING_WEIGHTS))
+            states = {name: {k[len(name) + 1:]: v for k, v in raw.items() if k.startswith(name + ".")}
+                      for name in self.raw}
+            states = {name: state for name, state in states.items() if state}
+            where = folder / TRAINING_WEIGHTS
+        else:
+            states = self.recipe.init_states(load_file(str(folder / WEIGHTS_NAME)), meta)
+            where = folder / WEIGHTS_NAME
+        if exported not in states:
+            raise CheckpointError(f"train.init_from={folder}: holds no weights for {exported!r}")
+        for name, state in states.items():
+            if name not in self.raw:
+                continue
+            state = self.recipe.adapt_init_state(name, state, meta, self.raw[name])
+            load_state_dict_strict(self.raw[name], state, f"train.init_from {where} [{name}]")
+            self.initialized[name] = str(folder)
+        if self.dist.is_main and self.train_cfg.progress:
+            fresh = sorted(set(self.raw) - set(self.initialized))
+            print(f"[train] initialised {', '.join(sorted(self.initialized))} from {folder}"
+                  + (f"; {', '.join(fresh)} start from random weights" if fresh else ""))
+
     def _trainer_state(self) -> dict[str, Any]:
         rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -390,8 +453,10 @@ class Trainer:
         folder = self.checkpoint_dir / f"step-{self.step:08d}"
         if self.dist.is_main:
             model_type, model_config, extra = self.recipe.export(self.exported_model)
-            extra = {**extra, "training": {"recipe": self.recipe.name, "step": self.step,
-                                           "train_seconds": round(self.train_seconds, 3)}}
+            training = {"recipe": self.recipe.name, "step": self.step, "train_seconds": round(self.train_seconds, 3)}
+            if self.initialized:
+                training["init_from"] = self.initialized
+            extra = {**extra, "training": training}
             with atomic_dir(folder) as tmp:
                 write_model_files(tmp, self.recipe.export_weights(self.exported_model), model_type=model_type,
                                   config=model_config, extra=extra)
@@ -434,6 +499,7 @@ class Trainer:
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.initialized = dict(read_model_meta(folder).get("training", {}).get("init_from") or {})
         rng = state["rng"][self.dist.rank]
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])

@@ -86,6 +86,7 @@ class MelDCAERecipe(GANRecipe):
 
     name = "mel_dcae"
     Config = MelDCAERecipeConfig
+    exported_prefix = "autoencoder."
 
     def __init__(self, config: MelDCAERecipeConfig, trainer):
         super().__init__(config, trainer)

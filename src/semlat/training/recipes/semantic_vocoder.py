@@ -112,6 +112,7 @@ class SemanticVocoderRecipe(Recipe):
     name = "semantic_vocoder"
     Config = SemanticVocoderRecipeConfig
     exported = "generator"
+    exported_prefix = "generator."
 
     def __init__(self, config: SemanticVocoderRecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)

@@ -29,6 +29,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from semlat.checkpoints import CONFIG_NAME, read_model_meta, resolve_model_folder
 from semlat.data.alignments import read_alignments
 from semlat.data.samplers import FrameBudgetBatchSampler
 from semlat.data.store import TensorStore
@@ -89,6 +90,10 @@ class TTSRecipeConfig:
     conditioning: str = "f5"
     duration: DurationModelConfig = field(default_factory=DurationModelConfig)
     duration_weight: float = 1.0
+    #: fine-tuning: keep the text encoder (the token embedding and its ConvNeXt blocks) as ``train.init_from``
+    #: left it (for new voices or data in the release's language; a store with tokens the release lacks needs
+    #: the encoder to learn their embeddings, so freeze_text refuses it)
+    freeze_text: bool = False
     model: DiTConfig = field(default_factory=DiTConfig.v1_small)
     flow: FlowConfig = field(default_factory=FlowConfig)
     data: TTSDataConfig = field(default_factory=TTSDataConfig)
@@ -111,6 +116,11 @@ def _tokens(item: dict[str, Any], units: str) -> list[str] | None:
     if units == "chars":
         return char_tokens(item["text"]) if item.get("text") else None
     return ipa_tokens(item["phonemes"]) if item.get("phonemes") else None
+
+
+#: The text encoder's parameters in a TTS model (token embedding and ConvNeXt blocks), and its embedding table.
+TEXT_ENCODER = "transformer.text_embed."
+TEXT_EMBEDDING = "text_embed.text_embed.weight"
 
 
 class TTSRecipe(Recipe):
@@ -138,7 +148,7 @@ class TTSRecipe(Recipe):
             field_name = "text" if data.units == "chars" else "phonemes"
             raise DataError(f"{data.latents}: no item with {field_name!r} between {data.min_seconds} and "
                             f"{data.max_seconds} s (encode a manifest that has them)")
-        self.vocab = Vocab.build(token_lists)
+        self.vocab = self._vocabulary(token_lists)
         self.space = self.store.index.get("model")
         self.durations: dict[str, list[int]] = {}
         if config.conditioning == "durations":
@@ -151,6 +161,40 @@ class TTSRecipe(Recipe):
                 print(f"[tts] {unaligned} item(s) of {data.latents} have no alignment in {data.alignments}; "
                       f"training on the {len(self.ids)} that do")
         self._valid = None
+
+    def _vocabulary(self, token_lists: list[list[str]]) -> Vocab:
+        """The store's tokens; when fine-tuning (``train.init_from`` a TTS), the release's vocabulary first, in
+        its order, with the store's new tokens appended (F5-TTS's vocabulary extension: old ids keep their
+        embeddings)."""
+        built = Vocab.build(token_lists)
+        self.added_tokens: list[str] = []
+        init = self.config.train.init_from
+        folder = resolve_model_folder(init) if init else None
+        if folder is None or not (folder / CONFIG_NAME).is_file():
+            return built  # (a bad init_from is the trainer's one-line error)
+        meta = read_model_meta(folder)
+        if meta.get("model_type") != "tts":
+            return built
+        release, units = meta["config"]["vocab"], meta["config"].get("units")
+        if units != self.config.data.units:
+            raise ConfigError(f"train.init_from={folder}: its vocabulary is of {units}, data.units is "
+                              f"{self.config.data.units}")
+        known = set(release)
+        self.added_tokens = [t for t in built.tokens if t not in known]
+        return Vocab(list(release) + self.added_tokens)
+
+    def adapt_init_state(self, name: str, state: dict[str, torch.Tensor], meta: dict[str, Any],
+                         module: nn.Module) -> dict[str, torch.Tensor]:
+        """The release's token embedding with rows appended for the added tokens (their fresh initial values)."""
+        state = dict(state)
+        own = module.state_dict()
+        for key, value in state.items():
+            if key.endswith(TEXT_EMBEDDING) and key in own and value.shape[0] < own[key].shape[0] \
+                    and value.shape[1:] == own[key].shape[1:]:
+                grown = own[key].detach().clone()
+                grown[: value.shape[0]] = value
+                state[key] = grown
+        return state
 
     def _durations(self, store: TensorStore, ids: list[str], token_lists: list[list[str]]) -> dict[str, list[int]]:
         """Backbone positions of each bounded token, from ``data.alignments``, for the items it aligns."""
@@ -181,6 +225,15 @@ class TTSRecipe(Recipe):
         model = TTSModel(self.tts_config())
         mean, std = self.store.stats
         model.set_stats(mean, std)
+        if self.config.freeze_text:
+            if not self.config.train.init_from:
+                raise ConfigError("freeze_text keeps a released text encoder: it needs train.init_from")
+            if self.added_tokens:
+                raise ConfigError(f"freeze_text: the store has {len(self.added_tokens)} token(s) the release lacks "
+                                  f"({' '.join(self.added_tokens[:10])}); their embeddings must learn (drop freeze_text)")
+            for key, param in model.named_parameters():
+                if key.startswith(TEXT_ENCODER):
+                    param.requires_grad_(False)
         return {"model": model}
 
     def optimizer_config(self, name: str) -> OptimizerConfig | None:

@@ -4,7 +4,9 @@ checkpoints, config errors."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +225,35 @@ def test_ddp_two_gloo_processes(tmp_path):
         if key not in ("losses", "seen"):
             assert torch.equal(r0[key], r1[key]), key  # ...and DDP keeps parameters identical
     assert latest_checkpoint(tmp_path / "run").name == "step-00000006"
+
+
+def _scalars(run: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_throughput_and_data_wait_are_logged_and_wandb_runs_offline(tmp_path):
+    _train(_config(tmp_path, max_steps=4, log_every=2, wandb="offline", wandb_project="semlat-test"))
+    run = tmp_path / "run"
+    scalars = _scalars(run)
+    assert len(scalars["perf/items_per_s"]) == 2 and all(v > 0 for v in scalars["perf/items_per_s"])
+    assert all(0 <= v <= 1 for v in scalars["perf/data_wait_fraction"])
+    assert "perf/frames_per_s" not in scalars  # the toy batches have no length
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    _train(_config(tmp_path, max_steps=6, log_every=2, wandb="offline", wandb_project="semlat-test"), resume=True)
+    ids = {re.match(r"offline-run-\d{8}_\d{6}-([0-9a-f]+)", p.name).group(1) for p in (run / "wandb").glob("offline-run-*")}
+    assert len(ids) == 1  # the resumed run continues the same W&B run
+    with pytest.raises(ConfigError, match="train.wandb must be offline, online or null"):
+        _config(tmp_path, "bad", wandb="yes")
+
+
+def test_batch_counts():
+    from semlat.training.logging import batch_counts
+
+    assert batch_counts({"audio": torch.zeros(3, 1, 10), "length": torch.tensor([10, 8, 5])}) == (3, 23)
+    assert batch_counts({"tensor": torch.zeros(2, 4, 7), "frames": torch.tensor([7, 6])}) == (2, 13)
+    assert batch_counts({"x": torch.zeros(5, 4)}) == (5, None)

@@ -80,10 +80,15 @@ class TrainConfig:
     #: random weights. Same model type and sizes (strict shapes); a semlat checkpoint also gives the other
     #: modules it holds (discriminators). Optimiser state and step start afresh. Ignored on resume.
     init_from: str | None = None
+    #: also log to Weights & Biases: ``offline`` (no network; ``wandb sync`` later) or ``online``; None: TensorBoard only
+    wandb: str | None = None
+    wandb_project: str = "semlat"
 
     def validate(self, where: str) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"{where}.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.wandb not in (None, "offline", "online"):
+            raise ConfigError(f"{where}.wandb must be offline, online or null, got {self.wandb!r}")
         for name in ("max_steps", "grad_accum", "log_every", "valid_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name} must be at least 1, got {getattr(self, name)}")

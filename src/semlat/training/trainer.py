@@ -4,7 +4,7 @@ A :class:`Recipe` says *what* to train: its modules, their optimisers, the data 
 step. The :class:`Trainer` does the rest: process group and device, per-rank seeding, sharded data
 that reshuffles per epoch, gradient accumulation (DDP synchronises only on the last micro-batch),
 bf16 autocast on GPU, gradient clipping, learning-rate schedules, EMA of the exported model,
-TensorBoard logs and a progress bar, atomic checkpoints that keep the last K, and exact resume.
+TensorBoard logs (optionally W&B; throughput and data-wait time) and a progress bar, atomic checkpoints that keep the last K, and exact resume.
 
 Run folder layout::
 
@@ -63,7 +63,7 @@ from semlat.training.distributed import (
     mean_across_ranks,
     shutdown,
 )
-from semlat.training.logging import RunLogger
+from semlat.training.logging import RunLogger, batch_counts
 from semlat.training.optimizers import build_optimizer
 from semlat.training.schedules import lr_multiplier
 from semlat.training.settings import OptimizerConfig
@@ -151,6 +151,23 @@ class Recipe(ABC):
         return state
 
 
+def _throughput(perf: dict[str, float]) -> dict[str, float]:
+    """Per-rank rates since the last log: items and frames per second of wall-clock, the fraction of it spent
+    waiting for data, and seconds per step (``frames``: audio samples or latent frames, as batches count them)."""
+    total = max(perf["wait"] + perf["busy"], 1e-9)
+    out = {"items_per_s": perf["items"] / total, "data_wait_fraction": perf["wait"] / total}
+    if perf["frames"]:
+        out["frames_per_s"] = perf["frames"] / total
+    return out
+
+
+def _flat_config(config: Any) -> dict[str, Any]:
+    """The resolved config as plain containers (for the W&B run's config)."""
+    import dataclasses
+
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
 class _SkipBatches(Sampler):
     """A batch sampler without its first ``skip`` batches (resuming mid-epoch)."""
 
@@ -222,7 +239,8 @@ class Trainer:
             self.ema.eval()
         torch.manual_seed(self.train_cfg.seed + 1000 * (self.dist.rank + 1))  # per-rank training randomness
         random.seed(self.train_cfg.seed + self.dist.rank)
-        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, wandb=self.train_cfg.wandb,
+                                project=self.train_cfg.wandb_project, config=_flat_config(config))
         #: wall-clock seconds spent in training steps over the whole run (resumes add to it; validation and
         #: checkpoints excluded), saved in every checkpoint's ``training.train_seconds``
         self.train_seconds = 0.0
@@ -337,17 +355,25 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not (self.dist.is_main and cfg.progress))
         try:
+            perf = dict.fromkeys(("wait", "busy", "items", "frames"), 0.0)
             while self.step < cfg.max_steps:
+                waited = time.monotonic()
                 batches = [next(stream) for _ in range(cfg.grad_accum)]
                 for module in self.raw.values():
                     module.train()
                 step_started = time.monotonic()
+                perf["wait"] += step_started - waited
                 logs = self.recipe.train_step(batches, self.step)
                 logs.update(self._step_logs)
                 self._step_logs = {}
                 self.step += 1
                 self._update_ema()
                 self.train_seconds += time.monotonic() - step_started
+                perf["busy"] += time.monotonic() - step_started
+                for batch in batches:
+                    items, frames = batch_counts(batch)
+                    perf["items"] += items
+                    perf["frames"] += frames or 0
                 for key, value in logs.items():
                     window.setdefault(key, []).append(value)
                 bar.update(1)
@@ -359,7 +385,9 @@ class Trainer:
                     means = mean_across_ranks({k: sum(v) / len(v) for k, v in window.items()}, self.dist)
                     means.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})
                     self.logger.scalars(self.step, means, "train/")
+                    self.logger.scalars(self.step, mean_across_ranks(_throughput(perf), self.dist), "perf/")
                     window = {}
+                    perf = dict.fromkeys(perf, 0.0)
                 if self.step % cfg.valid_every == 0:
                     self.validate()
                 if self.step % cfg.checkpoint_every == 0:

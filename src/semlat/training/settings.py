@@ -83,10 +83,19 @@ class TrainConfig:
     #: also log to Weights & Biases: ``offline`` (no network; ``wandb sync`` later) or ``online``; None: TensorBoard only
     wandb: str | None = None
     wandb_project: str = "semlat"
+    #: how trained modules spread over processes: ``ddp`` (a full copy per rank) or ``fsdp`` (FSDP2: weights,
+    #: gradients and optimiser state sharded over the ranks, block by block; sharded checkpoints)
+    strategy: str = "ddp"
+    #: recompute each block's activations in the backward pass (less memory, ~30 % more compute)
+    activation_checkpointing: bool = False
 
     def validate(self, where: str) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"{where}.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ConfigError(f"{where}.strategy must be ddp or fsdp, got {self.strategy!r}")
+        if self.strategy == "fsdp" and self.compile:
+            raise ConfigError(f"{where}.compile with strategy fsdp is not supported yet (use ddp to compile)")
         if self.wandb not in (None, "offline", "online"):
             raise ConfigError(f"{where}.wandb must be offline, online or null, got {self.wandb!r}")
         for name in ("max_steps", "grad_accum", "log_every", "valid_every", "checkpoint_every", "keep_checkpoints"):

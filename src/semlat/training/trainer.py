@@ -23,7 +23,9 @@ Run folder layout::
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
+import os
 import random
 import shutil
 import time
@@ -55,6 +57,7 @@ from semlat.config import save_yaml
 from semlat.data.manifest import Manifest
 from semlat.data.samplers import ShardedSampler
 from semlat.errors import CheckpointError, ConfigError
+from semlat.training import fsdp
 from semlat.training.distributed import (
     DistInfo,
     any_rank,
@@ -215,28 +218,42 @@ class Trainer:
         self.initialized: dict[str, str] = {}
         if self.train_cfg.init_from and not resume:
             self._init_from(self.train_cfg.init_from)
+        trained = [name for name in self.raw if self.recipe.optimizer_config(name) is not None]
+        self.ema: AveragedModel | None = None
+        if self.train_cfg.ema.enabled:  # a copy of the unsharded model (FSDP shards it like the model below)
+            self.ema = AveragedModel(self.raw[recipe_cls.exported], use_buffers=True,
+                                     multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg.ema.decay))
+            self.ema.eval()
+        #: modules sharded with FSDP2 (``train.strategy=fsdp`` on several processes); their exported weights are
+        #: gathered into ``_replica`` (rank 0) to validate and export
+        self.sharded: dict[str, nn.Module] = {}
+        self._replica: nn.Module | None = None
+        use_fsdp = self.train_cfg.strategy == "fsdp" and self.dist.distributed
+        if use_fsdp and self.dist.is_main:  # (copied before activation checkpointing patches the blocks)
+            self._replica = copy.deepcopy(self.raw[recipe_cls.exported]).cpu()
+        if self.train_cfg.activation_checkpointing:
+            for name in trained:
+                fsdp.checkpoint_activations(fsdp.shard_units(self.raw[name]))
+        if use_fsdp:
+            for name in trained:
+                self.sharded[name] = fsdp.shard(self.raw[name], self.train_cfg.precision, self.device)
+            if self.ema is not None:
+                fsdp.shard(self.ema.module, self.train_cfg.precision, self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
-        for name, module in self.raw.items():
+        for name in trained:
             opt_cfg = self.recipe.optimizer_config(name)
-            if opt_cfg is None:
-                continue
-            optimizer = build_optimizer(module, opt_cfg)
+            optimizer = build_optimizer(self.raw[name], opt_cfg)
             self.optimizers[name] = optimizer
             self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lr_multiplier(opt_cfg, self.train_cfg.max_steps))
         self.modules: dict[str, nn.Module] = {}
         for name, module in self.raw.items():
             runnable = torch.compile(module) if self.train_cfg.compile else module
-            if self.dist.distributed and name in self.optimizers:
+            if self.dist.distributed and name in self.optimizers and name not in self.sharded:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 runnable = DistributedDataParallel(runnable, device_ids=ids)  # broadcasts rank 0's weights
             self.modules[name] = runnable
-        self.ema: AveragedModel | None = None
-        if self.train_cfg.ema.enabled:
-            self.ema = AveragedModel(self.raw[recipe_cls.exported], use_buffers=True,
-                                     multi_avg_fn=get_ema_multi_avg_fn(self.train_cfg.ema.decay))
-            self.ema.eval()
         torch.manual_seed(self.train_cfg.seed + 1000 * (self.dist.rank + 1))  # per-rank training randomness
         random.seed(self.train_cfg.seed + self.dist.rank)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, wandb=self.train_cfg.wandb,
@@ -263,8 +280,19 @@ class Trainer:
 
     @property
     def exported_model(self) -> nn.Module:
-        """The model that checkpoints export: the EMA copy when EMA is on, else the raw module."""
+        """The model that checkpoints export: the EMA copy when EMA is on, else the raw module (sharded under
+        FSDP: see :meth:`gathered_export`)."""
         return self.ema.module if self.ema is not None else self.raw[self.recipe.exported]
+
+    def gathered_export(self) -> nn.Module | None:
+        """The exported model as one plain module on rank 0 (None elsewhere): :attr:`exported_model` itself, or
+        under FSDP its full weights gathered into a replica (a collective: every rank must call it)."""
+        if self._replica is None and not self.sharded:
+            return self.exported_model if self.dist.is_main else None
+        full = fsdp.full_state(self.exported_model)
+        if self._replica is not None:
+            self._replica.load_state_dict(full)
+        return self._replica
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast when ``train.precision=bf16`` (on GPU; on CPU it is honoured as asked)."""
@@ -278,8 +306,10 @@ class Trainer:
         """Iterate ``(index, batch)``; DDP gradient sync of modules ``names`` is skipped for all
         but the last micro-batch (run forward *and* backward inside the loop body)."""
         for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            fsdp.gradient_sync([self.raw[n] for n in names if n in self.sharded], last)
             with contextlib.ExitStack() as stack:
-                if index < len(batches) - 1:
+                if not last:
                     for name in names:
                         module = self.modules[name]
                         if isinstance(module, DistributedDataParallel):
@@ -343,7 +373,22 @@ class Trainer:
             return
         if self.step < ema_cfg.start_step:
             self.ema.n_averaged.zero_()  # the next update copies the model
-        self.ema.update_parameters(self.raw[self.recipe.exported])
+        if not self.sharded:
+            self.ema.update_parameters(self.raw[self.recipe.exported])
+            return
+        # Under FSDP the parameters are sharded DTensors and the buffers plain tensors, which AveragedModel's
+        # one foreach call cannot mix: the same update, tensor by tensor.
+        model = self.raw[self.recipe.exported]
+        first = int(self.ema.n_averaged) == 0
+        with torch.no_grad():
+            pairs = [*zip(self.ema.module.parameters(), model.parameters()),
+                     *zip(self.ema.module.buffers(), model.buffers())]
+            for averaged, current in pairs:
+                if first or not averaged.is_floating_point():
+                    averaged.copy_(current.detach())
+                else:
+                    averaged.lerp_(current.detach(), 1 - ema_cfg.decay)
+        self.ema.n_averaged += 1
 
     def fit(self) -> Path | None:
         """Train until ``train.max_steps`` (or ``train.max_minutes``); returns the last checkpoint."""
@@ -406,8 +451,8 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Run the recipe's validation on rank 0 with the exported model; other ranks wait."""
         metrics: dict[str, float] = {}
+        model = self.gathered_export()  # every rank takes part under FSDP
         if self.dist.is_main:
-            model = self.exported_model
             was_training = model.training
             model.eval()
             with torch.no_grad():
@@ -469,7 +514,8 @@ class Trainer:
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "world_size": self.dist.world_size, "train_seconds": self.train_seconds,
-            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "strategy": "fsdp" if self.sharded else "ddp",
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items() if n not in self.sharded},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "ema_n_averaged": self.ema.n_averaged.detach().cpu() if self.ema is not None else None,
             "rng": rngs,
@@ -479,22 +525,32 @@ class Trainer:
         """Write ``checkpoints/step-XXXXXXXX`` atomically, point ``latest`` at it, prune old ones."""
         state = self._trainer_state()  # collective: every rank takes part
         folder = self.checkpoint_dir / f"step-{self.step:08d}"
+        exported = self.gathered_export()  # collective under FSDP
+        shards = self.checkpoint_dir / f".{folder.name}.shards"
+        if self.sharded:  # every rank writes its shards into a shared folder, moved into the checkpoint below
+            if self.dist.is_main:
+                shutil.rmtree(shards, ignore_errors=True)
+            barrier(self.dist)
+            fsdp.save_shards(shards, self.sharded, self.optimizers, self.ema.module if self.ema is not None else None)
+            barrier(self.dist)
         if self.dist.is_main:
-            model_type, model_config, extra = self.recipe.export(self.exported_model)
+            model_type, model_config, extra = self.recipe.export(exported)
             training = {"recipe": self.recipe.name, "step": self.step, "train_seconds": round(self.train_seconds, 3)}
             if self.initialized:
                 training["init_from"] = self.initialized
             extra = {**extra, "training": training}
             with atomic_dir(folder) as tmp:
-                write_model_files(tmp, self.recipe.export_weights(self.exported_model), model_type=model_type,
+                write_model_files(tmp, self.recipe.export_weights(exported), model_type=model_type,
                                   config=model_config, extra=extra)
-                modules = dict(self.raw)
-                if self.ema is not None:
+                modules = {n: m for n, m in self.raw.items() if n not in self.sharded}  # the rest are in shards
+                if self.ema is not None and not self.sharded:
                     modules[EMA_PREFIX] = self.ema.module
                 raw = {f"{name}.{k}": v.detach().cpu().contiguous().clone()
                        for name, module in modules.items() for k, v in module.state_dict().items()}
                 save_file(raw, str(tmp / TRAINING_WEIGHTS))
                 torch.save(state, tmp / TRAINER_STATE)
+                if self.sharded:
+                    os.replace(shards, tmp / fsdp.SHARDS)
             atomic_write_text(self.checkpoint_dir / "latest", folder.name + "\n")
             for old in sorted(self.checkpoint_dir.glob("step-*"))[: -self.train_cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -508,22 +564,36 @@ class Trainer:
         for name in (WEIGHTS_NAME, TRAINING_WEIGHTS, TRAINER_STATE):
             if not (folder / name).is_file():
                 raise CheckpointError(f"{folder}: incomplete checkpoint ({name} is missing)")
-        raw = load_file(str(folder / TRAINING_WEIGHTS))
-        for name, module in self.raw.items():
-            part = {k[len(name) + 1:]: v for k, v in raw.items() if k.startswith(name + ".")}
-            check_state_dict(module.state_dict(), part, f"{folder / TRAINING_WEIGHTS} [{name}]")
-            module.load_state_dict(part)
         state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+        saved = state.get("strategy", "ddp")
+        if saved != ("fsdp" if self.sharded else "ddp"):
+            raise CheckpointError(f"{folder}: saved with strategy {saved}, resumed with "
+                                  f"{'fsdp' if self.sharded else 'ddp'} on {self.dist.world_size} process(es); "
+                                  "resume with the same train.strategy and number of processes")
         if state["world_size"] != self.dist.world_size:
             raise CheckpointError(f"{folder}: saved by {state['world_size']} processes, resumed with "
                                   f"{self.dist.world_size}; exact resume needs the same number")
+        raw = load_file(str(folder / TRAINING_WEIGHTS))
+        for name, module in self.raw.items():
+            if name in self.sharded:
+                continue
+            part = {k[len(name) + 1:]: v for k, v in raw.items() if k.startswith(name + ".")}
+            check_state_dict(module.state_dict(), part, f"{folder / TRAINING_WEIGHTS} [{name}]")
+            module.load_state_dict(part)
+        if self.sharded:
+            if not (folder / fsdp.SHARDS).is_dir():
+                raise CheckpointError(f"{folder}: incomplete checkpoint ({fsdp.SHARDS}/ is missing)")
+            fsdp.load_shards(folder / fsdp.SHARDS, self.sharded, self.optimizers,
+                             self.ema.module if self.ema is not None else None)
         for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
+            if name not in self.sharded:
+                optimizer.load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         if self.ema is not None:
-            ema_weights = {k[len(EMA_PREFIX) + 1:]: v for k, v in raw.items() if k.startswith(EMA_PREFIX + ".")}
-            check_state_dict(self.ema.module.state_dict(), ema_weights, f"{folder / TRAINING_WEIGHTS} [ema]")
-            self.ema.module.load_state_dict(ema_weights)
+            if not self.sharded:
+                ema_weights = {k[len(EMA_PREFIX) + 1:]: v for k, v in raw.items() if k.startswith(EMA_PREFIX + ".")}
+                check_state_dict(self.ema.module.state_dict(), ema_weights, f"{folder / TRAINING_WEIGHTS} [ema]")
+                self.ema.module.load_state_dict(ema_weights)
             self.ema.n_averaged.copy_(state["ema_n_averaged"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.train_seconds = float(state.get("train_seconds", 0.0))

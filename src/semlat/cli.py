@@ -117,6 +117,27 @@ def _key_values(pairs, option: str) -> dict:
     return out
 
 
+@data.command("shard")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--split", default="train", show_default=True, help="The manifest's split to shard ('all': every line).")
+@click.option("--shard-size", type=POSITIVE_INT, default=1000, show_default=True, help="Utterances per shard.")
+def data_shard(manifest, out, split, shard_size) -> None:
+    """Write a manifest's split as audio shards (Lhotse Shar) that training streams at constant memory.
+
+    Give OUT as data.train of an audio recipe (wave_vae, semantic_vae with an online teacher): each rank then
+    reads only its own shards. Use at least as many shards as training processes.
+    """
+    from semlat.data.manifest import Manifest
+    from semlat.data.shards import ShardSet, write_shards
+
+    chosen = Manifest.read(manifest) if split == "all" else Manifest.read_split(manifest, split)
+    folder = write_shards(chosen, out, shard_size)
+    shards = ShardSet(folder)
+    click.echo(f"wrote {folder}: {len(shards.shards)} shard(s), {shards.items} utterances, "
+               f"{shards.seconds / 3600:.3f} h")
+
+
 @data.command("demo")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Corpus folder to create.")
 @click.option("--minutes", "-m", type=POSITIVE, default=10.0, show_default=True, help="Minutes of speech.")

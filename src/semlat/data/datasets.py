@@ -9,7 +9,7 @@ from the index alone), so a plain sequential loader over a split is a determinis
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,41 +76,53 @@ class AudioCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def _read(self, index: int, start: int, frames: int, src_sr: int) -> torch.Tensor:
-        """``frames`` source samples from ``start``, resampled and cut to exactly the segment."""
-        path = self.manifest.audio_path(index)
-        lead = min(start, _RESAMPLE_MARGIN) if src_sr != self.sample_rate else 0
-        tail = _RESAMPLE_MARGIN if src_sr != self.sample_rate else 0
-        audio, _ = load_audio(path, offset=(start - lead) / src_sr,
-                              duration=(frames + lead + tail) / src_sr)
-        audio = resample(audio, src_sr, self.sample_rate)
-        skip = resampled_length(lead, src_sr, self.sample_rate) if lead else 0
-        return audio[:, skip:skip + self.segment]
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = _split_key(key, self.seed)
         u = self.manifest[index]
-        src_sr = u.sample_rate
-        total = round(u.duration * src_sr)
-        need = math.ceil(self.segment * src_sr / self.sample_rate)
-        rng = np.random.default_rng(seed)
-        start = 0
-        if total <= need:
-            audio = self._read(index, 0, total, src_sr)
-        else:
-            tries = self.max_tries if self.min_rms_db is not None else 1
-            audio, level = None, float("-inf")
-            for _ in range(tries):
-                candidate = int(rng.integers(0, total - need + 1))
-                crop = self._read(index, candidate, need, src_sr)
-                if audio is None or rms_db(crop) > level:
-                    audio, level, start = crop, rms_db(crop), candidate
-                if self.min_rms_db is None or level >= self.min_rms_db:
-                    break
-        length = min(audio.shape[-1], self.segment)
-        if audio.shape[-1] < self.segment:
-            audio = torch.nn.functional.pad(audio, (0, self.segment - audio.shape[-1]))
-        return {"audio": audio, "length": length, "index": index, "offset": start / src_sr}
+        path = self.manifest.audio_path(index)
+
+        def load(offset: int, frames: int) -> torch.Tensor:
+            return load_audio(path, offset=offset / u.sample_rate, duration=frames / u.sample_rate)[0]
+
+        item = random_crop(load, round(u.duration * u.sample_rate), u.sample_rate, self.sample_rate, self.segment,
+                           np.random.default_rng(seed), self.min_rms_db, self.max_tries)
+        return {**item, "index": index}
+
+
+def random_crop(load: Callable[[int, int], torch.Tensor], total: int, src_sr: int, sample_rate: int, segment: int,
+                rng: np.random.Generator, min_rms_db: float | None = None, max_tries: int = 5) -> dict[str, Any]:
+    """A random crop of ``segment`` samples at ``sample_rate`` from audio of ``total`` samples at ``src_sr``
+    that ``load(offset, frames)`` reads (``[C, frames]`` at ``src_sr``); zero-padded when shorter. With
+    ``min_rms_db`` a quieter crop is redrawn up to ``max_tries`` times (the loudest kept).
+
+    Returns ``{"audio": [1, segment], "length": valid samples, "offset": seconds}``.
+    """
+    need = math.ceil(segment * src_sr / sample_rate)
+
+    def read(start: int, frames: int) -> torch.Tensor:
+        lead = min(start, _RESAMPLE_MARGIN) if src_sr != sample_rate else 0
+        tail = _RESAMPLE_MARGIN if src_sr != sample_rate else 0
+        audio = resample(load(start - lead, frames + lead + tail), src_sr, sample_rate)
+        skip = resampled_length(lead, src_sr, sample_rate) if lead else 0
+        return audio[:, skip:skip + segment]
+
+    start = 0
+    if total <= need:
+        audio = read(0, total)
+    else:
+        tries = max_tries if min_rms_db is not None else 1
+        audio, level = None, float("-inf")
+        for _ in range(tries):
+            candidate = int(rng.integers(0, total - need + 1))
+            crop = read(candidate, need)
+            if audio is None or rms_db(crop) > level:
+                audio, level, start = crop, rms_db(crop), candidate
+            if min_rms_db is None or level >= min_rms_db:
+                break
+    length = min(audio.shape[-1], segment)
+    if audio.shape[-1] < segment:
+        audio = torch.nn.functional.pad(audio, (0, segment - audio.shape[-1]))
+    return {"audio": audio, "length": length, "offset": start / src_sr}
 
 
 class UtteranceDataset(Dataset):

@@ -56,7 +56,8 @@ from semlat.checkpoints import (
 from semlat.config import save_yaml
 from semlat.data.manifest import Manifest
 from semlat.data.samplers import ShardedSampler
-from semlat.errors import CheckpointError, ConfigError
+from semlat.data.shards import is_shard_folder
+from semlat.errors import CheckpointError, ConfigError, DataError
 from semlat.training import fsdp
 from semlat.training.distributed import (
     DistInfo,
@@ -123,7 +124,11 @@ class Recipe(ABC):
 
     def manifest(self, path: str | None, split: str | None) -> Manifest:
         """The ``split`` of manifest ``path`` (``data.train`` when None); an empty one is a DataError."""
-        return Manifest.read_split(path or self.config.data.train, split)
+        path = path or self.config.data.train
+        if is_shard_folder(path):
+            raise DataError(f"{path}: a shard folder streams training data only; give the validation manifest "
+                            "(data.valid=...)")
+        return Manifest.read_split(path, split)
 
     def batch_sampler(self, dataset: Dataset) -> Sampler | None:
         """A batch sampler of this rank's batches (``set_epoch`` each epoch; keys as semlat's samplers give
@@ -152,6 +157,14 @@ class Recipe(ABC):
         """Module ``name``'s state from ``train.init_from``, made to fit ``module`` where the recipe allows it
         (the TTS appends new tokens' embeddings); default: unchanged (shapes must then match exactly)."""
         return state
+
+
+def _length(batches: Any) -> int | None:
+    """How many batches an epoch has, or None for a stream that does not know (shards)."""
+    try:
+        return len(batches)
+    except TypeError:
+        return None
 
 
 def _throughput(perf: dict[str, float]) -> dict[str, float]:
@@ -353,7 +366,7 @@ class Trainer:
         while True:
             sampler.set_epoch(self.epoch)
             batches = custom if custom is not None else BatchSampler(sampler, self.batch_per_rank, drop_last=True)
-            if len(batches) == 0:
+            if _length(batches) == 0:
                 raise ConfigError(f"the training set ({len(dataset)} items over {self.dist.world_size} "
                                   f"processes) is smaller than one batch of {self.batch_per_rank}")
             loader = DataLoader(
@@ -504,7 +517,8 @@ class Trainer:
                   + (f"; {', '.join(fresh)} start from random weights" if fresh else ""))
 
     def _trainer_state(self) -> dict[str, Any]:
-        rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        rng = {"python": random.getstate(), "torch": torch.get_rng_state(),
+               "data": [self.epoch, self.batch_in_epoch]}  # each rank's own position (shard streams differ)
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         rngs = [rng]
@@ -599,6 +613,8 @@ class Trainer:
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.initialized = dict(read_model_meta(folder).get("training", {}).get("init_from") or {})
         rng = state["rng"][self.dist.rank]
+        if "data" in rng:
+            self.epoch, self.batch_in_epoch = (int(v) for v in rng["data"])
         random.setstate(rng["python"])
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():

@@ -126,6 +126,13 @@ class SemanticVAERecipe(WaveVAERecipe):
     def optimizer_config(self, name: str) -> OptimizerConfig | None:
         return self.config.optim if name == "projector" else super().optimizer_config(name)
 
+    def shard_items(self, make):
+        if self.cache is not None:
+            raise ConfigError(f"{self.config.data.train}: a shard folder streams crops that a feature cache "
+                              "(alignment.cache) cannot look up; train from shards with an online teacher "
+                              "(alignment.cache: null) or from the manifest")
+        return super().shard_items(make)
+
     def crop_dataset(self, manifest: Manifest, seconds: float, min_rms_db: float | None) -> Dataset:
         crops = super().crop_dataset(manifest, seconds, min_rms_db)
         return TeacherCropDataset(crops, self.cache) if self.cache is not None else crops

@@ -14,6 +14,7 @@ the generator steps against the updated discriminator, as without accumulation.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from semlat.autoencoders.regularizers import dispersive_loss
 from semlat.autoencoders.wave_vae import WaveVAE, WaveVAEConfig
 from semlat.data.datasets import AudioCropDataset, collate_audio, fixed_subset
 from semlat.data.manifest import Manifest
+from semlat.data.shards import ShardBatches, ShardItems, ShardSet, crop_cut, is_shard_folder
 from semlat.errors import ConfigError
 from semlat.evaluation.reconstruction import mel_distance, si_sdr
 from semlat.latent_space import space_info
@@ -139,8 +141,23 @@ class WaveVAERecipe(GANRecipe):
 
     def train_dataset(self):
         data = self.config.data
+        if is_shard_folder(data.train):  # streaming: this rank's shards, read lazily (semlat data shard)
+            make = functools.partial(crop_cut, sample_rate=self.config.model.sample_rate,
+                                     segment_seconds=data.segment_seconds, min_rms_db=data.min_rms_db)
+            return self.shard_items(make), collate_audio
         manifest = self.manifest(data.train, data.train_split)
         return self.crop_dataset(manifest, data.segment_seconds, data.min_rms_db), collate_audio
+
+    def shard_items(self, make) -> ShardItems:
+        """Streamed crops (subclasses that need per-utterance caches refuse shards here)."""
+        return ShardItems(make)
+
+    def batch_sampler(self, dataset):
+        if not isinstance(dataset, ShardItems):
+            return None
+        dist = self.trainer.dist
+        return ShardBatches(ShardSet(self.config.data.train), batch_size=self.trainer.batch_per_rank,
+                            seed=self.config.train.seed, rank=dist.rank, world_size=dist.world_size)
 
     def reconstruction_terms(self, batch, out, fake, real):
         w = self.config.loss

@@ -103,6 +103,36 @@ def memory(sizes: list[int], whole_max: int) -> None:
                   f"{whole} |", flush=True)
 
 
+def store_throughput(store: str, seconds: float) -> None:
+    """Batches per second from a latent store (the TTS recipes' loader: frame budgets over duration buckets), with
+    tts/paper's budget."""
+    from semlat.configs import builtin_config
+    from semlat.data.samplers import FrameBudgetBatchSampler
+    from semlat.data.store import TensorStore
+    from semlat.data.store_dataset import StoreDataset, collate_tensors
+    from semlat.training.recipes import load_recipe
+
+    _, config = load_recipe(builtin_config("tts/paper"), [])
+    tensors = TensorStore(store)
+    dataset = StoreDataset(tensors, [item["id"] for item in tensors.items], normalize=False, fields=("text",))
+    sampler = FrameBudgetBatchSampler(dataset.durations, config.data.max_frames, tensors.frame_rate, max_batch_size=
+                                      config.data.batch_size, num_buckets=config.data.buckets, seed=0)
+    started, batches, items, frames = time.monotonic(), 0, 0, 0
+    while time.monotonic() - started < seconds:
+        sampler.set_epoch(batches)
+        for keys in sampler:
+            batch = collate_tensors([dataset[k] for k in keys])
+            batches, items, frames = batches + 1, items + len(keys), frames + int(batch["frames"].sum())
+            if time.monotonic() - started > seconds:
+                break
+    took = time.monotonic() - started
+    print(f"tts/paper: a frame budget of {config.data.max_frames} frames a batch, store {store} "
+          f"({len(dataset)} items, {tensors.frame_rate:g} Hz)")
+    print("| loader (1 process) | batches/s | items/s | latent frames/s |")
+    print("|---|---|---|---|")
+    print(f"| latent store | {batches / took:.1f} | {items / took:.0f} | {frames / took:.0f} |")
+
+
 def throughput(corpus: str, seconds: float) -> None:
     """Crops per second from shards of ``corpus`` (semantic_vae/paper's segment and batch) and from the manifest,
     on one process, against the paper recipe's consumption at a measured step time."""
@@ -155,8 +185,11 @@ if __name__ == "__main__":
     t = sub.add_parser("throughput")
     t.add_argument("--corpus", required=True)
     t.add_argument("--seconds", type=float, default=20.0)
+    t.add_argument("--store", default=None, help="a latent store (semlat encode) for the TTS loader's figures")
     args = parser.parse_args()
     if args.mode == "memory":
         memory(args.sizes, args.whole_max)
     else:
         throughput(args.corpus, args.seconds)
+        if args.store:
+            store_throughput(args.store, args.seconds)

@@ -174,6 +174,36 @@ def _rtf(experiment: str, name: str, nfe: int, seconds: float, threads: int, rep
             "rate": tts.space.frame_rate, "min_nfe": result.get("min_nfe", {}).get(name)}
 
 
+def _batch(experiment: str, name: str, nfe: int, rows: int, batch: int, threads: int) -> dict[str, float]:
+    """Seconds to speak ``rows`` cross-sentence rows of the experiment's test set with ``semlat tts --list
+    --batch`` (prompt encoding, sampler, decoding, writing)."""
+    import tempfile
+    import time
+
+    from semlat.data.manifest import Manifest
+    from semlat.experiments.tts_convergence import cross_sentence_rows
+    from semlat.generation.synthesis import load_tts, synthesize_list
+
+    torch.set_num_threads(threads)
+    folder = Path(experiment)
+    result = json.loads((folder / "tts_experiment.json").read_text())
+    chosen = cross_sentence_rows(Manifest.read(result["settings"]["manifest"]))[:rows]
+    final = max((folder / name / "run" / "checkpoints").glob("step-*"))
+    tts = load_tts(final, "cpu")
+    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        listing = Path(tmp) / "rows.jsonl"
+        listing.write_text("".join(json.dumps({"prompt": r["prompt"], "prompt_text": r["prompt_text"],
+                                               "text": r["text"], "output": f"{tmp}/{i}.wav"}) + "\n"
+                                   for i, r in enumerate(chosen)))
+        started = time.monotonic()
+        written = synthesize_list(tts, listing, seed=0, batch=batch, steps=nfe, progress=False)
+        seconds = time.monotonic() - started
+        import soundfile as sf
+
+        generated = sum(sf.info(str(w)).duration for w in written)
+    return {"seconds": seconds, "generated": generated, "rows": len(chosen)}
+
+
 def _gemm(threads: int, repeats: int, rows: int = 1876, inner: int = 1024, outer: int = 2048) -> dict[str, float]:
     from semlat.nn.linear import Linear, onednn_linear_enabled
 
@@ -194,7 +224,9 @@ def _gemm(threads: int, repeats: int, rows: int = 1876, inner: int = 1024, outer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size", "gemm"))
+    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size", "gemm", "batch"))
+    parser.add_argument("--rows", type=int, default=16, help="batch: rows of the test set to speak")
+    parser.add_argument("--batches", default="1,4,8", help="batch: --batch values to compare")
     parser.add_argument("--size", choices=tuple(SIZES), default=None, help="dit-step: base; rtf-size: small")
     parser.add_argument("--frames", type=int, default=938)
     parser.add_argument("--text", type=int, default=300, help="dit-step: text tokens")
@@ -225,6 +257,21 @@ def main() -> None:
             print_table(["DiT", "params", "frames", "semlat", "reference", "speed-up", "max |diff|"], [row])
         else:
             print_table(["DiT", "params", "frames", "semlat", "peak work"], [row + [f"{r['peak']:.0f} MiB"]])
+    elif args.op == "batch":
+        if not args.experiment:
+            raise SystemExit("batch needs --experiment DEMO/tts (from `semlat demo --tts-experiment`)")
+        names = list(json.loads((Path(args.experiment) / "tts_experiment.json").read_text())["spaces"])
+        names = [n for n in names if not args.spaces or n in args.spaces.split(",")]
+        rows = []
+        for name in names:
+            base = None
+            for batch in (int(b) for b in args.batches.split(",")):
+                r = run_in_subprocess(_batch, args.experiment, name, args.nfe, args.rows, batch, args.threads)
+                base = base or r["seconds"]
+                rows.append((name, batch, r["rows"], f"{r['generated']:.1f} s", f"{r['seconds']:.1f} s",
+                             f"{r['seconds'] / r['generated']:.3f}", f"{base / r['seconds']:.2f}x"))
+        print(f"semlat tts --list of the experiment's cross-sentence rows, NFE {args.nfe}, whole pipeline")
+        print_table(["space", "--batch", "rows", "generated", "time", "RTF", "speed-up"], rows)
     elif args.op == "rtf-size":
         size = args.size or "small"
         rows = []

@@ -345,3 +345,81 @@ def test_fine_tuning_extends_the_vocabulary_and_can_freeze_the_text_encoder(trai
         _trainer([*base, f"run_dir={tmp_path / 'wrong'}", f"train.init_from={model_dir}"])
     with pytest.raises(CheckpointError, match="does not fit the model"):
         _trainer([*base, f"run_dir={tmp_path / 'size'}", f"train.init_from={trained}", "model.depth=3"])
+
+
+def _batch_rows(manifest, tmp_path, name):
+    texts = ["the cat sat", "a much longer sentence about the weather today", "yes", "the dog ran home"]
+    return [{"prompt": str(manifest.audio_path(i)), "prompt_text": manifest[i].text, "text": texts[i],
+             "output": str(tmp_path / name / f"{i}.wav")} for i in range(4)]
+
+
+def check_batched_list_equals_row_by_row(model_folder, demo_corpus, tmp_path):
+    """`semlat tts --list --batch`: rows of different prompts, texts and lengths in one sampler run come out as
+    they do one by one (each row draws its own noise; padding is masked)."""
+    import soundfile as sf
+
+    from semlat.data.manifest import Manifest
+    from semlat.generation.synthesis import synthesize_list
+
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    tts = load_tts(model_folder, "cpu")
+    outputs = {}
+    for batch in (1, 4):
+        listing = tmp_path / f"rows{batch}.jsonl"
+        listing.write_text("".join(json.dumps(r) + "\n" for r in _batch_rows(manifest, tmp_path, f"b{batch}")))
+        written = synthesize_list(tts, listing, seed=7, batch=batch, steps=2, progress=False)
+        outputs[batch] = [torch.from_numpy(sf.read(str(p), dtype="float32")[0]) for p in written]
+    assert [len(a) for a in outputs[1]] == [len(a) for a in outputs[4]]
+    for one, batched in zip(outputs[1], outputs[4]):
+        torch.testing.assert_close(batched, one, atol=2e-4, rtol=0)
+
+
+def test_batched_list_equals_row_by_row(trained, demo_corpus, tmp_path, capsys):
+    check_batched_list_equals_row_by_row(trained, demo_corpus, tmp_path)
+    assert main(["tts", str(trained), "out.wav", "--text", "x", "--prompt", "p.wav", "--prompt-text", "y",
+                 "--batch", "2"]) == 2
+    assert "--batch needs --list" in capsys.readouterr().err
+
+
+def _cross_sentence_rank(rank, world, trained, lst, root, out, judge):
+    from semlat.experiments.cross_sentence import run_cross_sentence
+
+    torch.set_num_threads(1)
+    run_cross_sentence(trained, lst, root, out, asr=judge, speaker=None, steps=1, seed=3, progress=False,
+                       rank=rank, world_size=world, wait_seconds=0.05)
+
+
+def test_cross_sentence_shards_over_ranks_and_merges_the_same_scores(trained, demo_corpus, tiny_whisper, tmp_path):
+    """Two ranks (as torchrun starts them) each generate and score every other pair; rank 0's merged report
+    equals one process's, pair for pair."""
+    import soundfile as sf
+    import torch.multiprocessing as mp
+
+    from semlat.audio.io import load_audio
+    from semlat.data.manifest import Manifest
+    from semlat.experiments.cross_sentence import run_cross_sentence
+
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    root = tmp_path / "test-clean"
+    ids = []
+    for i in range(3):
+        utt = f"1089-134686-{i:04d}"
+        path = root / "1089" / "134686" / f"{utt}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio, rate = load_audio(manifest.audio_path(i))
+        sf.write(str(path), audio[0].numpy(), rate)
+        ids.append((utt, manifest[i].text))
+    lst = tmp_path / "cross.lst"
+    lst.write_text("".join(f"{ids[i][0]}\t2.0\t{ids[i][1]}\t{ids[(i + 1) % 3][0]}\t0.75\t{ids[(i + 1) % 3][1]}\n"
+                           for i in range(3)))
+    judge = f"whisper:{tiny_whisper}"
+    single = run_cross_sentence(trained, lst, root, tmp_path / "one", asr=judge, speaker=None, steps=1, seed=3,
+                                progress=False)
+    mp.spawn(_cross_sentence_rank, args=(2, trained, lst, root, tmp_path / "two", judge), nprocs=2, join=True)
+    merged = json.loads((tmp_path / "two" / "scores" / "report.json").read_text())
+    assert merged["data"]["scored"] == 3 == single["data"]["scored"]
+    assert [u["id"] for u in merged["utterances"]] == [u["id"] for u in single["utterances"]]
+    for a, b in zip(merged["utterances"], single["utterances"]):
+        assert a["hypothesis"] == b["hypothesis"] and a["counts"] == b["counts"]
+    assert merged["metrics"]["wer"]["corpus"] == pytest.approx(single["metrics"]["wer"]["corpus"])
+    assert (tmp_path / "two" / "scores" / "rank-1" / "report.json").is_file()

@@ -182,3 +182,9 @@ def test_ddp_two_processes(aligned_store, tmp_path):
 
     check_recipe_ddp(functools.partial(_ddp_config, str(aligned_store / "latents"),
                                        str(aligned_store / "alignments.jsonl")), tmp_path)
+
+
+def test_batched_list_equals_row_by_row_with_durations(trained, demo_corpus, tmp_path):
+    from test_tts import check_batched_list_equals_row_by_row
+
+    check_batched_list_equals_row_by_row(trained, demo_corpus, tmp_path)

@@ -511,6 +511,8 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--prompt-text", default=None, help="The transcript of --prompt.")
 @click.option("--list", "listing", default=None, type=click.Path(dir_okay=False),
               help="Batch: a JSONL or TSV list of prompt, prompt_text, text, output (instead of OUT and the above).")
+@click.option("--batch", type=POSITIVE_INT, default=1, show_default=True,
+              help="With --list: generate this many rows of similar length at once (each as it would come alone).")
 @_flow_options(32, "Classifier-free guidance scale, u + w (c - u) (1: none)  [default: 3, F5-TTS's cfg 2].")
 @click.option("--sway", type=SWAY, default=-1.0, show_default=True, help="Sway sampling coefficient.")
 @click.option("--speed", type=POSITIVE, default=1.0, show_default=True, help="Speaking rate (duration rule).")
@@ -523,8 +525,8 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: the DiT's weights in bf16 (faster on CPUs with AVX-512 BF16 or AMX, and on GPUs).")
-def tts(model, out, text, prompt, prompt_text, listing, steps, guidance, nfe, cfg, sway, speed, seconds, seed, method,
-        space, duration_model, device, precision) -> None:
+def tts(model, out, text, prompt, prompt_text, listing, batch, steps, guidance, nfe, cfg, sway, speed, seconds, seed,
+        method, space, duration_model, device, precision) -> None:
     """Zero-shot TTS: say --text in the voice of --prompt with the TTS model MODEL; write OUT (.wav/.flac).
 
     Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
@@ -540,11 +542,13 @@ def tts(model, out, text, prompt, prompt_text, listing, steps, guidance, nfe, cf
         if out or text or prompt or prompt_text:
             raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
         loaded = load(model, device, precision, expect="tts", space=space, duration=duration_model)
-        written = synthesize_list(loaded, listing, seed=seed, **options)
+        written = synthesize_list(loaded, listing, seed=seed, batch=batch, **options)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
         return
     if not out or text is None or prompt is None or prompt_text is None:
         raise click.UsageError("give OUT, --text, --prompt and --prompt-text (or --list)")
+    if batch != 1:
+        raise click.UsageError("--batch needs --list")
     loaded = load(model, device, precision, expect="tts", space=space, duration=duration_model)
     path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed, **options)
     click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
@@ -776,7 +780,8 @@ def eval_tts(listing, out, asr, speaker, reference, embedding, pooling, language
 def eval_cross_sentence(model, listing, root, out, asr, speaker, mos, steps, guidance, nfe, cfg, sway, seed,
                         truth_duration, device, batch_size) -> None:
     """LibriSpeech-PC cross-sentence TTS evaluation: generate every pair of LISTING (F5-TTS's .lst) with MODEL,
-    then score it (WER/CER, SIM vs the prompt, DNSMOS)."""
+    then score it (WER/CER, SIM vs the prompt, DNSMOS). Under torchrun (torchrun --nproc_per_node N -m
+    semlat.cli eval cross-sentence ...) each process takes every N-th pair and rank 0 merges the scores."""
     from semlat.evaluation.generation_eval import metrics_table
     from semlat.experiments.cross_sentence import run_cross_sentence
 
@@ -787,6 +792,9 @@ def eval_cross_sentence(model, listing, root, out, asr, speaker, mos, steps, gui
                                 guidance=guidance,
                                 sway=sway, seed=seed, truth_duration=truth_duration, device=device,
                                 batch_size=batch_size)
+    if report is None:  # a torchrun rank other than 0: its share is done, rank 0 merges and reports
+        click.echo("this rank's pairs are generated and scored; rank 0 writes the report")
+        return
     click.echo(metrics_table(report), nl=False)
     click.echo(f"scored {report['data']['scored']} of {report['data']['clips']} pair(s); "
                f"report: {Path(out) / 'scores' / 'report.md'}")

@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from semlat.chunking import chunk_seed
 from semlat.errors import DataError
-from semlat.evaluation.generation_eval import evaluate_tts
+from semlat.evaluation.generation_eval import ROWS_NAME, evaluate_tts
+from semlat.evaluation.recon_eval import RUN_NAME
 from semlat.generation.synthesis import synthesize_to_file
 from semlat.models import load
-from semlat.utils.files import atomic_write_text
+from semlat.utils.files import atomic_write_text, sha256_file
 
 FIELDS = ("ref_utt", "ref_dur", "ref_txt", "gen_utt", "gen_dur", "gen_txt")
 
@@ -88,15 +90,28 @@ def read_cross_sentence_list(path: str | os.PathLike, root: str | os.PathLike) -
     return pairs
 
 
+def ranks_from_env() -> tuple[int, int]:
+    """``(rank, world_size)`` that torchrun gives each process (``(0, 1)`` outside torchrun)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, root: str | os.PathLike,
                        out: str | os.PathLike, *, asr: str | None, speaker: str | None, mos: str | None = None,
                        steps: int = 32, guidance: float = 3.0, sway: float = -1.0, seed: int = 0,
                        truth_duration: bool = False, device: str = "cpu", batch_size: int = 8,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, rank: int | None = None, world_size: int | None = None,
+                       wait_seconds: float = 0.5) -> dict[str, Any] | None:
     """Generate every pair of ``listing`` with the TTS ``model`` and score it (module docstring); returns the
-    evaluation report. Pair ``i`` is seeded ``chunk_seed(seed, i)``."""
+    evaluation report. Pair ``i`` is seeded ``chunk_seed(seed, i)``.
+
+    Under torchrun (``rank``/``world_size``, default from the environment) each process generates and scores the
+    pairs ``i`` with ``i % world_size == rank`` into ``scores/rank-R/``; rank 0 then waits for every rank's report,
+    merges their per-utterance scores and writes the one report of the whole list (the same as one process
+    would: every pair keeps its seed). Other ranks return None."""
     from tqdm import tqdm
 
+    if rank is None or world_size is None:
+        rank, world_size = ranks_from_env()
     pairs = read_cross_sentence_list(listing, root)
     out = Path(out)
     tts = load(model, device, expect="tts")
@@ -105,16 +120,47 @@ def run_cross_sentence(model: str | os.PathLike, listing: str | os.PathLike, roo
                 "seed": seed, "duration": "the target's real duration" if truth_duration else
                 "F5's ratio rule from the prompt", "asr": asr, "speaker": speaker, "mos": mos}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(settings, indent=2) + "\n")
+    if rank == 0:
+        atomic_write_text(out / "config.json", json.dumps(settings, indent=2) + "\n")
     rows = []
-    for index, pair in enumerate(tqdm(pairs, desc="tts", unit="utt", disable=not progress)):
+    mine = [(index, pair) for index, pair in enumerate(pairs) if index % world_size == rank]
+    for index, pair in tqdm(mine, desc="tts", unit="utt", disable=not progress):
         audio = out / "audio" / f"{pair.target_id}.wav"
         if not audio.is_file():
             synthesize_to_file(tts, audio, text=pair.target_text, prompt=pair.prompt, prompt_text=pair.prompt_text,
                                steps=steps, guidance=guidance, sway=sway, seed=chunk_seed(seed, index),
                                seconds=pair.target_seconds if truth_duration else None)
-        rows.append(json.dumps({"id": pair.target_id, "audio": f"audio/{audio.name}", "text": pair.target_text,
+    for pair in pairs:
+        rows.append(json.dumps({"id": pair.target_id, "audio": f"audio/{pair.target_id}.wav", "text": pair.target_text,
                                 "prompt": str(pair.prompt)}, ensure_ascii=False))
-    atomic_write_text(out / "generated.jsonl", "\n".join(rows) + "\n")
-    return evaluate_tts(out / "generated.jsonl", out / "scores", asr=asr, speaker=speaker, mos=mos, device=device,
-                        batch_size=batch_size, progress=progress)
+    scoring = {"asr": asr, "speaker": speaker, "mos": mos, "device": device, "batch_size": batch_size,
+               "progress": progress}
+    if world_size == 1:
+        atomic_write_text(out / "generated.jsonl", "\n".join(rows) + "\n")
+        return evaluate_tts(out / "generated.jsonl", out / "scores", **scoring)
+    shard = out / f"generated.rank-{rank}.jsonl"
+    atomic_write_text(shard, "\n".join(rows[i] for i, _ in mine) + "\n" if mine else "")
+    if mine:
+        evaluate_tts(shard, out / "scores" / f"rank-{rank}", **scoring)
+    if rank != 0:
+        return None
+    others = [r for r in range(1, world_size) if any(i % world_size == r for i in range(len(pairs)))]
+    while not all((out / "scores" / f"rank-{r}" / "report.json").is_file() for r in others):
+        time.sleep(wait_seconds)  # (torchrun ends the job if a rank fails)
+    merged: dict[str, str] = {}
+    for r in range(world_size):
+        part = out / "scores" / f"rank-{r}" / ROWS_NAME
+        if part.is_file():
+            for line in part.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    merged[json.loads(line)["id"]] = line
+    listing_path = out / "generated.jsonl"
+    atomic_write_text(listing_path, "\n".join(rows) + "\n")
+    (out / "scores").mkdir(parents=True, exist_ok=True)
+    # the merged rows, as one process would have written them for the whole list (its run identity too)
+    run = json.loads((out / "scores" / "rank-0" / RUN_NAME).read_text(encoding="utf-8"))
+    run.update(listing=str(listing_path.resolve()), listing_sha256=sha256_file(listing_path))
+    atomic_write_text(out / "scores" / RUN_NAME, json.dumps(run, indent=2) + "\n")
+    atomic_write_text(out / "scores" / ROWS_NAME, "".join(merged[p.target_id] + "\n" for p in pairs
+                                                        if p.target_id in merged))
+    return evaluate_tts(listing_path, out / "scores", **scoring)  # scores nothing again: merges

@@ -26,7 +26,7 @@ conditional and the unconditional (audio and text dropped) rows. The initial noi
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +45,18 @@ def lengths_to_mask(lengths: Tensor, length: int | None = None) -> Tensor:
     return torch.arange(length, device=lengths.device)[None] < lengths[:, None]
 
 
-def initial_noise(durations: Tensor, channels: int, seed: int | None, *, device: Any = None,
+def initial_noise(durations: Tensor, channels: int, seed: int | Sequence[int | None] | None, *, device: Any = None,
                   dtype: torch.dtype = torch.float32) -> Tensor:
     """``[B, max(durations), channels]``: item ``i`` is ``randn(duration_i, channels)`` drawn after seeding a
-    fresh generator with ``seed`` (so every item starts the same stream), zero past its duration. Without a
-    seed the items come from the global generator one after another."""
+    fresh generator with ``seed`` (so every item starts the same stream), or with ``seed[i]`` when ``seed`` is a
+    sequence (one per item: a batch of rows draws what each row would draw alone), zero past its duration.
+    Without a seed the items come from the global generator one after another."""
+    seeds = list(seed) if isinstance(seed, Sequence) else [seed] * len(durations)
+    if len(seeds) != len(durations):
+        raise ValueError(f"{len(seeds)} seeds for {len(durations)} items")
     rows = []
-    for duration in durations.tolist():
-        generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+    for duration, item_seed in zip(durations.tolist(), seeds):
+        generator = torch.Generator(device="cpu").manual_seed(item_seed) if item_seed is not None else None
         rows.append(torch.randn(int(duration), channels, generator=generator, dtype=torch.float32))
     longest = int(durations.max())
     out = torch.zeros(len(rows), longest, channels)
@@ -87,7 +91,8 @@ class Sampled:
 @torch.no_grad()
 def sample(backbone: nn.Module, cond: Tensor, text: Tensor, durations: Tensor, lens: Tensor | None = None, *,
            steps: int = 32, guidance: float = 3.0, sway_coef: float | None = -1.0, method: str = "euler",
-           epss: bool = True, seed: int | None = None, y0: Tensor | None = None, keep_trajectory: bool = False
+           epss: bool = True, seed: int | Sequence[int | None] | None = None, y0: Tensor | None = None,
+           keep_trajectory: bool = False
            ) -> Sampled:
     """Generate ``[B, N, C]`` sequences that continue the prompts ``cond [B, Nc, C]`` (``lens [B]`` valid
     frames; default all) to ``durations [B]`` total frames, given ``text [B, Nt]`` token ids (``-1``

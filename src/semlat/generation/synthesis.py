@@ -13,7 +13,8 @@
 4. The flow sampler continues the prompt (``steps``, ``guidance``, sway, ``seed``); the frames after
    the prompt are decoded by the latent space at its output rate.
 5. Long text goes in sentence chunks (F5's byte budget), joined with 0.15 s linear cross-fades; a batch list
-   (JSONL or TSV of prompt, prompt_text, text, output) runs row by row (:func:`synthesize_list`).
+   (JSONL or TSV of prompt, prompt_text, text, output) runs row by row, or with ``batch`` > 1 its one-chunk rows
+   sorted by length and generated several at a time, each as it would come out alone (:func:`synthesize_list`).
 """
 
 from __future__ import annotations
@@ -112,20 +113,19 @@ def crossfade_concat(pieces: list[torch.Tensor], fade: int) -> torch.Tensor:
     return out
 
 
-def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, steps: int = 32,
-               guidance: float = 3.0, sway: float = -1.0, speed: float = 1.0, seed: int | None = None,
-               seconds: float | None = None, method: str = "euler") -> torch.Tensor:
-    """Speech ``[N]`` at ``tts.space.output_rate`` that says ``text`` in the voice of ``prompt``.
+@dataclass
+class Job:
+    """One chunk to speak: the prompt's latents ``[1, Tp, D]`` and text, the text, its seed and pace."""
 
-    Long text is generated in chunks (F5-TTS's rule: at most ``bytes(prompt_text) / prompt seconds ·
-    (22 - prompt seconds) · speed`` UTF-8 bytes each, cut at sentences), each with its own seed derived from
-    ``seed``, joined with 0.15 s linear cross-fades. With ``seconds`` the text is one chunk of that length.
-    ``steps`` flow steps, ``guidance`` in :mod:`semlat.sampling`'s convention (F5-TTS's ``cfg_strength`` 2 is 3)."""
-    space = tts.space
-    if not text or not text.strip():
-        raise ConfigError("--text is empty")
-    if not prompt_text or not prompt_text.strip():
-        raise ConfigError("--prompt-text is empty (the transcript of the prompt audio)")
+    latents: torch.Tensor
+    prompt_text: str
+    text: str
+    seed: int | None
+    speed: float = 1.0
+    seconds: float | None = None
+
+
+def _check_options(steps: int, guidance: float, sway: float, speed: float, seconds: float | None) -> None:
     if speed <= 0:
         raise ConfigError(f"--speed must be positive, got {speed}")
     if seconds is not None and seconds <= 0:
@@ -136,6 +136,18 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     if not -1 <= sway <= 1:
         raise ConfigError(f"--sway must be within [-1, 1], got {sway}")
+
+
+def plan(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, speed: float = 1.0,
+         seed: int | None = None, seconds: float | None = None) -> list[Job]:
+    """The chunks of one request (checked; the prompt read and encoded): long text is cut into sentence chunks
+    (F5-TTS's rule: at most ``bytes(prompt_text) / prompt seconds · (22 - prompt seconds) · speed`` UTF-8 bytes
+    each), each with its own seed derived from ``seed``; with ``seconds`` the text is one chunk of that length."""
+    space = tts.space
+    if not text or not text.strip():
+        raise ConfigError("--text is empty")
+    if not prompt_text or not prompt_text.strip():
+        raise ConfigError("--prompt-text is empty (the transcript of the prompt audio)")
     audio, _ = load_audio(prompt, space.input_rate)
     audio = audio[:, : round(MAX_PROMPT_SECONDS * space.input_rate)]
     if float(audio.square().mean().sqrt()) < SILENT_RMS:
@@ -147,48 +159,84 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
     prompt_seconds = audio.shape[-1] / space.input_rate
     max_bytes = max(1, int(len(prompt_text.encode("utf-8")) / prompt_seconds * max(1.0, 22 - prompt_seconds) * speed))
     chunks = [text.strip()] if seconds is not None else split_text(text, max_bytes)
-    pieces = []
-    for index, chunk in enumerate(chunks):
-        chunk_seed_value = None if seed is None else (seed if len(chunks) == 1 else chunk_seed(seed, index))
-        pieces.append(_generate(tts, latents, prompt_text, chunk, steps=steps, guidance=guidance, sway=sway, speed=speed,
-                                seed=chunk_seed_value, seconds=seconds, method=method))
-    return crossfade_concat(pieces, round(CROSSFADE_SECONDS * space.output_rate))
+    return [Job(latents, prompt_text, chunk, None if seed is None else (seed if len(chunks) == 1 else
+                                                                       chunk_seed(seed, index)), speed, seconds)
+            for index, chunk in enumerate(chunks)]
 
 
-def _generate(tts: LoadedTTS, latents: torch.Tensor, prompt_text: str, text: str, *, steps: int, guidance: float,
-              sway: float, speed: float, seed: int | None, seconds: float | None, method: str) -> torch.Tensor:
-    """One chunk: the prompt's latents ``[1, Tp, D]`` continued by ``text``, decoded -> ``[N]``."""
+def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, steps: int = 32,
+               guidance: float = 3.0, sway: float = -1.0, speed: float = 1.0, seed: int | None = None,
+               seconds: float | None = None, method: str = "euler") -> torch.Tensor:
+    """Speech ``[N]`` at ``tts.space.output_rate`` that says ``text`` in the voice of ``prompt``.
+
+    Long text is generated in chunks (:func:`plan`), joined with 0.15 s linear cross-fades. ``steps`` flow steps,
+    ``guidance`` in :mod:`semlat.sampling`'s convention (F5-TTS's ``cfg_strength`` 2 is 3)."""
+    _check_options(steps, guidance, sway, speed, seconds)
+    jobs = plan(tts, text, prompt, prompt_text, speed=speed, seed=seed, seconds=seconds)
+    pieces = [generate_batch(tts, [job], steps=steps, guidance=guidance, sway=sway, method=method)[0] for job in jobs]
+    return crossfade_concat(pieces, round(CROSSFADE_SECONDS * tts.space.output_rate))
+
+
+def _pad_rows(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+    width = max(int(r.shape[0]) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : row.shape[0]] = row
+    return out
+
+
+def generate_batch(tts: LoadedTTS, jobs: list[Job], *, steps: int, guidance: float, sway: float,
+                   method: str) -> list[torch.Tensor]:
+    """Several chunks in one sampler run -> their audio ``[N_i]``. Prompts, texts and lengths may differ: each row
+    is padded and masked, and draws its own noise from its own seed, so a row comes out as it would alone (up to
+    float rounding)."""
     space, model = tts.space, tts.model
-    prompt_frames = latents.shape[1]
+    device = space.device
+    lens = torch.tensor([job.latents.shape[1] for job in jobs], device=device)
+    prompt = torch.zeros(len(jobs), int(lens.max()), jobs[0].latents.shape[-1], device=device)
+    for i, job in enumerate(jobs):
+        prompt[i, : job.latents.shape[1]] = job.latents[0].to(device)
+    seeds = [job.seed for job in jobs]
+    options = {"steps": steps, "guidance": guidance, "sway_coef": sway, "method": method,
+               "seed": seeds if len(jobs) > 1 else seeds[0]}
     if model.duration is not None:  # durations conditioning: the model's own per-token durations
-        ids = model.bounded_ids([text.strip()]).to(space.device)
-        positions = model.plan_durations(ids, model.bounded_ids([prompt_text.strip()]).to(space.device),
-                                         prompt_frames / model.config.frame_rate, speed, seconds)
-        room = model.config.max_frames * model.config.frame_split - prompt_frames * model.config.frame_split
-        if int(positions.sum()) > room:
-            raise ConfigError(f"the text needs {int(positions.sum()) / model.config.position_rate:.1f} s, more than "
-                              f"the model's window leaves after the prompt; give a shorter text or prompt")
-        result = model.generate(latents.to(space.device), ids, None, token_durations=positions, steps=steps, guidance=guidance,
-                                sway_coef=sway, seed=seed, method=method)
-        generated = rearrange(result.out[:, prompt_frames:int(result.durations[0])], "1 t d -> 1 d t")
-        if generated.shape[-1] == 0:
-            raise ConfigError("nothing to generate: the text was given no time")
-        return space.decode(generated)[0, 0].cpu()
-    ids = model.front_end().encode([prompt_text.strip() + " " + text.strip()]).to(space.device)
-    if seconds is None and tts.duration is not None:
-        seconds = tts.duration.target_seconds(prompt_text, prompt_frames / model.config.frame_rate, text, speed)
-    if seconds is not None:
-        total = prompt_frames + round(seconds * model.config.frame_rate)
+        ids, positions = [], []
+        room = model.config.max_frames * model.config.frame_split
+        for job in jobs:
+            row = model.bounded_ids([job.text.strip()]).to(device)
+            planned = model.plan_durations(row, model.bounded_ids([job.prompt_text.strip()]).to(device),
+                                           job.latents.shape[1] / model.config.frame_rate, job.speed, job.seconds)
+            if int(planned.sum()) > room - job.latents.shape[1] * model.config.frame_split:
+                raise ConfigError(f"the text needs {int(planned.sum()) / model.config.position_rate:.1f} s, more than "
+                                  f"the model's window leaves after the prompt; give a shorter text or prompt")
+            ids.append(row[0])
+            positions.append(planned[0])
+        result = model.generate(prompt, _pad_rows(ids, -1), None, lens=lens, token_durations=_pad_rows(positions, 0),
+                                **options)
+        empty = "nothing to generate: the text was given no time"
     else:
-        ratio = prompt_frames / max(1, len(prompt_text.encode("utf-8")))
-        total = prompt_frames + int(ratio * len(text.encode("utf-8")) / speed)
-    total = min(total, model.config.max_frames)
-    result = model.generate(latents.to(space.device), ids, torch.tensor([total], device=space.device),
-                            steps=steps, guidance=guidance, sway_coef=sway, seed=seed, method=method)
-    generated = rearrange(result.out[:, prompt_frames:int(result.durations[0])], "1 t d -> 1 d t")
-    if generated.shape[-1] == 0:
-        raise ConfigError("nothing to generate: the duration does not exceed the prompt")
-    return space.decode(generated)[0, 0].cpu()
+        ids = model.front_end().encode([job.prompt_text.strip() + " " + job.text.strip() for job in jobs]).to(device)
+        totals = []
+        for job in jobs:
+            frames, seconds = job.latents.shape[1], job.seconds
+            if seconds is None and tts.duration is not None:
+                seconds = tts.duration.target_seconds(job.prompt_text, frames / model.config.frame_rate, job.text,
+                                                      job.speed)
+            if seconds is not None:
+                total = frames + round(seconds * model.config.frame_rate)
+            else:
+                ratio = frames / max(1, len(job.prompt_text.encode("utf-8")))
+                total = frames + int(ratio * len(job.text.encode("utf-8")) / job.speed)
+            totals.append(min(total, model.config.max_frames))
+        result = model.generate(prompt, ids, torch.tensor(totals, device=device), lens=lens, **options)
+        empty = "nothing to generate: the duration does not exceed the prompt"
+    audio = []
+    for i in range(len(jobs)):
+        generated = rearrange(result.out[i:i + 1, int(lens[i]):int(result.durations[i])], "1 t d -> 1 d t")
+        if generated.shape[-1] == 0:
+            raise ConfigError(empty)
+        audio.append(space.decode(generated)[0, 0].cpu())
+    return audio
 
 
 def read_tts_list(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -206,18 +254,40 @@ def read_tts_list(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def synthesize_list(tts: LoadedTTS, listing: str | os.PathLike, *, seed: int | None = None, progress: bool = True,
-                    **options: Any) -> list[Path]:
+                    batch: int = 1, steps: int = 32, guidance: float = 3.0, sway: float = -1.0, speed: float = 1.0,
+                    seconds: float | None = None, method: str = "euler") -> list[Path]:
     """Every row of a batch list (:func:`read_tts_list`), with a progress bar; row ``i`` uses
-    ``chunk_seed(seed, i)``. Returns the files written."""
+    ``chunk_seed(seed, i)``. With ``batch`` > 1, rows of one chunk are sorted by length and generated ``batch``
+    at a time (each row as it would come out alone: :func:`generate_batch`); longer texts run on their own.
+    Returns the files written, in the list's order."""
     from tqdm import tqdm
 
+    _check_options(steps, guidance, sway, speed, seconds)
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
     rows = read_tts_list(listing)
-    written = []
-    for index, row in enumerate(tqdm(rows, desc="tts", unit="utt", disable=not progress or len(rows) < 2)):
+    sampling = {"steps": steps, "guidance": guidance, "sway": sway, "method": method}
+    written: dict[int, Path] = {}
+    bar = tqdm(total=len(rows), desc="tts", unit="utt", disable=not progress or len(rows) < 2)
+    singles: list[tuple[int, Job]] = []
+    for index, row in enumerate(rows):
         row_seed = None if seed is None else chunk_seed(seed, index)
-        written.append(synthesize_to_file(tts, row["output"], text=row["text"], prompt=row["prompt"],
-                                          prompt_text=row["prompt_text"], seed=row_seed, **options))
-    return written
+        jobs = plan(tts, row["text"], row["prompt"], row["prompt_text"], speed=speed, seed=row_seed, seconds=seconds)
+        if batch > 1 and len(jobs) == 1:
+            singles.append((index, jobs[0]))
+            continue
+        pieces = [generate_batch(tts, [job], **sampling)[0] for job in jobs]
+        audio = crossfade_concat(pieces, round(CROSSFADE_SECONDS * tts.space.output_rate))
+        written[index] = tts.space.save(audio, rows[index]["output"])
+        bar.update(1)
+    singles.sort(key=lambda item: item[1].latents.shape[1] + len(item[1].text.encode("utf-8")))
+    for start in range(0, len(singles), batch):
+        group = singles[start:start + batch]
+        for (index, _), audio in zip(group, generate_batch(tts, [job for _, job in group], **sampling)):
+            written[index] = tts.space.save(audio, rows[index]["output"])
+            bar.update(1)
+    bar.close()
+    return [written[i] for i in range(len(rows))]
 
 
 def synthesize_to_file(tts: LoadedTTS, out: str | os.PathLike, **options: Any) -> Path:

@@ -217,7 +217,7 @@ def test_fine_tunes_from_an_imported_release_and_resumes(fixtures, demo_corpus, 
     imported, meta = read_model_folder(release)
     arch = [*_released_architecture(meta["config"]), f"train.init_from={release}", "data.segment_size=4096"]
 
-    recipe_cls, config = _config(demo_corpus, tmp_path / "a", "train.max_steps=3", "train.valid_every=100", *arch)
+    recipe_cls, config = _config(demo_corpus, tmp_path / "a", "train.max_steps=1", "train.valid_every=100", *arch)
     trainer = Trainer(config, recipe_cls)
     try:
         generator = trainer.unwrapped("generator").state_dict()
@@ -225,11 +225,11 @@ def test_fine_tunes_from_an_imported_release_and_resumes(fixtures, demo_corpus, 
         assert trainer.initialized == {"generator": str(release)}
     finally:
         trainer.close()
-    straight = train_recorded(*_config(demo_corpus, tmp_path / "b", "train.max_steps=3", "train.valid_every=100",
+    straight = train_recorded(*_config(demo_corpus, tmp_path / "b", "train.max_steps=2", "train.valid_every=100",
                                        *arch))
     assert any(not torch.equal(straight.weights[f"generator.{k}"], imported[k]) for k in imported)  # it trained
-    train_recorded(*_config(demo_corpus, tmp_path / "c", "train.max_steps=2", "train.valid_every=100", *arch))
-    resumed = train_recorded(*_config(demo_corpus, tmp_path / "c", "train.max_steps=3", "train.valid_every=100",
+    train_recorded(*_config(demo_corpus, tmp_path / "c", "train.max_steps=1", "train.valid_every=100", *arch))
+    resumed = train_recorded(*_config(demo_corpus, tmp_path / "c", "train.max_steps=2", "train.valid_every=100",
                                       *arch), resume=True)
     for key, value in straight.weights.items():
         assert torch.equal(value, resumed.weights[key]), key

@@ -19,10 +19,10 @@ from conftest import free_port
 from semlat.checkpoints import latest_checkpoint
 from semlat.inference import encode_to_store, load
 
-STEPS = 40
+STEPS = 16
 TINY = ["model.dim=32", "model.depth=2", "model.heads=2", "model.dim_head=16", "model.text_dim=16",
         "model.conv_layers=1", "data.max_frames=400", "data.batch_size=4", "train.progress=false",
-        "train.log_every=5", "train.valid_every=1000", "train.checkpoint_every=5", f"train.max_steps={STEPS}",
+        "train.log_every=5", "train.valid_every=1000", "train.checkpoint_every=4", f"train.max_steps={STEPS}",
         "train.strategy=fsdp", "train.activation_checkpointing=true", "train.ema.start_step=1"]
 
 

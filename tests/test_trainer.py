@@ -283,20 +283,18 @@ def _spawn(tmp_path, name, *overrides, resume=False):
 
 
 @pytest.mark.slow
-def test_fsdp_trains_like_ddp_exports_full_weights_and_resumes_exactly(tmp_path):
+def test_fsdp_trains_like_ddp_and_exports_full_weights(tmp_path):
     ddp = _spawn(tmp_path, "ddp", "train.max_steps=6")
     straight = _spawn(tmp_path, "fsdp", "train.max_steps=6", "train.strategy=fsdp")
-    _spawn(tmp_path, "resumed", "train.max_steps=3", "train.strategy=fsdp")
-    resumed = _spawn(tmp_path, "resumed", "train.max_steps=6", "train.strategy=fsdp", resume=True)
     assert int(straight[0]["sharded"]) == 2 and int(ddp[0]["sharded"]) == 0  # generator and discriminator
-    for key in ddp[0]:
+    for key in ddp[0]:  # (exact resume from the shards: tests/test_multinode.py)
         if key != "sharded":
-            assert torch.equal(straight[0][key], resumed[0][key]), key  # exact resume from the shards
             torch.testing.assert_close(straight[0][key], ddp[0][key], rtol=1e-4, atol=1e-5)  # same optimisation
     folder = latest_checkpoint(tmp_path / "fsdp")
     assert (folder / "distributed").is_dir() and not list((tmp_path / "fsdp" / "checkpoints").glob(".*"))
     state, meta = read_model_folder(folder)  # the single-file model folder: full weights, any command loads it
     ddp_state, _ = read_model_folder(latest_checkpoint(tmp_path / "ddp"))
     assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in ddp_state.items()}
-    with pytest.raises(Exception):  # noqa: B017 - a CheckpointError inside the spawned processes
-        _spawn(tmp_path, "fsdp", "train.max_steps=8", resume=True)  # resumed with ddp: refused
+    with pytest.raises(CheckpointError, match="saved with strategy fsdp, resumed with ddp"):
+        Trainer(build_config(ToyConfig, [], [f"run_dir={tmp_path / 'fsdp'}", "train.max_steps=8"]), ToyRecipe,
+                resume=True)  # one process (not sharded) cannot take over the shards

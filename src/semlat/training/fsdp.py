@@ -17,20 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.utils.checkpoint import checkpoint
 
 STRATEGIES = ("ddp", "fsdp")
 SHARDS = "distributed"
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# torch.distributed.checkpoint costs ~0.8 s to import: every function below imports what it needs, so that a
+# process that never shards (every DDP worker, every CLI call) does not pay for it.
 
 
 def shard_units(module: nn.Module) -> list[nn.Module]:
@@ -52,6 +44,8 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
 def checkpoint_activations(units: list[nn.Module]) -> None:
     """Recompute each unit's activations in the backward pass instead of keeping them (non-reentrant
     ``torch.utils.checkpoint``; the modules, their names and weights are unchanged)."""
+    from torch.utils.checkpoint import checkpoint
+
     for unit in units:
         forward = unit.forward
 
@@ -93,11 +87,15 @@ def gradient_sync(modules: list[nn.Module], enabled: bool) -> None:
 def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """The full (unsharded) state dict on CPU on rank 0 (an empty dict elsewhere); a collective: every rank
     calls it."""
-    return get_model_state_dict(module, options=_FULL)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def _sharded_state(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                    ema: nn.Module | None) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
     state: dict[str, Any] = {}
     for name, module in modules.items():
         state[f"model.{name}"] = get_model_state_dict(module)
@@ -111,12 +109,17 @@ def _sharded_state(modules: dict[str, nn.Module], optimizers: dict[str, torch.op
 def save_shards(folder: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                 ema: nn.Module | None) -> None:
     """Every rank writes its shards of the sharded modules, their optimisers and the EMA into ``folder``."""
+    import torch.distributed.checkpoint as dcp
+
     dcp.save(_sharded_state(modules, optimizers, ema), checkpoint_id=str(folder))
 
 
 def load_shards(folder: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                 ema: nn.Module | None) -> None:
     """Read what :func:`save_shards` wrote back into the (already sharded) modules, optimisers and EMA."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
     state = _sharded_state(modules, optimizers, ema)
     dcp.load(state, checkpoint_id=str(folder))
     for name, module in modules.items():

@@ -96,3 +96,25 @@ def _ddp_config(corpus, teacher, run_dir):
 @pytest.mark.slow
 def test_ddp_with_online_teacher(demo_corpus, tiny_wavlm, tmp_path):
     check_recipe_ddp(functools.partial(_ddp_config, demo_corpus, f"hf:{tiny_wavlm}@1"), tmp_path, log_key="alignment")
+
+
+def test_cached_teacher_trains_from_shards(demo_corpus, tiny_wavlm, cache, tmp_path):
+    """Shards keep each utterance's manifest path, so streamed crops find their features in the cache."""
+    from semlat.data.manifest import Manifest
+    from semlat.data.shards import write_shards
+
+    shards = write_shards(Manifest.read_split(demo_corpus / "manifest.jsonl", "train"), tmp_path / "shards",
+                          shard_size=2, progress=False)
+    recipe_cls, config = _config(demo_corpus, tmp_path / "run", f"hf:{tiny_wavlm}@1", f"alignment.cache={cache}",
+                                 f"data.train={shards}", f"data.valid={demo_corpus / 'manifest.jsonl'}")
+    trainer = Trainer(config, recipe_cls)
+    try:
+        dataset, _ = trainer.recipe.train_dataset()
+        key = next(iter(trainer.recipe.batch_sampler(dataset)))[0]
+        item = dataset[key]
+        assert item["teacher"].shape[-1] == 32 and item["teacher_frames"] > 0
+    finally:
+        trainer.close()
+    logs, metrics, _ = _run(*_config(demo_corpus, tmp_path / "run2", f"hf:{tiny_wavlm}@1", f"alignment.cache={cache}",
+                                     f"data.train={shards}", f"data.valid={demo_corpus / 'manifest.jsonl'}"))
+    assert all(torch.isfinite(torch.tensor(step["alignment"])) for step in logs) and "alignment_cosine" in metrics

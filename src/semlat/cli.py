@@ -125,8 +125,8 @@ def _key_values(pairs, option: str) -> dict:
 def data_shard(manifest, out, split, shard_size) -> None:
     """Write a manifest's split as audio shards (Lhotse Shar) that training streams at constant memory.
 
-    Give OUT as data.train of an audio recipe (wave_vae, semantic_vae with an online teacher): each rank then
-    reads only its own shards. Use at least as many shards as training processes.
+    Give OUT as data.train of an audio recipe (wave_vae, semantic_vae): each rank then reads only its own
+    shards. Use at least as many shards as training processes.
     """
     from semlat.data.manifest import Manifest
     from semlat.data.shards import ShardSet, write_shards

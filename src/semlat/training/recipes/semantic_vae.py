@@ -13,6 +13,7 @@ must match ``alignment.teacher``) or from the teacher run online on each trainin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from torch.utils.data import Dataset
 from semlat.autoencoders.wave_vae import RegulatorConfig, WaveVAE
 from semlat.data.datasets import AudioCropDataset
 from semlat.data.manifest import Manifest
+from semlat.data.shards import cut_fields
 from semlat.errors import ConfigError
 from semlat.semantic.alignment import (
     AlignmentConfig,
@@ -69,11 +71,22 @@ class TeacherCropDataset(Dataset):
 
     def __getitem__(self, key):
         item = self.crops[key]
-        features, valid = self.cache.crop_seconds(self.crops.manifest[item["index"]].audio, item["offset"],
-                                                  self.seconds)
-        item["teacher"] = rearrange(features, "d t -> t d")
-        item["teacher_frames"] = min(valid, math.ceil(item["length"] / self.crops.sample_rate * self.cache.frame_rate))
-        return item
+        return with_teacher(item, self.crops.manifest[item["index"]].audio, self.cache, self.seconds,
+                            self.crops.sample_rate)
+
+
+def with_teacher(item: dict, audio: str, cache, seconds: float, sample_rate: int) -> dict:
+    """``item`` (a crop of the manifest line whose ``audio`` is given) with the cached teacher features of the
+    crop: ``teacher [F, dim]`` (zero-padded) and ``teacher_frames`` (valid frames)."""
+    features, valid = cache.crop_seconds(audio, item["offset"], seconds)
+    item["teacher"] = rearrange(features, "d t -> t d")
+    item["teacher_frames"] = min(valid, math.ceil(item["length"] / sample_rate * cache.frame_rate))
+    return item
+
+
+def cached_shard_crop(cut, seed: int, *, make, cache, seconds: float, sample_rate: int) -> dict:
+    """A shard's crop (``make``) with its cached teacher features, found by the manifest path the shard keeps."""
+    return with_teacher(make(cut, seed), cut_fields(cut)["source"], cache, seconds, sample_rate)
 
 
 class SemanticVAERecipe(WaveVAERecipe):
@@ -127,11 +140,11 @@ class SemanticVAERecipe(WaveVAERecipe):
         return self.config.optim if name == "projector" else super().optimizer_config(name)
 
     def shard_items(self, make):
-        if self.cache is not None:
-            raise ConfigError(f"{self.config.data.train}: a shard folder streams crops that a feature cache "
-                              "(alignment.cache) cannot look up; train from shards with an online teacher "
-                              "(alignment.cache: null) or from the manifest")
-        return super().shard_items(make)
+        if self.cache is None:
+            return super().shard_items(make)
+        return super().shard_items(functools.partial(
+            cached_shard_crop, make=make, cache=self.cache, seconds=self.config.data.segment_seconds,
+            sample_rate=self.config.model.sample_rate))
 
     def crop_dataset(self, manifest: Manifest, seconds: float, min_rms_db: float | None) -> Dataset:
         crops = super().crop_dataset(manifest, seconds, min_rms_db)

@@ -311,3 +311,18 @@ def assert_tiered_close(actual: torch.Tensor, expected: torch.Tensor, tiers: lis
         worst = float(region.max()) if region.numel() else 0.0
         where = "everywhere" if threshold is None else f"where the reference > {threshold}"
         assert worst <= atol, f"{what}: max error {worst:.3g} {where} (allowed {atol:.3g})"
+
+
+def reshard_store(source: Path, out: Path, shard_items: int = 4) -> Path:
+    """A copy of the tensor store ``source`` written with ``shard_items`` items a shard (a store of many shards,
+    as a large corpus makes)."""
+    from semlat.data.store import MARKER, StoreWriter, TensorStore
+
+    store = TensorStore(source)
+    settings = {k: v for k, v in json.loads((Path(source) / MARKER).read_text()).items() if k != "format"}
+    with StoreWriter(out, settings, shard_items=shard_items) as writer:
+        for item, tensor in store:
+            writer.add(item["id"], tensor, {k: v for k, v in item.items() if k not in ("id", "shard", "frames")})
+        writer.finish([item["id"] for item in store.items])
+    return out
+

@@ -1,6 +1,7 @@
 """The many-node rehearsal on one machine: two ``torchrun --nnodes 2`` agents on 127.0.0.1 (gloo) train a tiny
-TTS with FSDP2 through ``semlat train``; one node's worker is killed with SIGKILL after a checkpoint, both
-nodes resume from the sharded checkpoint, and the final weights equal an uninterrupted run's bit for bit."""
+TTS with FSDP2 through ``semlat train``, streaming a latent store of many shards (each node reads its own); one
+node's worker is killed with SIGKILL after a checkpoint, both nodes resume from the sharded checkpoint, and the
+final weights equal an uninterrupted run's bit for bit."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import free_port
+from conftest import free_port, reshard_store
 from semlat.checkpoints import latest_checkpoint
 from semlat.inference import encode_to_store, load
 
@@ -23,14 +24,15 @@ STEPS = 16
 TINY = ["model.dim=32", "model.depth=2", "model.heads=2", "model.dim_head=16", "model.text_dim=16",
         "model.conv_layers=1", "data.max_frames=400", "data.batch_size=4", "train.progress=false",
         "train.log_every=5", "train.valid_every=1000", "train.checkpoint_every=4", f"train.max_steps={STEPS}",
-        "train.strategy=fsdp", "train.activation_checkpointing=true", "train.ema.start_step=1"]
+        "train.strategy=fsdp", "train.activation_checkpointing=true", "train.ema.start_step=1", "data.stream=true"]
 
 
 @pytest.fixture(scope="module")
 def store(demo_corpus, model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("latents") / "vae"
-    encode_to_store(load(model_dir, device="cpu"), demo_corpus / "manifest.jsonl", out, progress=False)
-    return out
+    """The demo corpus's latents in shards of 4 items (streamed: each node reads its own shards)."""
+    whole = tmp_path_factory.mktemp("latents") / "whole"
+    encode_to_store(load(model_dir, device="cpu"), demo_corpus / "manifest.jsonl", whole, progress=False)
+    return reshard_store(whole, whole.parent / "sharded")
 
 
 def _nodes(args: list[str], log: Path) -> list[subprocess.Popen]:

@@ -422,3 +422,45 @@ def test_cross_sentence_shards_over_ranks_and_merges_the_same_scores(trained, de
         assert a["hypothesis"] == b["hypothesis"] and a["counts"] == b["counts"]
     assert merged["metrics"]["wer"]["corpus"] == pytest.approx(single["metrics"]["wer"]["corpus"])
     assert (tmp_path / "two" / "scores" / "rank-1" / "report.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def sharded_store(store, tmp_path_factory):
+    from conftest import reshard_store
+
+    return reshard_store(store, tmp_path_factory.mktemp("sharded") / "vae")
+
+
+def test_streamed_store_trains_like_the_index_and_resumes_exactly(store, sharded_store, tmp_path):
+    """data.stream: the vocabulary and statistics come from the shards' headers (the same as from the index), each
+    rank reads its own shards in frame-budget batches, and a resumed run takes exactly the batches a straight one
+    does."""
+    from semlat.data.store import TensorStore
+    from semlat.data.store_stream import StoreStream
+
+    streamed = StoreStream(sharded_store)
+    indexed = TensorStore(store)
+    assert len(streamed.shards) > 2
+    for a, b in zip(streamed.stats, indexed.stats, strict=True):
+        torch.testing.assert_close(a, b)
+    base = [f"data.latents={sharded_store}", *TINY, "data.stream=true", "train.checkpoint_every=100"]
+    streaming = _trainer([*base, f"run_dir={tmp_path / 'probe'}", "train.max_steps=1"])
+    indexing = _trainer([f"data.latents={store}", *TINY, f"run_dir={tmp_path / 'probe2'}", "train.max_steps=1"])
+    try:
+        assert streaming.recipe.vocab.tokens == indexing.recipe.vocab.tokens
+        dataset, _ = streaming.recipe.train_dataset()
+        batches = list(streaming.recipe.batch_sampler(dataset))
+        assert sum(len(b) for b in batches) == sum(1 for i in indexed.items if indexing.recipe.accept(i))
+        frames = {i["id"]: int(i["frames"]) for i in indexed.items}
+        assert all(len(b) * max(frames[item_id] for _, item_id, _ in b) <= 400 for b in batches)  # the budget
+    finally:
+        streaming.close()
+        indexing.close()
+    assert main(["train", "tts/tiny_wave_vae", *base, f"run_dir={tmp_path / 'a'}", "train.max_steps=4"]) == 0
+    assert main(["train", "tts/tiny_wave_vae", *base, f"run_dir={tmp_path / 'b'}", "train.max_steps=2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b"), "train.max_steps=4"]) == 0
+    a = load_file(str(tmp_path / "a/checkpoints/step-00000004/training.safetensors"))
+    b = load_file(str(tmp_path / "b/checkpoints/step-00000004/training.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="data.stream reads the store shard by shard"):
+        _trainer([*base, f"run_dir={tmp_path / 'c'}", "conditioning=durations", "data.alignments=x.jsonl"])

@@ -210,19 +210,24 @@ class ShardBatches(Sampler):
         yield from self._budget_batches(pool, rng)
 
     def _budget_batches(self, pool: list[tuple[Any, int]], rng: random.Random) -> Iterator[list[tuple[Any, int]]]:
-        """``pool`` sorted by duration, cut where the batch's longest utterance times its size would exceed
-        the budget (an utterance longer than the budget makes a batch of its own), in shuffled order."""
-        batches: list[list[tuple[Any, int]]] = []
-        batch: list[tuple[Any, int]] = []
-        for key in sorted(pool, key=lambda k: k[0].duration):
-            if batch and key[0].duration * (len(batch) + 1) > self.max_seconds:
-                batches.append(batch)
-                batch = []
-            batch.append(key)
-        if batch:
+        yield from budget_batches(pool, lambda key: key[0].duration, self.max_seconds, rng)
+
+
+def budget_batches(pool: list[Any], length: Callable[[Any], float], budget: float, rng: random.Random,
+                   max_size: int | None = None) -> Iterator[list[Any]]:
+    """``pool`` sorted by ``length``, cut where a batch's longest item times its size would exceed ``budget`` (or
+    its size ``max_size``; an item longer than the budget makes a batch of its own), in shuffled order."""
+    batches: list[list[Any]] = []
+    batch: list[Any] = []
+    for key in sorted(pool, key=length):
+        if batch and (length(key) * (len(batch) + 1) > budget or (max_size is not None and len(batch) >= max_size)):
             batches.append(batch)
-        rng.shuffle(batches)
-        yield from batches
+            batch = []
+        batch.append(key)
+    if batch:
+        batches.append(batch)
+    rng.shuffle(batches)
+    yield from batches
 
 
 def crop_cut(cut: Any, seed: int, sample_rate: int, segment_seconds: float,

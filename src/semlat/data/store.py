@@ -174,7 +174,8 @@ class _Stored:
     item: dict[str, Any]
 
 
-def _shard_files(folder: Path) -> list[tuple[int, int, Path]]:
+def shard_files(folder: Path) -> list[tuple[int, int, Path]]:
+    """``(rank, number, path)`` of every shard file of a store folder, in name order."""
     found = []
     for path in sorted(folder.glob("tensors-r*-*.safetensors")):
         match = SHARD_PATTERN.fullmatch(path.name)
@@ -183,7 +184,7 @@ def _shard_files(folder: Path) -> list[tuple[int, int, Path]]:
     return found
 
 
-def _shard_meta(path: Path, settings: Mapping[str, Any]) -> tuple[list[dict[str, Any]], ChannelStats | None] | None:
+def shard_meta(path: Path, settings: Mapping[str, Any]) -> tuple[list[dict[str, Any]], ChannelStats | None] | None:
     """A shard's items and statistics, or ``None`` if the file is unreadable (not complete). Raises
     DataError when the shard was written with other settings."""
     try:
@@ -204,8 +205,8 @@ def _complete(folder: Path, settings: Mapping[str, Any]) -> tuple[dict[str, _Sto
     """Every item in a complete shard (first shard by name wins for duplicates) and the shards' stats."""
     stored: dict[str, _Stored] = {}
     stats: list[ChannelStats] = []
-    for _, _, path in _shard_files(folder):
-        found = _shard_meta(path, settings)
+    for _, _, path in shard_files(folder):
+        found = shard_meta(path, settings)
         if found is None:
             continue
         items, shard_stats = found
@@ -248,7 +249,7 @@ class StoreWriter:
         self.ranks.barrier()
         for path in self.folder.glob(f".tensors-r{self.ranks.rank:02d}-*.tmp.safetensors"):
             path.unlink(missing_ok=True)
-        used = [n for r, n, _ in _shard_files(self.folder) if r == self.ranks.rank]
+        used = [n for r, n, _ in shard_files(self.folder) if r == self.ranks.rank]
         self.number = max(used, default=-1) + 1
         self.rejects: list[tuple[str, str]] = []
         self._pending: dict[str, torch.Tensor] = {}

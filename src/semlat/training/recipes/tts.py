@@ -34,6 +34,7 @@ from semlat.data.alignments import read_alignments
 from semlat.data.samplers import FrameBudgetBatchSampler
 from semlat.data.store import TensorStore
 from semlat.data.store_dataset import StoreDataset, collate_tensors
+from semlat.data.store_stream import StoreBatches, StoreStream, StoreStreamItems
 from semlat.errors import ConfigError, DataError
 from semlat.generation.aligned import bounded, token_durations
 from semlat.generation.dit import DiTConfig
@@ -61,6 +62,9 @@ class TTSDataConfig:
     min_seconds: float = 0.3
     max_seconds: float = 30.0
     valid_items: int = 8
+    #: read ``latents`` shard by shard (never its whole index; each rank its own shards, frame-budget batches
+    #: from a pool, exact resume): for stores too large for every rank to index (f5 conditioning)
+    stream: bool = False
 
     def validate(self, where: str) -> None:
         if self.units not in ("chars", "phonemes"):
@@ -133,23 +137,34 @@ class TTSRecipe(Recipe):
     def __init__(self, config: TTSRecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)
         data = config.data
-        self.store = TensorStore(data.latents)
+        if data.stream and config.conditioning == "durations":
+            raise ConfigError("data.stream reads the store shard by shard; the durations conditioning needs every "
+                              "item's alignment in memory (use conditioning: f5, or data.stream: false)")
+        self.store = StoreStream(data.latents) if data.stream else TensorStore(data.latents)
         if self.store.stats is None:
             raise DataError(f"{data.latents}: has no statistics (encode it again with this semlat)")
-        self.ids = []
+        self.ids = []  # (streaming: not kept; the batches read each shard's items)
         token_lists = []
-        for item in self.store.items:
+        items = (item for shard in self.store.shards for item in self.store.items(shard)) if data.stream \
+            else self.store.items
+        tokens_seen: set[str] = set()
+        accepted = 0
+        for item in items:  # (streaming: one shard's header at a time; only the set of tokens is kept)
+            if not self.accept(item):
+                continue
+            accepted += 1
             tokens = _tokens(item, data.units)
-            seconds = int(item["frames"]) / self.store.frame_rate
-            if tokens and data.min_seconds <= seconds <= data.max_seconds:
+            if data.stream:
+                tokens_seen.update(tokens)
+            else:
                 self.ids.append(item["id"])
                 token_lists.append(tokens)
-        if not self.ids:
+        if not accepted:
             field_name = "text" if data.units == "chars" else "phonemes"
             raise DataError(f"{data.latents}: no item with {field_name!r} between {data.min_seconds} and "
                             f"{data.max_seconds} s (encode a manifest that has them)")
-        self.vocab = self._vocabulary(token_lists)
-        self.space = self.store.index.get("model")
+        self.vocab = self._vocabulary([sorted(tokens_seen)] if data.stream else token_lists)
+        self.space = (self.store.settings if data.stream else self.store.index).get("model")
         self.durations: dict[str, list[int]] = {}
         if config.conditioning == "durations":
             self.durations = self._durations(self.store, self.ids, token_lists)
@@ -161,6 +176,12 @@ class TTSRecipe(Recipe):
                 print(f"[tts] {unaligned} item(s) of {data.latents} have no alignment in {data.alignments}; "
                       f"training on the {len(self.ids)} that do")
         self._valid = None
+
+    def accept(self, item: dict[str, Any]) -> bool:
+        """Whether a store item is trained on: it has the units' text and a length within the limits."""
+        data = self.config.data
+        seconds = int(item["frames"]) / self.store.frame_rate
+        return bool(_tokens(item, data.units)) and data.min_seconds <= seconds <= data.max_seconds
 
     def _vocabulary(self, token_lists: list[list[str]]) -> Vocab:
         """The store's tokens; when fine-tuning (``train.init_from`` a TTS), the release's vocabulary first, in
@@ -243,10 +264,16 @@ class TTSRecipe(Recipe):
         return StoreDataset(store, ids, normalize=False, fields=("text", "phonemes"))
 
     def train_dataset(self):
+        if self.config.data.stream:
+            return StoreStreamItems(self.store), self.collate
         return self._dataset(self.store, self.ids), self.collate
 
-    def batch_sampler(self, dataset: StoreDataset) -> FrameBudgetBatchSampler:
+    def batch_sampler(self, dataset: StoreDataset) -> FrameBudgetBatchSampler | StoreBatches:
         data, dist = self.config.data, self.trainer.dist
+        if data.stream:
+            return StoreBatches(self.store, self.accept, data.max_frames,
+                                max_batch_size=max(1, data.batch_size // dist.world_size),
+                                seed=self.config.train.seed, rank=dist.rank, world_size=dist.world_size)
         return FrameBudgetBatchSampler(dataset.durations, data.max_frames, self.store.frame_rate,
                                        max_batch_size=max(1, data.batch_size // dist.world_size),
                                        num_buckets=data.buckets, seed=self.config.train.seed, rank=dist.rank,
@@ -298,6 +325,11 @@ class TTSRecipe(Recipe):
     def _valid_batch(self) -> dict[str, Any] | None:
         if self._valid is None:
             data = self.config.data
+            if data.stream and not data.valid_latents:  # the first items of the first shard
+                chosen = [i for i in self.store.items(self.store.shards[0]) if self.accept(i)][: data.valid_items]
+                items = StoreStreamItems(self.store, items={(i["shard"], i["id"]): i for i in chosen})
+                self._valid = self.collate([items[(i["shard"], i["id"], 0)] for i in chosen]) if chosen else None
+                return self._valid
             store = TensorStore(data.valid_latents) if data.valid_latents else self.store
             ids = [item["id"] for item in store.items if _tokens(item, data.units)]
             if self.config.conditioning == "durations":

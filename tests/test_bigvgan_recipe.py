@@ -204,16 +204,23 @@ def _released_architecture(meta_config: dict) -> list[str]:
 
 
 def test_fine_tunes_from_an_imported_release_and_resumes(fixtures, demo_corpus, tmp_path):
-    """init_from a BigVGAN release imported through `semlat import`: the generator starts as the release
-    (discriminators fresh: the release has none), trains, and a resumed run continues it exactly."""
+    """init_from a BigVGAN release imported through `semlat import` with its discriminator file: the generator and
+    the MPD + MRD start as released, train, and a resumed run continues them exactly."""
     from semlat.cli import main as cli_main
     from semlat.training.trainer import Trainer
 
     state = load_file(str(fixture_file(fixtures, "bigvgan/generator_tiny.safetensors")))
     torch.save({"generator": state}, tmp_path / "bigvgan_generator.pt")
+    torch.manual_seed(5)  # a release's discriminator file, in BigVGAN's format (legacy weight norm, mpd/mrd keys)
+    ours = BigVGANDiscriminator(BigVGANDiscriminatorConfig(channel_mult=0.25)).state_dict()
+    legacy = parametrized_to_legacy(ours)
+    torch.save({"mpd": {"discriminators." + k[4:]: v for k, v in legacy.items() if k.startswith("mpd.")},
+                "mrd": {k[4:]: v for k, v in legacy.items() if k.startswith("mrd.")}, "steps": 0, "epoch": 0},
+               tmp_path / "bigvgan_discriminator_optimizer.pt")
     release = tmp_path / "release"
     assert cli_main(["import", "bigvgan", str(tmp_path / "bigvgan_generator.pt"), str(release), "--config",
-                     str(fixture_file(fixtures, "bigvgan/generator_tiny_config.json"))]) == 0
+                     str(fixture_file(fixtures, "bigvgan/generator_tiny_config.json")), "--discriminator",
+                     str(tmp_path / "bigvgan_discriminator_optimizer.pt")]) == 0
     imported, meta = read_model_folder(release)
     arch = [*_released_architecture(meta["config"]), f"train.init_from={release}", "data.segment_size=4096"]
 
@@ -222,7 +229,9 @@ def test_fine_tunes_from_an_imported_release_and_resumes(fixtures, demo_corpus, 
     try:
         generator = trainer.unwrapped("generator").state_dict()
         assert set(generator) == set(imported) and all(torch.equal(generator[k], imported[k]) for k in imported)
-        assert trainer.initialized == {"generator": str(release)}
+        disc = trainer.unwrapped("discriminator").state_dict()  # the release's MPD + MRD resume too
+        assert set(disc) == set(ours) and all(torch.equal(disc[k], ours[k]) for k in ours)
+        assert trainer.initialized == {"generator": str(release), "discriminator": str(release)}
     finally:
         trainer.close()
     straight = train_recorded(*_config(demo_corpus, tmp_path / "b", "train.max_steps=2", "train.valid_every=100",
@@ -234,7 +243,7 @@ def test_fine_tunes_from_an_imported_release_and_resumes(fixtures, demo_corpus, 
     for key, value in straight.weights.items():
         assert torch.equal(value, resumed.weights[key]), key
     _, exported = read_model_folder(latest_checkpoint(tmp_path / "c"))
-    assert exported["training"]["init_from"] == {"generator": str(release)}
+    assert exported["training"]["init_from"] == {"generator": str(release), "discriminator": str(release)}
 
 
 def test_init_from_of_another_type_or_size_is_a_one_line_error(fixtures, demo_corpus, tmp_path, model_dir):
@@ -257,3 +266,7 @@ def test_init_from_of_another_type_or_size_is_a_one_line_error(fixtures, demo_co
     with pytest.raises(CheckpointError, match="not a model folder, checkpoint or training run"):
         Trainer(config, recipe_cls)
     assert not (tmp_path / "size" / "checkpoints").exists() and not (tmp_path / "type" / "checkpoints").exists()
+    with pytest.raises(CheckpointError, match="not a BigVGAN discriminator checkpoint"):  # a generator file given
+        import_bigvgan(tmp_path / "g.pt", tmp_path / "r2", discriminator=tmp_path / "g.pt",
+                       config=fixture_file(fixtures, "bigvgan/generator_tiny_config.json"))
+    assert not (tmp_path / "r2").exists()

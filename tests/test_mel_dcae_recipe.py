@@ -8,11 +8,12 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import check_recipe_ddp, fixture_file, train_recorded
 from semlat.checkpoints import read_model_folder
 from semlat.configs import builtin_config
-from semlat.errors import ConfigError
+from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import load_codec
 from semlat.training.recipes import load_recipe
 from semlat.training.trainer import latest_checkpoint
@@ -83,26 +84,36 @@ def test_ddp_two_processes(demo_corpus, tmp_path):
 
 
 def test_fine_tunes_from_an_imported_dc_speech_vae(fixtures, demo_corpus, tmp_path):
-    """init_from a DC-Speech-VAE release imported through `semlat import`: the autoencoder (the ``autoencoder.*``
-    part of the latent space's weights) starts as the release, then trains."""
+    """init_from a DC-Speech-VAE release imported through `semlat import` with its discriminator: the autoencoder
+    (the ``autoencoder.*`` part of the latent space's weights) and the discriminator start as released, then
+    train; a discriminator of another size is a one-line error."""
     from semlat.cli import main
     from semlat.training.trainer import Trainer
 
     release = tmp_path / "release"
+    disc_file = fixture_file(fixtures, "dc_speech_vae/disc_tiny.safetensors")
     assert main(["import", "dc-speech-vae", str(fixture_file(fixtures, "dc_speech_vae/dcae_tiny.safetensors")),
                  str(release), "--config", str(fixture_file(fixtures, "dc_speech_vae/dcae_tiny_config.json")),
-                 "--vocoder", "griffin-lim"]) == 0
+                 "--vocoder", "griffin-lim", "--discriminator", str(disc_file)]) == 0
     weights, meta = read_model_folder(release)
     arch = [f"model.{k}={json.dumps(v)}" for k, v in meta["config"]["autoencoder"].items()]
+    disc_arch = ["discriminator.bands=10", "discriminator.band_channels=32", "discriminator.patchgan_channels=[4,8,16,32,64]"]
     recipe_cls, config = _config(demo_corpus, tmp_path / "run", "train.max_steps=1", f"train.init_from={release}",
-                                 *arch)
+                                 *arch, *disc_arch)
     trainer = Trainer(config, recipe_cls)
     try:
         state = trainer.unwrapped("generator").state_dict()
         assert len(state) == len(weights)
         assert all(torch.equal(state[k], weights[f"autoencoder.{k}"]) for k in state)
+        released_disc = load_file(str(disc_file))  # the release's discriminator resumes too
+        disc = trainer.unwrapped("discriminator").state_dict()
+        assert set(disc) == set(released_disc) and all(torch.equal(disc[k], released_disc[k]) for k in disc)
         trainer.fit()
         after = trainer.unwrapped("generator").state_dict()
         assert any(not torch.equal(after[k], weights[f"autoencoder.{k}"]) for k in after)
     finally:
         trainer.close()
+    recipe_cls, config = _config(demo_corpus, tmp_path / "other", "train.max_steps=1", f"train.init_from={release}",
+                                 *arch)  # the recipe's default (full-size) discriminator
+    with pytest.raises(CheckpointError, match=r"\[discriminator\]: does not fit the model"):
+        Trainer(config, recipe_cls)

@@ -104,16 +104,21 @@ def write_model_files(folder: str | os.PathLike, model: nn.Module | Mapping[str,
 
 
 def save_model(folder: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor], *, model_type: str,
-               config: Any, extra: Mapping[str, Any] | None = None) -> Path:
+               config: Any, extra: Mapping[str, Any] | None = None,
+               companions: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``folder``, atomically.
 
     ``model`` is a module or a state dict; ``config`` is the full constructor config (dict or
-    dataclass); ``extra`` adds top-level JSON entries (e.g. latent statistics). An existing folder
-    is replaced only once the new one is complete; other files in it are not kept.
+    dataclass); ``extra`` adds top-level JSON entries (e.g. latent statistics); ``companions`` are other
+    modules' weights written beside as ``<name>.safetensors`` (a release's ``discriminator``, which
+    ``train.init_from`` loads into the module of that name). An existing folder is replaced only once the new
+    one is complete; other files in it are not kept.
     """
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
         write_model_files(tmp, model, model_type=model_type, config=config, extra=extra)
+        for name, tensors in (companions or {}).items():  # e.g. a release's discriminator, for fine-tuning
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{name}.safetensors"))
     return folder
 
 

@@ -232,7 +232,10 @@ def data_stats(manifest) -> None:
 @click.option("--encoder", type=click.Path(), default=None,
               help="semantic-vocoder: a semlat Dasheng folder (from `semlat import dasheng`); semantic-vocoder-tta: "
                    "a local flan-t5-large folder (config and tokenizer).")
-def import_(kind, weights, out, config, vocoder, vocab, encoder) -> None:
+@click.option("--discriminator", type=click.Path(), default=None,
+              help="bigvgan: the release's bigvgan_discriminator_optimizer.pt; dc-speech-vae: its discriminator's "
+                   "weights. Kept beside the model, so that train.init_from fine-tunes with them.")
+def import_(kind, weights, out, config, vocoder, vocab, encoder, discriminator) -> None:
     """Convert a released checkpoint (WEIGHTS) of KIND into a semlat model folder OUT."""
     from semlat.models import run_importer
 
@@ -240,8 +243,10 @@ def import_(kind, weights, out, config, vocoder, vocab, encoder) -> None:
         raise click.UsageError("--vocab is for f5-tts imports")
     if encoder is not None and kind not in ("semantic-vocoder", "semantic-vocoder-tta"):
         raise click.UsageError("--encoder is for semantic-vocoder and semantic-vocoder-tta imports")
-    options = {k: v for k, v in (("config", config), ("vocoder", vocoder), ("vocab", vocab), ("encoder", encoder))
-               if v is not None}
+    if discriminator is not None and kind not in ("bigvgan", "dc-speech-vae"):
+        raise click.UsageError("--discriminator is for bigvgan and dc-speech-vae imports")
+    options = {k: v for k, v in (("config", config), ("vocoder", vocoder), ("vocab", vocab), ("encoder", encoder),
+                                 ("discriminator", discriminator)) if v is not None}
     folder = run_importer(kind, weights, out, **options)
     click.echo(f"wrote {folder}")
 

@@ -28,6 +28,7 @@ from semlat.checkpoints import (
     load_model_of_type,
     load_state_dict_strict,
     read_foreign_weights,
+    unwrap_state_dict,
 )
 from semlat.config import read_json_object
 from semlat.errors import CheckpointError, ConfigError
@@ -68,10 +69,14 @@ def load_mel_vocoder(source: str | os.PathLike) -> Any:
 
 
 def import_dc_speech_vae(weights: str | os.PathLike, out: str | os.PathLike, *,
-                         config: str | os.PathLike | None = None, vocoder: str | os.PathLike | None = None) -> Path:
+                         config: str | os.PathLike | None = None, vocoder: str | os.PathLike | None = None,
+                         discriminator: str | os.PathLike | None = None) -> Path:
     """Write the ``mel_dcae`` model folder ``out`` (atomically) from a released DC-Speech-VAE generator.
 
-    ``config`` defaults to ``default_config.json`` beside the weights; ``vocoder`` is required.
+    ``config`` defaults to ``default_config.json`` beside the weights; ``vocoder`` is required. ``discriminator``:
+    the release's mel discriminator (its state dict, semlat's ``MelDiscriminator`` keys are the reference's), kept
+    beside the model as ``discriminator.safetensors`` for ``train.init_from`` (shapes are checked then, against the
+    recipe's ``discriminator`` config).
     """
     from semlat.checkpoints import save_model
 
@@ -89,4 +94,9 @@ def import_dc_speech_vae(weights: str | os.PathLike, out: str | os.PathLike, *,
     load_state_dict_strict(autoencoder, state, where=str(weights))
     space = MelDCAESpace(autoencoder, load_mel_vocoder(vocoder))
     extra = {**space_info(space), "source": {"weights": Path(weights).name, "vocoder": Path(str(vocoder)).name}}
-    return save_model(out, space, model_type="mel_dcae", config=space.config, extra=extra)
+    companions = {}
+    if discriminator is not None:
+        companions["discriminator"] = unwrap_state_dict(read_foreign_weights(discriminator, "discriminator"),
+                                                        ("discriminator", "state_dict", "model"), str(discriminator))
+        extra["source"]["discriminator"] = Path(discriminator).name
+    return save_model(out, space, model_type="mel_dcae", config=space.config, extra=extra, companions=companions)

@@ -503,6 +503,9 @@ class Trainer:
         else:
             states = self.recipe.init_states(load_file(str(folder / WEIGHTS_NAME)), meta)
             where = folder / WEIGHTS_NAME
+            for name in self.raw:  # other modules a release carries beside (``semlat import --discriminator``)
+                if name not in states and (folder / f"{name}.safetensors").is_file():
+                    states[name] = load_file(str(folder / f"{name}.safetensors"))
         if exported not in states:
             raise CheckpointError(f"train.init_from={folder}: holds no weights for {exported!r}")
         for name, state in states.items():

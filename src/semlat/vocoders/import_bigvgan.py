@@ -113,6 +113,7 @@ def import_bigvgan(weights: str | os.PathLike, out: str | os.PathLike, *,
     Returns:
         ``out`` as a Path.
     """
+    discriminator = options.pop("discriminator", None)
     given = sorted(key for key, value in options.items() if value is not None)
     if given:
         raise ConfigError(f"bigvgan import takes no option(s) {', '.join(given)}")
@@ -124,4 +125,26 @@ def import_bigvgan(weights: str | os.PathLike, out: str | os.PathLike, *,
     state = read_bigvgan_weights(weights)
     model = build_vocoder(cfg, state, where=str(weights))
     extra = {**space_info(model), "source": {"weights": Path(weights).name}}
-    return save_model(out, model, model_type="bigvgan", config=dataclasses.asdict(cfg), extra=extra)
+    companions = {}
+    if discriminator is not None:
+        companions["discriminator"] = read_bigvgan_discriminator(discriminator)
+        extra["source"]["discriminator"] = Path(discriminator).name
+    return save_model(out, model, model_type="bigvgan", config=dataclasses.asdict(cfg), extra=extra,
+                      companions=companions)
+
+
+def read_bigvgan_discriminator(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A release's ``bigvgan_discriminator_optimizer.pt`` (``mpd``, ``mrd`` state dicts with legacy weight-norm
+    keys; its optimiser states are not read) as the state of semlat's ``bigvgan`` recipe discriminator (``mpd.{i}``
+    period discriminators, ``mrd.discriminators.{j}``)."""
+    data = read_foreign_weights(path, "discriminator checkpoint")
+    if not {"mpd", "mrd"} <= set(data):
+        raise CheckpointError(f"{path}: not a BigVGAN discriminator checkpoint (needs 'mpd' and 'mrd'; has "
+                              f"{', '.join(sorted(data)[:8])})")
+    state = {}
+    for key, value in data["mpd"].items():
+        if not key.startswith("discriminators."):
+            raise CheckpointError(f"{path}: unexpected mpd key {key!r}")
+        state["mpd." + key[len("discriminators."):]] = value
+    state.update({f"mrd.{key}": value for key, value in data["mrd"].items()})
+    return legacy_to_parametrized(state)

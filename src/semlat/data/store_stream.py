@@ -145,11 +145,12 @@ class StoreBatches(Sampler):
 
 class StoreStreamItems(Dataset):
     """Items for :class:`StoreBatches` keys, as :class:`~semlat.data.store_dataset.StoreDataset` gives them:
-    ``{"id", "tensor": float32 [D, T], "frames", "start": 0}`` plus the item's ``fields``."""
+    ``{"id", "tensor": float32 [D, T], "frames", "start"}`` plus the item's ``fields``; with ``crop_frames`` a longer
+    item is cut to a window at a start drawn from the key's seed."""
 
     def __init__(self, store: StoreStream, fields: tuple[str, ...] = ("text", "phonemes"),
-                 items: dict[tuple[str, str], dict[str, Any]] | None = None):
-        self.store, self.fields = store, fields
+                 items: dict[tuple[str, str], dict[str, Any]] | None = None, crop_frames: int | None = None):
+        self.store, self.fields, self.crop_frames = store, fields, crop_frames
         self._items = items  # (the few validation items, known in advance)
         self._shard_items: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -161,10 +162,15 @@ class StoreStreamItems(Dataset):
         return self._shard_items[shard][item_id]
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
-        shard, item_id, _ = key
+        shard, item_id, seed = key
         item = self._item(shard, item_id)
         tensor = self.store.get(shard, item_id).float()
-        return {"id": item_id, "tensor": tensor, "frames": int(tensor.shape[-1]), "start": 0,
+        start = 0
+        if self.crop_frames is not None and tensor.shape[-1] > self.crop_frames:  # a window drawn from the key's seed
+            start = int(torch.randint(0, tensor.shape[-1] - self.crop_frames + 1, (1,),
+                                      generator=torch.Generator().manual_seed(seed)))
+            tensor = tensor[:, start:start + self.crop_frames]
+        return {"id": item_id, "tensor": tensor, "frames": int(tensor.shape[-1]), "start": start,
                 **{f: item.get(f) for f in self.fields}}
 
     def __len__(self) -> int:

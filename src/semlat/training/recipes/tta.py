@@ -24,6 +24,7 @@ from torch import nn
 
 from semlat.data.store import TensorStore
 from semlat.data.store_dataset import StoreDataset, collate_tensors
+from semlat.data.store_stream import StoreBatches, StoreStream, StoreStreamItems
 from semlat.errors import ConfigError, DataError
 from semlat.generation.text_encoder import T5CaptionEncoder
 from semlat.generation.tta import TTAConfig, TTAFlow, TTAModel
@@ -42,6 +43,9 @@ class TTADataConfig:
     max_seconds: float = 10.0
     batch_size: int = 32
     valid_items: int = 8
+    #: read ``latents`` shard by shard (never its whole index) and encode each batch's captions as it comes,
+    #: instead of every distinct caption up front: for corpora whose captions' features do not fit in memory
+    stream: bool = False
 
     def validate(self, where: str) -> None:
         if self.max_seconds <= 0 or self.batch_size < 1:
@@ -76,6 +80,10 @@ class TTARecipeConfig:
             raise ConfigError(f"recipe must be 'tta' for this config, got {self.recipe!r}")
 
 
+def _captioned(item: dict[str, Any]) -> bool:
+    return bool((item.get("caption") or "").strip())
+
+
 def captioned_ids(store: TensorStore) -> list[str]:
     """The ids of a store's items that have a non-empty caption."""
     return [item["id"] for item in store.items if (item.get("caption") or "").strip()]
@@ -91,24 +99,30 @@ class TTARecipe(Recipe):
     def __init__(self, config: TTARecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)
         data = config.data
-        self.store = TensorStore(data.latents)
+        self.store = StoreStream(data.latents) if data.stream else TensorStore(data.latents)
         if self.store.stats is None:
             raise DataError(f"{data.latents}: has no statistics (encode it again with this semlat)")
         if self.store.dim != config.model.in_chans:
             raise ConfigError(f"{data.latents}: latents are {self.store.dim}-d but model.in_chans is "
                               f"{config.model.in_chans}")
-        self.ids = captioned_ids(self.store)
-        if not self.ids:
+        self.ids = [] if data.stream else captioned_ids(self.store)
+        if not (self.ids or data.stream and any(_captioned(i) for i in self.store.items(self.store.shards[0]))):
             raise DataError(f"{data.latents}: no item has a caption (encode a captioned manifest, such as "
                             "`semlat data demo-events`)")
         self.window = max(1, math.floor(data.max_seconds * self.store.frame_rate))
-        self.valid_store = TensorStore(data.valid_latents) if data.valid_latents else self.store
-        # the frozen encoder runs once, here, on every distinct caption (then it is let go)
+        self.valid_store = TensorStore(data.valid_latents) if data.valid_latents else (
+            None if data.stream else self.store)
         encoder = T5CaptionEncoder(config.text_encoder, device=trainer.device)
         self.text_folder, self.text_dim, self.text_label = encoder.folder, encoder.dim, encoder.label
-        captions = {store.item(i)["caption"] for store in (self.store, self.valid_store) for i in captioned_ids(store)}
+        # the frozen encoder runs once, here, on every distinct caption (then it is let go); streaming keeps it and
+        # encodes each batch's captions as they come (only the validation captions are kept)
+        self.encoder = encoder if data.stream else None
+        stores = [s for s in (None if data.stream else self.store, self.valid_store) if s is not None]
+        captions = {store.item(i)["caption"] for store in stores for i in captioned_ids(store)}
+        if data.stream and self.valid_store is None:
+            captions = {i["caption"] for i in self._first_items()}
         self.captions = {caption: encoder([caption])[0][0].cpu() for caption in sorted(captions)}  # -> [L, d]
-        self.space = self.store.index.get("model")
+        self.space = (self.store.settings if data.stream else self.store.index).get("model")
         self._valid: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------- model and data
@@ -130,11 +144,28 @@ class TTARecipe(Recipe):
     def _dataset(self, store: TensorStore, ids: list[str]) -> StoreDataset:
         return StoreDataset(store, ids, normalize=False, crop_frames=self.window, fields=("caption",))
 
+    def _first_items(self) -> list[dict[str, Any]]:
+        """Streaming without ``valid_latents``: the first captioned items of the first shard validate."""
+        chosen = [i for i in self.store.items(self.store.shards[0]) if _captioned(i)]
+        return chosen[: self.config.data.valid_items]
+
     def train_dataset(self):
+        if self.config.data.stream:
+            return StoreStreamItems(self.store, fields=("caption",), crop_frames=self.window), self.collate
         return self._dataset(self.store, self.ids), self.collate
+
+    def batch_sampler(self, dataset):
+        if not self.config.data.stream:
+            return None
+        dist = self.trainer.dist
+        return StoreBatches(self.store, _captioned, 10**12, max_batch_size=self.trainer.batch_per_rank,
+                            seed=self.config.train.seed, rank=dist.rank, world_size=dist.world_size)
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch = collate_tensors(items)
+        if any(item["caption"] not in self.captions for item in items):  # streaming: encoded at the step
+            batch["captions"] = [item["caption"] for item in items]
+            return batch
         hidden = [self.captions[item["caption"]] for item in items]
         width = max(h.shape[0] for h in hidden)
         batch["hidden"] = torch.zeros(len(items), width, hidden[0].shape[-1])
@@ -145,6 +176,10 @@ class TTARecipe(Recipe):
         return batch
 
     def _inputs(self, model: TTAModel, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        if "hidden" not in batch:
+            with torch.no_grad():
+                hidden, mask = self.encoder(batch["captions"])
+            batch = {**batch, "hidden": hidden, "text_mask": mask}
         latents = self.trainer.to_device(batch["tensor"])
         lengths = batch["frames"].to(latents.device)
         valid = torch.arange(latents.shape[-1], device=latents.device)[None] < lengths[:, None]
@@ -168,6 +203,12 @@ class TTARecipe(Recipe):
     # ---------------------------------------------------------------- validation and export
     def _valid_batch(self) -> dict[str, Any]:
         if self._valid is None:
+            if self.valid_store is None:  # streaming: the first captioned items of the first shard
+                chosen = self._first_items()
+                items = StoreStreamItems(self.store, fields=("caption",), crop_frames=self.window,
+                                         items={(i["shard"], i["id"]): i for i in chosen})
+                self._valid = self.collate([items[(i["shard"], i["id"], n)] for n, i in enumerate(chosen)])
+                return self._valid
             ids = captioned_ids(self.valid_store)[: self.config.data.valid_items]
             dataset = self._dataset(self.valid_store, ids)  # crops drawn from each index's fixed seed
             self._valid = self.collate([dataset[i] for i in range(len(dataset))])
@@ -187,5 +228,6 @@ class TTARecipe(Recipe):
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         extra = {**self.store.space_info, "space": str(self.space or ""),
                  "latents": str(Path(self.config.data.latents).resolve()), "text_encoder_label": self.text_label,
-                 "captions": len(self.captions), "train_items": len(self.ids)}
+                 "captions": None if self.config.data.stream else len(self.captions),
+                 "train_items": None if self.config.data.stream else len(self.ids)}
         return "tta", dataclasses.asdict(model.config), extra

@@ -168,8 +168,8 @@ def _length(batches: Any) -> int | None:
 
 
 def _throughput(perf: dict[str, float]) -> dict[str, float]:
-    """Per-rank rates since the last log: items and frames per second of wall-clock, the fraction of it spent
-    waiting for data, and seconds per step (``frames``: audio samples or latent frames, as batches count them)."""
+    """Per-rank rates since the last log: items and frames per second of wall-clock and the fraction of it spent
+    waiting for data (``frames``: audio samples or latent frames, as batches count them)."""
     total = max(perf["wait"] + perf["busy"], 1e-9)
     out = {"items_per_s": perf["items"] / total, "data_wait_fraction": perf["wait"] / total}
     if perf["frames"]:
@@ -270,7 +270,8 @@ class Trainer:
         torch.manual_seed(self.train_cfg.seed + 1000 * (self.dist.rank + 1))  # per-rank training randomness
         random.seed(self.train_cfg.seed + self.dist.rank)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, wandb=self.train_cfg.wandb,
-                                project=self.train_cfg.wandb_project, config=_flat_config(config))
+                                project=self.train_cfg.wandb_project,
+                                config=_flat_config(config) if self.train_cfg.wandb else None)
         #: wall-clock seconds spent in training steps over the whole run (resumes add to it; validation and
         #: checkpoints excluded), saved in every checkpoint's ``training.train_seconds``
         self.train_seconds = 0.0

@@ -234,25 +234,35 @@ def test_long_text_chunks_and_the_batch_list(trained, demo_corpus, tmp_path, cap
     assert "row 1 lacks prompt_text, output" in capsys.readouterr().err
 
 
-def test_cross_sentence_protocol_generates_and_scores_each_pair(trained, demo_corpus, tiny_whisper, tmp_path, capsys):
-    """`semlat eval cross-sentence` on an F5-style .lst over a LibriSpeech-shaped tree: one generated file per
-    pair (the target's real duration with --truth-duration), Whisper WER against the target text, a resume
-    that regenerates nothing, and one-line errors for a bad line or missing audio."""
+def _librispeech_tree(manifest, root, count):
+    """The first ``count`` demo utterances as a LibriSpeech-shaped tree (``1089/134686/1089-134686-000i.flac``);
+    returns ``[(utterance id, text)]``."""
     import soundfile as sf
 
     from semlat.audio.io import load_audio
-    from semlat.data.manifest import Manifest
 
-    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
-    root = tmp_path / "test-clean"
     ids = []
-    for i in range(2):
+    for i in range(count):
         utt = f"1089-134686-{i:04d}"
         path = root / "1089" / "134686" / f"{utt}.flac"
         path.parent.mkdir(parents=True, exist_ok=True)
         audio, rate = load_audio(manifest.audio_path(i))
         sf.write(str(path), audio[0].numpy(), rate)
         ids.append((utt, manifest[i].text))
+    return ids
+
+
+def test_cross_sentence_protocol_generates_and_scores_each_pair(trained, demo_corpus, tiny_whisper, tmp_path, capsys):
+    """`semlat eval cross-sentence` on an F5-style .lst over a LibriSpeech-shaped tree: one generated file per
+    pair (the target's real duration with --truth-duration), Whisper WER against the target text, a resume
+    that regenerates nothing, and one-line errors for a bad line or missing audio."""
+    import soundfile as sf
+
+    from semlat.data.manifest import Manifest
+
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    root = tmp_path / "test-clean"
+    ids = _librispeech_tree(manifest, root, 2)
     lst = tmp_path / "cross.lst"
     lst.write_text("".join(f"{ids[i][0]}\t2.0\t{ids[i][1]}\t{ids[1 - i][0]}\t0.75\t{ids[1 - i][1]}\n" for i in (0, 1)))
     out = tmp_path / "eval"
@@ -391,22 +401,12 @@ def _cross_sentence_rank(rank, world, trained, lst, root, out, judge):
 def test_cross_sentence_shards_over_ranks_and_merges_the_same_scores(trained, demo_corpus, tiny_whisper, tmp_path):
     """Two ranks (as torchrun starts them) each generate and score every other pair; rank 0's merged report
     equals one process's, pair for pair."""
-    import soundfile as sf
-
-    from semlat.audio.io import load_audio
     from semlat.data.manifest import Manifest
     from semlat.experiments.cross_sentence import run_cross_sentence
 
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     root = tmp_path / "test-clean"
-    ids = []
-    for i in range(3):
-        utt = f"1089-134686-{i:04d}"
-        path = root / "1089" / "134686" / f"{utt}.flac"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        audio, rate = load_audio(manifest.audio_path(i))
-        sf.write(str(path), audio[0].numpy(), rate)
-        ids.append((utt, manifest[i].text))
+    ids = _librispeech_tree(manifest, root, 3)
     lst = tmp_path / "cross.lst"
     lst.write_text("".join(f"{ids[i][0]}\t2.0\t{ids[i][1]}\t{ids[(i + 1) % 3][0]}\t0.75\t{ids[(i + 1) % 3][1]}\n"
                            for i in range(3)))

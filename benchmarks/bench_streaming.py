@@ -167,7 +167,7 @@ def throughput(corpus: str, seconds: float) -> None:
         items += 1
     file_rate = items / (time.monotonic() - started)
     print(f"semantic_vae/paper: {segment:g} s crops at {rate} Hz, batch {batch}")
-    print(f"| loader (1 process, 1 thread) | crops/s | audio s/s | batches/s |")
+    print("| loader (1 process, 1 thread) | crops/s | audio s/s | batches/s |")
     print("|---|---|---|---|")
     for name, r in (("shards (Lhotse Shar, FLAC in tar)", stream_rate), ("manifest (files on disk)", file_rate)):
         print(f"| {name} | {r:.0f} | {r * segment:.0f} | {r / batch:.2f} |")

@@ -4,6 +4,7 @@
     python benchmarks/bench_tts.py rtf --experiment DEMO/tts [--seconds 10] [--nfe 32] [--precision both]
     python benchmarks/bench_tts.py rtf-size [--size small] [--seconds 10] [--nfe 32]
     python benchmarks/bench_tts.py gemm [--threads 2]
+    python benchmarks/bench_tts.py ar [--seconds 10] [--nfe 32] [--head-steps 4,8,16]
 
 Everything runs in ``torch.inference_mode()``, fp32, ``--threads`` threads (default 2), each measurement in a
 fresh process (peak RSS), medians of ``--repeats`` after one warm-up.
@@ -28,6 +29,12 @@ seconds generated; with ``--precision both`` (default) each setting also with th
 ``gemm``: the product behind the DiT's linear layers (1876 x 1024 -> 2048, the CFG batch's rows of one F5 v1
 Base projection) in GFLOP/s, through semlat's prepacked oneDNN :class:`~semlat.nn.linear.Linear` and through
 PyTorch's default ``nn.Linear``: why the DiT step is faster on one CPU than on another.
+
+``ar``: the autoregressive TTS against the DiT at the shipped tiny sizes (``ar_tts/tiny_*`` and ``tts/tiny_*``,
+random weights, the sampler only, no decoding), on the 40 Hz waveform-VAE latents and the 5.4 Hz DC-VAE latents:
+one KV-cached step of the transformer (CFG batch of 2, after a 3 s prompt and its text), the head's sampling of
+one patch at each of ``--head-steps``, and ``--seconds`` of speech after the prompt (the stop classifier held
+off, so every run makes the same frames) against the DiT's whole sampler at ``--nfe`` and at NFE 16.
 
 ``rtf-size``: the same frame rates (93.75 Hz F5 mel, 40 Hz waveform VAE, 5.4 Hz DC-VAE with ``frame_split``
 4) at an equal, larger DiT (``--size``, random weights, DiT steps only): how the sampler's cost scales with
@@ -204,6 +211,84 @@ def _batch(experiment: str, name: str, nfe: int, rows: int, batch: int, threads:
     return {"seconds": seconds, "generated": generated, "rows": len(chosen)}
 
 
+#: ``ar``: latent kinds (label, frame rate, latent size, DiT recipe, AR recipe)
+AR_KINDS = (("wave VAE", 40.0, 16, "tts/tiny_wave_vae", "ar_tts/tiny_wave_vae"),
+            ("DC-VAE", 22050 / 256 / 16, 80, "tts/tiny_mel_dcae", "ar_tts/tiny_mel_dcae"))
+
+
+def _recipe_model(name: str) -> dict:
+    from semlat.config import read_yaml
+    from semlat.configs import builtin_config
+
+    data = read_yaml(builtin_config(name))
+    return {"model": dict(data.get("model", {})), "frame_split": int(data.get("frame_split", 1))}
+
+
+def _ar_speed(rate: float, latent_dim: int, dit_recipe: str, ar_recipe: str, seconds: float, nfes: list[int],
+              head_steps: list[int], threads: int, repeats: int) -> dict:
+    from semlat.generation.ar_tts import ARTTSConfig, ARTTSModel, KVCache
+    from semlat.generation.tts import TTSConfig, TTSModel
+
+    torch.set_num_threads(threads)
+    vocab = [" ", *"abcdefghijklmnopqrstuvwxyz"]
+    prompt_frames, frames = round(3.0 * rate), round(seconds * rate)
+    text = torch.randint(1, len(vocab), (1, round(14 * (3.0 + seconds))))  # ~14 phoneme tokens a second
+    out: dict = {"frames": frames}
+    with torch.inference_mode():
+        ar = ARTTSModel(ARTTSConfig(**_recipe_model(ar_recipe)["model"], vocab=vocab, latent_dim=latent_dim,
+                                    frame_rate=rate)).eval()
+        _randomize(ar)
+        ar.stop.bias.copy_(torch.tensor([30.0] + [-30.0] * ar.config.patch))  # never stops: the same frames each run
+        out["ar_params"] = sum(p.numel() for p in ar.parameters())
+        prompt = torch.randn(1, prompt_frames, latent_dim)
+        h_text, valid = ar.embed_text(text.expand(2, -1))
+        context = ar.patches(prompt).expand(2, -1, -1)
+        h = torch.cat([h_text, ar.bos.expand(2, 1, -1), ar.audio_in(context)], dim=1)
+        full_valid = torch.cat([valid, torch.ones(2, h.shape[1] - valid.shape[1], dtype=torch.bool)], dim=1)
+
+        def cached_step():
+            cache = KVCache(ar.config.depth)
+            ar.run(h, full_valid, text.shape[1], cache)
+            step = ar.audio_in(torch.randn(2, 1, ar.config.patch * latent_dim))
+            started = time.perf_counter()
+            ar.run(step, torch.ones(2, 1, dtype=torch.bool), text.shape[1], cache)
+            return time.perf_counter() - started
+
+        cached_step()
+        out["cached_step"] = sorted(cached_step() for _ in range(max(5, repeats)))[max(5, repeats) // 2]
+        z = torch.randn(2, ar.config.dim)
+        from semlat.sampling import guide, time_grid
+        from semlat.sampling import sample as flow_sample
+
+        out["head"] = {}
+        for steps in head_steps:
+            grid = time_grid(steps)
+            x = torch.randn(1, ar.config.patch * latent_dim)
+
+            def head(grid=grid, x=x):
+                return flow_sample(lambda x_t, t: guide(*ar.head(x_t.expand(2, -1), t.expand(2), z).chunk(2), 3.0),
+                                   x, grid)
+
+            out["head"][steps] = median_seconds(head, repeats=max(5, repeats), warmup=1)
+        out["ar_total"] = {}
+        for steps in head_steps:
+            out["ar_total"][steps] = median_seconds(
+                lambda steps=steps: ar.generate(prompt, text, max_frames=frames, steps=steps, guidance=3.0, seed=0),
+                repeats=repeats, warmup=0)
+        spec = _recipe_model(dit_recipe)
+        split = spec["frame_split"]
+        dit = TTSModel(TTSConfig(arch={k: v for k, v in spec["model"].items()}, vocab=vocab, latent_dim=latent_dim,
+                                 frame_rate=rate, frame_split=split, max_frames=65536)).eval()
+        _randomize(dit)
+        out["dit_params"] = sum(p.numel() for p in dit.parameters())
+        out["dit_total"] = {}
+        for nfe in nfes:
+            out["dit_total"][nfe] = median_seconds(
+                lambda nfe=nfe: dit.generate(prompt, text, torch.tensor([prompt_frames + frames]), steps=nfe,
+                                             guidance=3.0, seed=0), repeats=repeats, warmup=0)
+    return out
+
+
 def _gemm(threads: int, repeats: int, rows: int = 1876, inner: int = 1024, outer: int = 2048) -> dict[str, float]:
     from semlat.nn.linear import Linear, onednn_linear_enabled
 
@@ -224,7 +309,8 @@ def _gemm(threads: int, repeats: int, rows: int = 1876, inner: int = 1024, outer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size", "gemm", "batch"))
+    parser.add_argument("op", choices=("dit-step", "rtf", "rtf-size", "gemm", "batch", "ar"))
+    parser.add_argument("--head-steps", default="4,8,16", help="ar: the head's sampler steps to time")
     parser.add_argument("--rows", type=int, default=16, help="batch: rows of the test set to speak")
     parser.add_argument("--batches", default="1,4,8", help="batch: --batch values to compare")
     parser.add_argument("--size", choices=tuple(SIZES), default=None, help="dit-step: base; rtf-size: small")
@@ -272,6 +358,26 @@ def main() -> None:
                              f"{r['seconds'] / r['generated']:.3f}", f"{base / r['seconds']:.2f}x"))
         print(f"semlat tts --list of the experiment's cross-sentence rows, NFE {args.nfe}, whole pipeline")
         print_table(["space", "--batch", "rows", "generated", "time", "RTF", "speed-up"], rows)
+    elif args.op == "ar":
+        head_steps = [int(v) for v in args.head_steps.split(",")]
+        nfes = sorted({16, args.nfe})
+        rows, parts = [], []
+        for label, rate, dim, dit_recipe, ar_recipe in AR_KINDS:
+            r = run_in_subprocess(_ar_speed, rate, dim, dit_recipe, ar_recipe, args.seconds, nfes, head_steps,
+                                  args.threads, args.repeats)
+            parts.append((label, f"{rate:.4g} Hz", f"{r['cached_step'] * 1e3:.2f} ms",
+                          ", ".join(f"{s}: {r['head'][s] * 1e3:.2f} ms" for s in head_steps)))
+            for steps in head_steps:
+                t = r["ar_total"][steps]
+                rows.append((label, f"AR ({r['ar_params'] / 1e6:.2f} M)", f"{steps} head steps", r["frames"],
+                             f"{t:.2f} s", f"{t / args.seconds:.3f}"))
+            for nfe in nfes:
+                t = r["dit_total"][nfe]
+                rows.append((label, f"DiT ({r['dit_params'] / 1e6:.2f} M)", f"NFE {nfe}", r["frames"], f"{t:.2f} s",
+                             f"{t / args.seconds:.3f}"))
+        print(f"tiny configs, random weights, {args.seconds:g} s after a 3 s prompt, CFG, sampler only (no decoding)")
+        print_table(["latent", "rate", "KV-cached step (batch 2)", "head, one patch"], parts)
+        print_table(["latent", "model", "steps", "frames", "time", "RTF"], rows)
     elif args.op == "rtf-size":
         size = args.size or "small"
         rows = []

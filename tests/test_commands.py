@@ -191,17 +191,21 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     from semlat.experiments import phonetic_teacher
 
+    from semlat.experiments import tts_convergence
+
     monkeypatch.setattr(phonetic_teacher, "TEACHER_MINUTES", 0.3)
+    monkeypatch.setattr(tts_convergence, "NFE_SWEEP", (4,))  # (the sweep's code is the same for every NFE)
     out = tmp_path / "demo"
     argv = ["demo", "--corpus-minutes", "0.5", "--teacher-steps", "3", "--train-steps", "3", "--judge-steps", "3",
-            "--tts-steps", "2", "--tts-eval-every", "1", "--tts-experiment", "--phonetic-teacher", "train.valid_every=2",
-            "train.checkpoint_every=2", "train.num_workers=0", "data.batch_size=2", "train.progress=false"]
+            "--tts-steps", "2", "--tts-eval-every", "1", "--tts-experiment", "--phonetic-teacher", "--ar-experiment",
+            "--ar-minutes", "0.02", "train.valid_every=2", "train.checkpoint_every=2", "train.num_workers=0",
+            "data.batch_size=2", "train.progress=false"]
     monkeypatch.chdir(tmp_path)  # a relative --out, as users type it: every listing must still find its audio
     code = main([argv[0], "--out", "demo", *argv[1:]])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["throughput"]) == {"teacher", "vanilla", "semantic", "dc_vae", "judge", "phonetic_teacher",
-                                         "semantic_ctc"}
+                                         "semantic_ctc", "dc_vae_no_sigma", "dc_vae_no_dispersive"}
     assert all(stage["steps"] == 3 for stage in report["throughput"].values())  # step budgets, not time
     assert all(stage["expected_steps_per_second"] > 0 for stage in report["throughput"].values())
     vanilla, semantic, dc_vae, semantic_ctc = report["models"]
@@ -256,18 +260,33 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     assert samples and all(Path(row["audio"]).is_file() and Path(row["real_audio"]).is_file() for row in samples)
     assert all(row["transcript"] is not None and row["per"] is not None for row in samples)
     assert f"]({Path(samples[0]['audio']).resolve().relative_to(out.resolve()).as_posix()})" in text
+    # --ar-experiment: two DC-VAE ablations, then six arms for the same minutes, judged with streamed decoding
+    ar = report["ar"]
+    assert list(ar["final"]) == ["dit_dc_vae", "ar_dc_vae", "dit_vanilla", "ar_vanilla", "ar_dc_vae_no_sigma",
+                                 "ar_dc_vae_no_dispersive"]
+    assert all(p["per"] >= 0 and p["first_audio_seconds"] > 0 and p["real_time_factor"] > 0
+               for p in ar["final"].values())
+    assert "stopped" in ar["final"]["ar_vanilla"] and "stopped" not in ar["final"]["dit_vanilla"]
+    assert all(space["parameters"] > 0 for space in ar["spaces"].values())
+    assert "noise_max_std: 0" in (out / "runs" / "dc_vae_no_sigma" / "config.yaml").read_text()
+    assert "dispersive: 0" in (out / "runs" / "dc_vae_no_dispersive" / "config.yaml").read_text()
+    table = (out / "ar" / "ar_experiment.md").read_text()
+    assert "| ar_dc_vae | `ar_tts/tiny_mel_dcae` |" in table and "What it shows: ar_dc_vae" in table
+    assert "## Autoregressive TTS on continuous latents" in text
     printed = capsys.readouterr().out
     assert "report.md" in printed and "clean test audio: PER" in printed and "tts on dc_vae" in printed
+    assert "autoregressive TTS: ar_dc_vae" in printed
     assert "expected 8.9 steps/s on an idle 2-core machine" in printed and "3 steps in" in printed
 
     # the same command and seed again (same corpus), without --tts-experiment (the default demo: the mel arm
     # only): the same step counts and figures, to float noise
     again = tmp_path / "again"
     shutil.copytree(out / "corpus", again / "corpus")
-    rerun = [a for a in argv[1:] if a not in ("--tts-experiment", "--phonetic-teacher")]
+    rerun = [a for a in argv[1:] if a not in ("--tts-experiment", "--phonetic-teacher", "--ar-experiment",
+                                              "--ar-minutes", "0.02")]
     assert main([argv[0], "--out", str(again), *rerun]) == 0
     second = json.loads((again / "report.json").read_text())
-    assert second["phonetic_teacher"] is None
+    assert second["phonetic_teacher"] is None and second["ar"] is None
     for a, b in zip(report["models"][:3], second["models"], strict=True):
         assert a["steps"] == b["steps"] == 3
         for key in ("mel_distance", "stoi", "per", "speaker_probe", "fd"):

@@ -89,7 +89,7 @@ def test_render_reports_points_intervals_and_the_sweep():
     result["bf16"] = {"mel": {"per": 0.51, "per_ci": [0.46, 0.56], "sim": 0.61}}
     text = render(result)
     assert "| mel | 50.0 % | 51.0 % [46.0, 56.0] | 0.600 | 0.610 |" in text  # bf16 beside the final fp32 point
-    assert ("| mel | `tts/tiny_mel conditioning=durations` | 80 × 86.13 Hz | 3.00 | 1000 | 10.0 | "
+    assert ("| mel | `tts/tiny_mel conditioning=durations` | 80 × 86.13 Hz | – | 3.00 | 1000 | 10.0 | "
             "50.0 % [45.0, 55.0] | 0.600 |") in text
     assert "| mel | **32** | 50.0 % | – | 1.500 |" in text and "| mel | 4 | 90.0 % |" in text
     assert "1 target(s) prompted by themselves" in text and "- vanilla: not reached" in text

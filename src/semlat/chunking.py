@@ -114,3 +114,84 @@ def _crossfade(pieces: list[torch.Tensor], starts: list[int], hop: int, frames: 
         written = a + piece.shape[-1]
     return out
 
+
+
+class ChunkStream:
+    """:func:`run_chunked` over a source that grows (streaming: latents as a generator makes them).
+
+    :meth:`push` appends elements along the last axis and returns the output that became final (possibly
+    empty); :meth:`finish` returns the rest. Window ``i`` runs as soon as its right context is there; its
+    crossfaded overlap (``overlap`` frames) is held back until window ``i + 1`` is blended into it. Windows,
+    inputs, seeds and crossfades are :func:`run_chunked`'s, and a source that ends no longer than ``chunk + 2 *
+    context`` frames runs in one call at :meth:`finish`, as there; so the concatenated outputs equal
+    ``run_chunked`` over the whole source (same arguments) exactly.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], *, chunk: int, context: int, in_hop: int = 1,
+                 out_hop: int = 1, overlap: int = 0, seed: int | None = None, **options: Any):
+        self.fn, self.in_hop, self.out_hop, self.seed, self.options = fn, in_hop, out_hop, seed, options
+        self.chunk, self.context, self.overlap = max(1, int(chunk)), max(0, int(context)), max(0, int(overlap))
+        self.source: torch.Tensor | None = None
+        self.index = 0  # the next window
+        self.pending: torch.Tensor | None = None  # the last window's overlap, waiting for the next window
+        self.windowed = False
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.source is None else self.source.shape[-1] // self.in_hop
+
+    def push(self, piece: torch.Tensor) -> torch.Tensor | None:
+        """Append ``piece [..., n]``; returns the output that is final now, or None."""
+        self.source = piece if self.source is None else torch.cat([self.source, piece], dim=-1)
+        out = []
+        while True:
+            start = self.index * self.chunk
+            right = start + self.chunk + self.overlap + self.context
+            if not self.windowed and self.frames <= self.chunk + 2 * self.context:
+                break  # run_chunked would still make this one call
+            if self.frames < right:
+                break
+            self.windowed = True
+            out.append(self._window(start, start + self.chunk, start + self.chunk + self.overlap, right * self.in_hop))
+        return torch.cat(out, dim=-1) if out else None
+
+    def finish(self) -> torch.Tensor | None:
+        """The rest of the output, once the source is complete (None for an empty source)."""
+        if self.source is None:
+            return None
+        frames = self.frames
+        if not self.windowed:
+            self.windowed = True
+            return _call(self.fn, self.source, self.seed, 0, self.options)
+        out = []
+        for start in range(self.index * self.chunk, frames, self.chunk):
+            stop = min(frames, start + self.chunk)
+            keep_stop = min(frames, stop + self.overlap)
+            right = min(frames, keep_stop + self.context)
+            end = self.source.shape[-1] if right >= frames else right * self.in_hop
+            out.append(self._window(start, stop, keep_stop, end, last=stop >= frames))
+        if self.pending is not None:
+            out.append(self.pending)
+            self.pending = None
+        return torch.cat(out, dim=-1) if out else None
+
+    def _window(self, start: int, stop: int, keep_stop: int, end: int, last: bool = False) -> torch.Tensor:
+        """Run window ``self.index`` (frames ``[start, keep_stop)`` kept) and return what is final of it."""
+        left = max(0, start - self.context)
+        result = _call(self.fn, self.source[..., left * self.in_hop:end], self.seed, self.index, self.options)
+        piece = result[..., (start - left) * self.out_hop:(keep_stop - left) * self.out_hop]
+        if piece.shape[-1] != (keep_stop - start) * self.out_hop:
+            raise RuntimeError(f"window from frame {left} gave {result.shape[-1]} output elements, too few for frames "
+                               f"[{start}, {keep_stop}): the function's receptive field is wider than the context")
+        self.index += 1
+        if self.pending is not None:
+            shared = min(self.pending.shape[-1], piece.shape[-1])
+            ramp = torch.linspace(0.0, 1.0, shared + 2, dtype=piece.dtype, device=piece.device)[1:-1]
+            blended = self.pending[..., :shared] * (1 - ramp) + piece[..., :shared] * ramp
+            piece = torch.cat([blended, piece[..., shared:]], dim=-1)
+            self.pending = None
+        own = (stop - start) * self.out_hop
+        if not last and piece.shape[-1] > own:
+            self.pending = piece[..., own:]
+            piece = piece[..., :own]
+        return piece

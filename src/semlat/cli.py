@@ -6,6 +6,7 @@ Every subcommand turns a :class:`~semlat.errors.SemlatError` into one line on st
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -530,12 +531,19 @@ def reconstruct_(model, source, out, split, device, precision, chunk_seconds, co
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="bf16: the DiT's weights in bf16 (faster on CPUs with AVX-512 BF16 or AMX, and on GPUs).")
+@click.option("--stream", is_flag=True,
+              help="Write the audio while it is generated (decoded in --stream-seconds windows; OUT '-': raw "
+                   "16-bit PCM on stdout). Reports the first-audio latency.")
+@click.option("--stream-seconds", type=POSITIVE, default=1.0, show_default=True,
+              help="The streaming decoder's window.")
 def tts(model, out, text, prompt, prompt_text, listing, batch, steps, guidance, nfe, cfg, sway, speed, seconds, seed,
-        method, space, duration_model, device, precision) -> None:
+        method, space, duration_model, device, precision, stream, stream_seconds) -> None:
     """Zero-shot TTS: say --text in the voice of --prompt with the TTS model MODEL; write OUT (.wav/.flac).
 
-    Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths relative
-    to the list). Long text is generated in sentence chunks joined with cross-fades.
+    MODEL is a flow-matching DiT (semlat train tts/...) or an autoregressive model (semlat train ar_tts/...;
+    --steps are then its head's steps per patch, and it ends the speech itself: --seconds is the most it may
+    say). Batch form: semlat tts MODEL --list items.jsonl (rows: prompt, prompt_text, text, output; paths
+    relative to the list). Long text is generated in sentence chunks joined with cross-fades.
     """
     from semlat.generation.synthesis import synthesize_list, synthesize_to_file
     from semlat.models import load
@@ -546,6 +554,8 @@ def tts(model, out, text, prompt, prompt_text, listing, batch, steps, guidance, 
     if listing is not None:
         if out or text or prompt or prompt_text:
             raise click.UsageError("--list replaces OUT, --text, --prompt and --prompt-text")
+        if stream:
+            raise click.UsageError("--stream writes one OUT; it does not take --list")
         loaded = load(model, device, precision, expect="tts", space=space, duration=duration_model)
         written = synthesize_list(loaded, listing, seed=seed, batch=batch, **options)
         click.echo(f"wrote {len(written)} file(s) ({loaded.space.output_rate} Hz)")
@@ -555,8 +565,14 @@ def tts(model, out, text, prompt, prompt_text, listing, batch, steps, guidance, 
     if batch != 1:
         raise click.UsageError("--batch needs --list")
     loaded = load(model, device, precision, expect="tts", space=space, duration=duration_model)
-    path = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed, **options)
-    click.echo(f"wrote {path} ({loaded.space.output_rate} Hz)")
+    path, report = synthesize_to_file(loaded, out, text=text, prompt=prompt, prompt_text=prompt_text, seed=seed,
+                                      stream=stream_seconds if stream else None, **options)
+    echo = functools.partial(click.echo, err=str(out) == "-")
+    echo(f"wrote {path} ({loaded.space.output_rate} Hz, {report.audio_seconds:.2f} s): first audio after "
+         f"{report.first_audio_seconds:.2f} s, real-time factor {report.real_time_factor:.3f}")
+    if any(stopped is False for stopped in report.stopped):
+        echo("note: the model did not end its speech (no stop) within the length limit; the audio was cut there "
+             "(give --seconds for a longer limit)")
 
 
 @cli.command("tta")
@@ -864,9 +880,15 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
               help="Add semantic_ctc: the semantic VAE aligned to a SUPERVISED phonetic teacher (a CTC recognizer "
                    "trained on other voices and sentences than the judge's), and the phoneme probes on unseen "
                    "speakers against the vanilla VAE (about 11 more minutes on 2 cores).")
+@click.option("--ar-experiment", is_flag=True,
+              help="Add the autoregressive-TTS comparison: AR vs the F5 DiT on DC-VAE and waveform-VAE latents, and AR "
+                   "TTS on DC-VAEs without the sigma-VAE noise or the dispersive loss (2 more DC-VAEs, then 6 TTS arms "
+                   "of --ar-minutes each, judged with streamed decoding).")
+@click.option("--ar-minutes", type=POSITIVE, default=None, help="Training minutes of each AR-experiment arm [default: 8].")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
-         tts_steps, tts_eval_every, tts_experiment, events, phonetic_teacher, overrides) -> None:
+         tts_steps, tts_eval_every, tts_experiment, events, phonetic_teacher, ar_experiment, ar_minutes,
+         overrides) -> None:
     """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
     Budgets are steps, so the same command gives the same models on any machine (a time cap makes the
@@ -895,7 +917,8 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
                       judge_steps=judge_steps, teacher_minutes=teacher_minutes, train_minutes=train_minutes,
                       judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
                       tts_nfe_sweep=nfe_sweep, tts_experiment=tts_experiment, events=events,
-                      phonetic_teacher=phonetic_teacher, overrides=tuple(overrides), log=click.echo)
+                      phonetic_teacher=phonetic_teacher, ar_experiment=ar_experiment, ar_minutes=ar_minutes,
+                      overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):
         return "n/a" if value is None else fmt.format(value)
@@ -917,6 +940,8 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
                        f"{show(report['tts']['ground_truth'].get('per'), '{:.1%}')})")
         if report["tts"].get("samples"):
             click.echo(f"listen: {Path(report['tts']['samples'][0]['audio']).parent} (generated test sentences)")
+    if report.get("ar"):
+        click.echo(f"autoregressive TTS: {report['ar']['statement']} ({report['ar']['report']})")
     for warning in report["warnings"]:
         click.echo(f"WARNING: {warning}")
     click.echo(f"report: {Path(out) / 'report.md'}")

@@ -173,6 +173,10 @@ def render_report(report: dict[str, Any]) -> str:
         lines += _tts_section(report["tts"], Path(report["corpus"]).parent)
     if report.get("events"):
         lines += events_section(report["events"])
+    if report.get("ar"):
+        lines += ["## Autoregressive TTS on continuous latents", "",
+                  f"Every arm trained {report['ar']['minutes']:g} minutes. {report['ar']['statement']}.", "",
+                  f"- Full table: `{report['ar']['report']}`", ""]
     lines += ["## Where things are", ""]
     for m in report["models"]:
         folders = m["evaluation"]

@@ -66,7 +66,8 @@ SAMPLE_RATE = 16000
 #: Steps per second of each demo stage on an idle 2-core machine (2 torch threads), measured by a default
 #: `semlat demo` run (the teacher's and judge's include their k-means / feature loading).
 EXPECTED_STEPS_PER_SECOND = {"teacher": 1.75, "vanilla": 8.9, "semantic": 8.5, "dc_vae": 2.8, "judge": 2.7,
-                             "phonetic_teacher": 2.7, "semantic_ctc": 8.5}
+                             "phonetic_teacher": 2.7, "semantic_ctc": 8.5, "dc_vae_no_sigma": 2.8,
+                             "dc_vae_no_dispersive": 2.8}
 #: Default step budgets: about 5 idle minutes per autoencoder (the three compared at equal wall-clock
 #: time, as before budgets were steps), about 4 minutes each for the teacher and the judge.
 DEFAULT_STEPS = {"teacher": 400, "vanilla": 2500, "semantic": 2500, "dc_vae": 900, "judge": 700}
@@ -372,6 +373,35 @@ def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_pat
             "plot": str(out / "tts" / "convergence.png") if eval_every < steps else None}
 
 
+def ar_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_path: Path, judge: str,
+             dc_vae_steps: int, minutes: float, overrides: tuple[str, ...], speed: Throughput, progress: bool,
+             log) -> dict[str, Any]:
+    """``--ar-experiment`` (:mod:`semlat.experiments.ar_comparison`): the DC-VAE ablations (trained for
+    ``dc_vae_steps`` like the DC-VAE), then every arm for ``minutes`` of training, judged once at the end with the
+    audio decoded as it is generated. Resumes like the other stages."""
+    from semlat.experiments.ar_comparison import ARMS, DC_VAE_ABLATIONS, RESULT_NAME, statement
+    from semlat.experiments.tts_convergence import SpaceRun, run_tts_experiment
+    from semlat.generation.synthesis import STREAM_CHUNK_SECONDS
+
+    spaces = {name: path for name, (_, path) in checkpoints.items()}
+    for name, extra in DC_VAE_ABLATIONS.items():
+        spaces[name] = _train("mel_dcae/tiny", out / "runs" / name, name, dc_vae_steps, None, progress,
+                              (*extra, *overrides), speed, manifest_path)[0]
+    arms = [SpaceRun(arm, spaces[space], config=config) for arm, (space, config) in ARMS.items()]
+    steps = 1_000_000  # the minutes end every arm
+    result = run_tts_experiment(out / "ar", arms, manifest_path, asr=judge, steps=steps, eval_every=steps,
+                                nfe_sweep=(), max_minutes=minutes, stream=STREAM_CHUNK_SECONDS,
+                                result_name=RESULT_NAME, threshold=1.0, progress=progress, log=log)
+    rate = next((k for k in ("per", "wer") if k in result["ground_truth"]), "per")
+    said = statement(result, rate)
+    atomic_write_text(out / "ar" / f"{RESULT_NAME}.md", (out / "ar" / f"{RESULT_NAME}.md").read_text()
+                      + f"\nWhat it shows: {said}.\n")
+    final = {point["space"]: point for point in result["points"]}
+    return {"minutes": minutes, "spaces": result["spaces"], "final": final, "ground_truth": result["ground_truth"],
+            "differences": result.get("differences"), "statement": said,
+            "report": str(out / "ar" / f"{RESULT_NAME}.md")}
+
+
 def _samples(folder: Path, arm: str, step: int, count: int = SAMPLES) -> list[dict[str, Any]]:
     """The first ``count`` test sentences of ``arm``'s final checkpoint: the text, the generated file and the real
     one, the judge's transcripts and the per-clip PER and SIM of both."""
@@ -436,8 +466,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
              teacher_minutes: float | None = None, judge_minutes: float | None = None,
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
              tts_nfe_sweep: Sequence[int] = (), tts_experiment: bool = False, events: bool = False,
-             phonetic_teacher: bool = False, overrides: tuple[str, ...] = (),
-             progress: bool = True, log=print) -> dict[str, Any]:
+             phonetic_teacher: bool = False, ar_experiment: bool = False, ar_minutes: float | None = None,
+             overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's
@@ -449,7 +479,9 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     comparison (:func:`events_stage`, about 105 more minutes on 2 idle cores, measured: MAE 9, vocoder flow
     stage 13 and GAN stage 15, the VAE for their time, 36, the comparison about 30). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
     aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 11 more minutes), and the
-    comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`)."""
+    comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`). ``ar_experiment``
+    adds the autoregressive-TTS comparison (:func:`ar_stage`: two more DC-VAEs, then six TTS arms of ``ar_minutes``
+    each, default :data:`~semlat.experiments.ar_comparison.DEFAULT_MINUTES`)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache
@@ -535,6 +567,12 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
         tts = _tts_stage(out, checkpoints, manifest_path, judge, alignments, tts_steps, tts_eval_every or tts_steps,
                          tts_nfe_sweep, tts_experiment, progress, log)
     event_result = events_stage(out, progress=progress) if events else None
+    ar_result = None
+    if ar_experiment:
+        from semlat.experiments.ar_comparison import DEFAULT_MINUTES
+
+        ar_result = ar_stage(out, checkpoints, manifest_path, judge, budgets["dc_vae"], ar_minutes or DEFAULT_MINUTES,
+                             overrides, speed, progress, log)
     runs = [Path(m["evaluation"][kind]) for m in models for kind in ("recon", "latents", "speech")]
     names = [f"{m['name']}" for m in models for _ in range(3)]
     comparison = compare_reports([*runs, out / "eval" / "clean"], [*names, "clean audio"])
@@ -548,7 +586,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
               "speakers": len(manifest.speakers()), "threads": torch.get_num_threads(),
               "clean_per": _figure(clean, "per", "corpus"),
               "teacher_probe": teacher_probe, "models": models,
-              "comparison": comparison, "tts": tts, "events": event_result, "phonetic_teacher": phonetic}
+              "comparison": comparison, "tts": tts, "events": event_result, "phonetic_teacher": phonetic,
+              "ar": ar_result}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.md", render_report(report))
     return report

@@ -40,7 +40,7 @@ from semlat.data.manifest import OPTIONAL_FIELDS, Manifest
 from semlat.data.prepare import AUDIO_EXTENSIONS
 from semlat.data.store import StoreWriter, TensorStore
 from semlat.errors import AudioError, ConfigError, DataError, SemlatError
-from semlat.latent_space import LatentSpace, decode_chunked, encode_chunked, space_info
+from semlat.latent_space import LatentSpace, decode_chunked, decode_stream, encode_chunked, space_info
 from semlat.nn.weight_norm import remove_weight_norm
 from semlat.utils.devices import pick_device
 from semlat.utils.registry import resolve
@@ -127,6 +127,13 @@ class LoadedSpace:
                                    self.overlap_seconds, progress, **options)
         return audio.float()
 
+    def decode_stream(self, chunk_seconds: float = 1.0, **options: Any) -> _DecodeStream:
+        """Incremental decoding (streaming TTS): ``push(latents [B, D, n])`` returns the audio ``[B, 1, m]`` that is
+        final so far (or None), ``finish()`` the rest; windows of ``chunk_seconds`` with this space's context and
+        overlap, so the joined audio equals :meth:`decode` with ``chunk_seconds`` set to the same value."""
+        return _DecodeStream(self, decode_stream(self.space, chunk_seconds, self.context_seconds, self.overlap_seconds,
+                                                 **options))
+
     def save(self, audio: torch.Tensor, path: str | os.PathLike) -> Path:
         """Write decoded audio (``[1, 1, N]``, ``[1, N]`` or ``[N]``) at ``output_rate`` (the suffix picks
         the format)."""
@@ -166,6 +173,24 @@ SPACE_TYPES: Mapping[str, str] = MappingProxyType({
     "dasheng": "semlat.semantic.dasheng:Dasheng",
     "semantic_vocoder": "semlat.autoencoders.semantic_vocoder:SemanticVocoder",
 })
+
+
+class _DecodeStream:
+    """A :class:`~semlat.chunking.ChunkStream` of a loaded space's decode, run in its precision and device."""
+
+    def __init__(self, loaded: LoadedSpace, stream: Any):
+        self.loaded, self.stream = loaded, stream
+
+    def _run(self, call: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+        with self.loaded._running():
+            out = call()
+        return None if out is None else out.float()
+
+    def push(self, latents: torch.Tensor) -> torch.Tensor | None:
+        return self._run(lambda: self.stream.push(latents.to(self.loaded.device)))
+
+    def finish(self) -> torch.Tensor | None:
+        return self._run(self.stream.finish)
 
 
 def load(folder: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32", *,

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from semlat.chunking import frames_for, run_chunked
+from semlat.chunking import ChunkStream, frames_for, run_chunked
 from semlat.errors import ConfigError
 
 #: decode options every latent space accepts (deterministic ones ignore them)
@@ -124,6 +124,18 @@ def decode_chunked(space: LatentSpace, latents: torch.Tensor, chunk_seconds: flo
                        context=frames_for(context_seconds, space.frame_rate), in_hop=1, out_hop=output_hop(space),
                        overlap=frames_for(overlap_seconds, space.frame_rate), seed=seed, progress=progress,
                        **options)
+
+
+def decode_stream(space: LatentSpace, chunk_seconds: float = 1.0, context_seconds: float = 2.0,
+                  overlap_seconds: float = 0.0, **options: Any) -> ChunkStream:
+    """:func:`decode_chunked` for latents that arrive a few frames at a time: a
+    :class:`~semlat.chunking.ChunkStream` whose ``push(latents [B, D, n])`` returns the audio ``[B, 1, m]`` that
+    is final so far (or None) and ``finish()`` the rest; joined, they equal :func:`decode_chunked` of the whole
+    latents with the same seconds."""
+    seed = options.pop("seed", None)
+    return ChunkStream(space.decode, chunk=frames_for(chunk_seconds, space.frame_rate),
+                       context=frames_for(context_seconds, space.frame_rate), in_hop=1, out_hop=output_hop(space),
+                       overlap=frames_for(overlap_seconds, space.frame_rate), seed=seed, **options)
 
 
 class OneRateSpace:

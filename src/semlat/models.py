@@ -28,6 +28,7 @@ MODEL_TYPES: Mapping[str, str] = MappingProxyType({
     **SPACE_TYPES,
     "ctc_judge": "semlat.evaluation.ctc_judge:CTCJudgeModel",
     "tts": "semlat.generation.tts:TTSModel",
+    "ar_tts": "semlat.generation.ar_tts:ARTTSModel",
     "tta": "semlat.generation.tta:TTAModel",
     "duration": "semlat.generation.duration:DurationPredictor",
 })
@@ -66,11 +67,16 @@ def load_model(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
 #: what ``load(..., expect=...)`` asks for: ``(what it is called, how to make one)``
 EXPECTED = {
     "space": ("a latent space", "train an autoencoder with `semlat train ...` or import a release with `semlat import`"),
-    "tts": ("a TTS model", "train one with `semlat train tts/...`"),
+    "tts": ("a TTS model", "train one with `semlat train tts/...` or `semlat train ar_tts/...`"),
+    "ar_tts": ("an autoregressive TTS model", "train one with `semlat train ar_tts/...`"),
     "tta": ("a text-to-audio model", "train one with `semlat train tta/...`"),
     "ctc_judge": ("a CTC judge", "make one with `semlat judge train`"),
     "duration": ("a duration model", "train one with `semlat train duration/...`"),
 }
+
+
+#: the model types each ``expect`` admits (others: the type of that name alone)
+EXPECTED_TYPES: Mapping[str, Any] = MappingProxyType({"space": SPACE_TYPES, "tts": ("tts", "ar_tts")})
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "auto", precision: str = "fp32", *,
@@ -83,7 +89,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
     ========================================== =====================================================
     a latent space (``inference.SPACE_TYPES``)  :class:`~semlat.inference.LoadedSpace` (``precision``;
                                                 ``chunk_seconds``, ``context_seconds``, ``overlap_seconds``)
-    ``tts``                                     :class:`~semlat.generation.synthesis.LoadedTTS` (``space``,
+    ``tts``, ``ar_tts``                         :class:`~semlat.generation.synthesis.LoadedTTS` (``space``,
                                                 ``duration``; ``precision`` fp32 or bf16)
     ``tta``                                     :class:`~semlat.generation.captioned.LoadedTTA` (``space``,
                                                 ``text_encoder``)
@@ -100,9 +106,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
     if expect is not None and folder.is_dir() and not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
     model_type = read_model_meta(folder)["model_type"]  # a missing path: "no such model folder"
-    if expect is not None and model_type not in (SPACE_TYPES if expect == "space" else (expect,)):
+    if expect is not None and model_type not in EXPECTED_TYPES.get(expect, (expect,)):
         raise CheckpointError(f"{folder}: a {model_type} model, not {what} ({hint})")
-    allowed = {"tts": {"space", "duration"}, "tta": {"space", "text_encoder"}, "ctc_judge": set()}.get(
+    allowed = {"tts": {"space", "duration"}, "ar_tts": {"space", "duration"}, "tta": {"space", "text_encoder"}, "ctc_judge": set()}.get(
         model_type, {"chunk_seconds", "context_seconds", "overlap_seconds"} if model_type in SPACE_TYPES else set())
     unknown = sorted(set(options) - allowed)
     if unknown:
@@ -112,7 +118,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
         from semlat.inference import load as load_space
 
         return load_space(folder, device, precision, **options)
-    if model_type == "tts":
+    if model_type in ("tts", "ar_tts"):
         from semlat.generation.synthesis import load_tts
 
         return load_tts(folder, device, options.get("space"), options.get("duration"), precision)

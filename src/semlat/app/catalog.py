@@ -28,7 +28,7 @@ from semlat.models import MODEL_TYPES
 from semlat.utils.registry import resolve
 
 #: model_type -> catalog kind, for the types the app uses beyond latent spaces
-KINDS = {"tts": "tts", "tta": "tta", "ctc_judge": "judge"}
+KINDS = {"tts": "tts", "ar_tts": "tts", "tta": "tta", "ctc_judge": "judge"}
 #: folders never descended into (logs, caches, audio outputs of evaluations)
 SKIP_DIRS = {"tensorboard", "__pycache__", ".git", "node_modules"}
 #: at most this many entries of each kind (a guard against serving a whole disk)

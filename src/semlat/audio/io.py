@@ -181,3 +181,56 @@ def save_audio(
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, int(sample_rate), subtype=subtype, format=fmt)
     return path
+
+
+class AudioStreamWriter:
+    """Audio written as it comes (streaming TTS): ``write(samples [N])`` appends and flushes, :meth:`close` makes the
+    file final. A path grows in a temporary file beside it, renamed onto it when closed (an error or an
+    interruption leaves no half-written ``path``); ``"-"`` writes raw 16-bit little-endian PCM to stdout for a
+    player (``| aplay -f S16_LE -c 1 -r RATE``). Non-finite samples are an AudioError; samples are clipped to
+    [-1, 1]."""
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int):
+        import contextlib
+        import sys
+
+        self.path, self.sample_rate, self.samples = str(path), int(sample_rate), 0
+        self._stack = contextlib.ExitStack()
+        if self.path == "-":
+            self._file = self._stack.enter_context(sf.SoundFile(sys.stdout.buffer, "w", self.sample_rate, 1,
+                                                                subtype="PCM_16", format="RAW", endian="LITTLE"))
+            return
+        target = Path(self.path)
+        fmt = target.suffix.lstrip(".").upper()
+        fmt = "AIFF" if fmt == "AIF" else fmt
+        if fmt not in sf.available_formats():
+            raise AudioError(f"{target}: unknown audio format {target.suffix!r} (use .wav or .flac)")
+        tmp = self._stack.enter_context(atomic_path(target))
+        self._file = self._stack.enter_context(sf.SoundFile(str(tmp), "w", self.sample_rate, 1,
+                                                            subtype=DEFAULT_SUBTYPES.get(fmt), format=fmt))
+
+    def write(self, audio: torch.Tensor | np.ndarray) -> None:
+        data = _as_frames_channels(audio)
+        if not np.isfinite(data).all():
+            raise AudioError(f"{self.path}: refusing to write audio with NaN or infinite samples")
+        self._file.write(np.clip(data, -1.0, 1.0))
+        self._file.flush()
+        self.samples += data.shape[0]
+
+    def close(self, comment: str | None = None) -> Path | str:
+        """Finish the file (renamed onto its path); zero samples is an AudioError and nothing is written.
+        ``comment`` goes in the file's metadata where the format takes it after the samples (WAV's INFO chunk,
+        AIFF; FLAC's comments must precede the audio, so a streamed FLAC has none)."""
+        if not self.samples:
+            self.abort(AudioError(f"{self.path}: refusing to write zero-length audio"))
+        if comment is not None and self._file.format in ("WAV", "AIFF"):
+            self._file.comment = comment
+        self._stack.close()
+        return self.path if self.path == "-" else Path(self.path)
+
+    def abort(self, error: BaseException) -> None:
+        """Drop what was written (the temporary file) and raise ``error``."""
+        try:
+            raise error
+        finally:
+            self._stack.__exit__(type(error), error, error.__traceback__)

@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from safetensors.torch import load_file
 
 from semlat.checkpoints import read_model_meta, resolve_model_folder
 from semlat.chunking import chunk_seed
@@ -60,6 +61,7 @@ from semlat.inference import encode_to_store
 from semlat.models import load as load_any
 from semlat.sampling import from_f5_strength
 from semlat.training.run import train_recipe
+from semlat.training.trainer import latest_checkpoint
 from semlat.utils.figures import number, percent, with_interval
 from semlat.utils.files import atomic_write_text
 
@@ -176,29 +178,36 @@ def guidance_of(settings: dict[str, Any]) -> float:
 
 def evaluate_checkpoint(checkpoint: Path, rows: Sequence[dict[str, Any]], out: Path, *, asr: str, speaker: str | None,
                         mos: str | None = None, nfe: int = 16, guidance: float = 3.0, seed: int = 0,
-                        precision: str = "fp32", progress: bool = True) -> dict[str, Any]:
+                        precision: str = "fp32", stream: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Generate every row with the TTS at ``checkpoint`` (row ``i`` seeded ``chunk_seed(seed, i)``; the DiT in
-    ``precision``) into ``out/audio`` and judge it; returns the figures, the evaluation's judges and each row's
-    error counts."""
+    ``precision``; decoded in ``stream``-second windows as it is generated when given) into ``out/audio`` and judge
+    it; returns the figures, the evaluation's judges and each row's error counts. When every row was generated in
+    this call, the figures also hold the mean wall seconds per utterance, real-time factor and first-audio latency
+    (:class:`~semlat.generation.synthesis.Spoken`), and for an autoregressive model the share of rows it ended
+    itself (``stopped``)."""
     from tqdm import tqdm
 
     tts = load_any(checkpoint, "cpu", precision, expect="tts")
     files = []
-    started = time.monotonic()
-    generated = 0
+    spoken = []
     for i, row in enumerate(tqdm(rows, desc=f"tts {checkpoint.name}", unit="utt", disable=not progress)):
         path = out / "audio" / f"{i:04d}.wav"
         if not path.is_file():
-            synthesize_to_file(tts, path, text=row["text"], prompt=row["prompt"], prompt_text=row["prompt_text"],
-                               steps=nfe, guidance=guidance, seed=chunk_seed(seed, i))
-            generated += 1
+            spoken.append(synthesize_to_file(tts, path, text=row["text"], prompt=row["prompt"],
+                                             prompt_text=row["prompt_text"], steps=nfe, guidance=guidance,
+                                             seed=chunk_seed(seed, i), stream=stream)[1])
         files.append(str(path.resolve()))
-    seconds = time.monotonic() - started
     listing = _write_listing(rows, files, out / "generated.jsonl")
     report = evaluate_tts(listing, out / "scores", asr=asr, speaker=speaker, mos=mos, progress=progress)
     figures = _figures(report)
-    if generated == len(rows):
-        figures["generation_seconds_per_utterance"] = round(seconds / max(1, len(rows)), 3)
+    if spoken and len(spoken) == len(rows):
+        n = len(spoken)
+        figures["generation_seconds_per_utterance"] = round(sum(s.wall_seconds for s in spoken) / n, 3)
+        figures["real_time_factor"] = round(sum(s.wall_seconds for s in spoken) / sum(s.audio_seconds for s in spoken), 4)
+        figures["first_audio_seconds"] = round(sum(s.first_audio_seconds for s in spoken) / n, 3)
+        ends = [flag for s in spoken for flag in s.stopped if flag is not None]
+        if ends:
+            figures["stopped"] = round(sum(ends) / len(ends), 4)
     rate = next((k for k in ("per", "wer") if k in figures), None)
     counts = _counts(report, rate) if rate else {}
     return {**figures, "judges": report["judges"], "counts": counts}
@@ -209,9 +218,11 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
                        eval_every: int = 500, nfe: int = 16, guidance: float = 3.0, seed: int = 0,
                        nfe_sweep: Sequence[int] = NFE_SWEEP, overrides: Sequence[str] = (), voices: str = "seen",
                        per_sentence: bool = True, threshold: float = PER_THRESHOLD, max_minutes: float | None = None,
-                       progress: bool = True, log=print) -> dict[str, Any]:
+                       stream: float | None = None, result_name: str = RESULT_NAME, progress: bool = True,
+                       log=print) -> dict[str, Any]:
     """Run the experiment (module docstring) into ``out``; returns the result dict (also written as
-    ``tts_experiment.json`` / ``.md`` with ``convergence.png``). ``max_minutes`` caps each arm's training time."""
+    ``<result_name>.json`` / ``.md`` with ``convergence.png``). ``max_minutes`` caps each arm's training time;
+    ``stream`` decodes the generated latents in windows of that many seconds as they come (first-audio latency)."""
     if steps < 1 or eval_every < 1:
         raise ConfigError(f"steps and eval_every must be positive, got {steps} and {eval_every}")
     out = Path(out)
@@ -232,28 +243,41 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
     final_counts: dict[str, dict[str, tuple[int, int]]] = {}
     bf16: dict[str, dict[str, Any]] = {}
     judges = truth["judges"]
-    cap = [f"train.max_minutes={max_minutes}"] if max_minutes is not None else []
     for arm in spaces:
         config = arm.config or tiny_config_for(arm.model)
         folder = out / arm.name
         log(f"[tts experiment] {arm.name}: encoding the training split with {arm.model}")
         space = load_any(arm.model, "cpu", expect="space")
         encode_to_store(space, manifest_path, folder / "latents", split="train", progress=progress)
-        log(f"[tts experiment] {arm.name}: training {config} for {steps} steps (checkpoint every {eval_every})")
-        _, trainer = train_recipe(config, [
-            f"run_dir={folder / 'run'}", f"data.latents={folder / 'latents'}", f"train.max_steps={steps}",
-            f"train.checkpoint_every={eval_every}", f"train.valid_every={eval_every}",
-            f"train.keep_checkpoints={steps // eval_every + 2}", f"train.progress={progress}", *cap, *overrides,
-            *arm.overrides])
+        done = latest_checkpoint(folder / "run")
+        spent = read_model_meta(done)["training"].get("train_seconds", 0.0) / 60 if done is not None else 0.0
+        cap = [] if max_minutes is None else [f"train.max_minutes={max_minutes - spent}"]
+        if max_minutes is not None and spent >= max_minutes:  # (a resumed experiment: the budget is spent)
+            log(f"[tts experiment] {arm.name}: trained for its {max_minutes:g} minutes in an earlier run; reused")
+            state = read_model_meta(done)["training"]
+            step, seconds = state["step"], state.get("train_seconds", 0.0)
+            parameters = sum(v.numel() for k, v in load_file(str(done / "model.safetensors")).items()
+                             if k not in ("latent_mean", "latent_std") and not k.endswith("inv_freq"))  # (buffers)
+        else:
+            log(f"[tts experiment] {arm.name}: training {config} for {steps} steps (checkpoint every {eval_every})"
+                + (f", at most {max_minutes - spent:.2f} more minutes" if max_minutes is not None else ""))
+            _, trainer = train_recipe(config, [
+                f"run_dir={folder / 'run'}", f"data.latents={folder / 'latents'}", f"train.max_steps={steps}",
+                f"train.checkpoint_every={eval_every}", f"train.valid_every={eval_every}",
+                f"train.keep_checkpoints={steps // eval_every + 2}", f"train.progress={progress}", *cap, *overrides,
+                *arm.overrides])
+            step, seconds = trainer.step, trainer.train_seconds
+            parameters = sum(p.numel() for p in trainer.unwrapped("model").parameters())
         trained[arm.name] = {"model": str(arm.model), "config": config, "overrides": list(arm.overrides),
                              "latent_dim": space.latent_dim, "frame_rate": space.frame_rate,
-                             "run": str(folder / "run"), "steps": trainer.step,
-                             "steps_per_second": round(trainer.step / max(trainer.train_seconds, 1e-9), 3)}
+                             "run": str(folder / "run"), "steps": step, "parameters": parameters,
+                             "steps_per_second": round(step / max(seconds, 1e-9), 3)}
         for checkpoint in sorted((folder / "run" / "checkpoints").glob("step-*")):
             state = read_model_meta(checkpoint)["training"]
             log(f"[tts experiment] {arm.name}: judging step {state['step']}")
             figures = evaluate_checkpoint(checkpoint, rows, folder / "eval" / checkpoint.name, asr=asr, speaker=speaker,
-                                          mos=mos, nfe=nfe, guidance=guidance, seed=seed, progress=progress)
+                                          mos=mos, nfe=nfe, guidance=guidance, seed=seed, stream=stream,
+                                          progress=progress)
             figures.pop("judges")
             final_counts[arm.name] = figures.pop("counts")
             points.append({"space": arm.name, "step": state["step"],
@@ -289,12 +313,12 @@ def run_tts_experiment(out: str | os.PathLike, spaces: Sequence[SpaceRun], manif
         result["to_threshold"] = {name: to_threshold(points, name, rate, threshold) for name in trained}
         result["differences"] = differences(final_counts)
         result["ordering"] = ordering(result, rate)
-    atomic_write_text(out / f"{RESULT_NAME}.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / f"{result_name}.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     metrics = ([(rate, rate.upper())] if rate else []) + ([("sim", "SIM")] if speaker else [])
     if metrics and points:
         convergence_curves(points, metrics, out / "convergence.png",
                            title="TTS on each latent space (95 % CI bands): " + ", ".join(l for _, l in metrics))
-    atomic_write_text(out / f"{RESULT_NAME}.md", render(result))
+    atomic_write_text(out / f"{result_name}.md", render(result))
     return result
 
 
@@ -386,16 +410,22 @@ def render(result: dict[str, Any]) -> str:
                f"{with_interval(truth.get(rate), truth.get(f'{rate}_ci'), percent) if rate else ''}, "
                f"SIM {with_interval(truth.get('sim'), truth.get('sim_ci'), number)}"),
               "- [95 % CI]: percentile bootstrap over the test sentences (error rates: of the corpus rate)", ""]
-    head = "| space | recipe | latent | steps/s | step | train min | " + (f"{label} ↓ | " if rate else "") + "SIM ↑ |"
-    lines += [head, "|---|---|---|---:|---:|---:|" + ("---:|" if rate else "") + "---:|"]
+    timed = any("real_time_factor" in point for point in result["points"])  # (speed columns where measured)
+    head = ("| space | recipe | latent | params | steps/s | step | train min | " + (f"{label} ↓ | " if rate else "")
+            + "SIM ↑ |" + (" RTF | first audio s | ends itself |" if timed else ""))
+    lines += [head, "|---|---|---|---:|---:|---:|---:|" + ("---:|" if rate else "") + "---:|"
+              + ("---:|---:|---:|" if timed else "")]
     for point in result["points"]:
         space = result["spaces"][point["space"]]
         latent = f"{space['latent_dim']} × {space['frame_rate']:.4g} Hz"
         recipe = " ".join([space["config"], *space.get("overrides", [])])
-        lines.append(f"| {point['space']} | `{recipe}` | {latent} | {space['steps_per_second']:.2f} | {point['step']} | "
-                     f"{point['train_minutes']:.1f} | "
+        params = f"{space['parameters'] / 1e6:.2f} M" if space.get("parameters") else "–"
+        lines.append(f"| {point['space']} | `{recipe}` | {latent} | {params} | {space['steps_per_second']:.2f} | "
+                     f"{point['step']} | {point['train_minutes']:.1f} | "
                      + (f"{with_interval(point.get(rate), point.get(f'{rate}_ci'), percent)} | " if rate else "")
-                     + f"{with_interval(point.get('sim'), point.get('sim_ci'), number)} |")
+                     + f"{with_interval(point.get('sim'), point.get('sim_ci'), number)} |"
+                     + (f" {number(point.get('real_time_factor'))} | {number(point.get('first_audio_seconds'))} | "
+                        f"{percent(point['stopped']) if point.get('stopped') is not None else '–'} |" if timed else ""))
     if result.get("to_threshold") is not None:
         lines += ["", f"First checkpoint at or below {100 * s['threshold']:.0f} % {label}:", ""]
         for name, reached in result["to_threshold"].items():

@@ -19,20 +19,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from einops import rearrange
 
-from semlat.audio.io import load_audio
-from semlat.checkpoints import load_model_of_type
+from semlat.audio.io import AudioStreamWriter, load_audio
+from semlat.checkpoints import CONFIG_NAME, load_model_of_type, read_model_meta, resolve_model_folder
 from semlat.chunking import chunk_seed
 from semlat.data.listing import read_rows
 from semlat.errors import AudioError, ConfigError, DataError
+from semlat.generation.ar_tts import ARTTSModel
 from semlat.generation.duration import DurationPredictor
 from semlat.generation.tts import TTSModel
 from semlat.inference import LoadedSpace, load
@@ -44,11 +48,21 @@ LIST_FIELDS = ("prompt", "prompt_text", "text", "output")
 _SENTENCE = re.compile(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])")
 
 
+#: the longest an autoregressive model may speak without --seconds: this many times F5's ratio rule, plus
+#: AR_EXTRA_SECONDS (a model that never emits its stop ends there; the report says so)
+AR_LENGTH_FACTOR = 2.0
+AR_EXTRA_SECONDS = 2.0
+#: the shortest an autoregressive model may speak (its stop is not heard before)
+AR_MIN_SECONDS = 0.25
+#: the streaming decoder's window (``--stream``)
+STREAM_CHUNK_SECONDS = 1.0
+
+
 @dataclass
 class LoadedTTS:
-    """A TTS model and the latent space it generates in."""
+    """A TTS model (the flow-matching DiT or the autoregressive model) and the latent space it generates in."""
 
-    model: TTSModel
+    model: TTSModel | ARTTSModel
     space: LoadedSpace
     folder: Path
     duration: DurationPredictor | None = None  # None: F5's ratio rule
@@ -66,7 +80,19 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     ConfigError."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    model, _, resolved = load_model_of_type(folder, TTSModel, "tts", "a TTS model", "train one with `semlat train tts/...`")
+    found = resolve_model_folder(folder)
+    autoregressive = (found / CONFIG_NAME).is_file() and read_model_meta(found).get("model_type") == "ar_tts"
+    if autoregressive:
+        if duration is not None:
+            raise ConfigError(f"{found}: an autoregressive TTS ends its speech itself (stop classifier); "
+                              "--duration-model is for the flow-matching DiT")
+        if precision != "fp32":
+            raise ConfigError(f"{found}: an autoregressive TTS runs in fp32 (precision {precision!r})")
+        model, _, resolved = load_model_of_type(folder, ARTTSModel, "ar_tts", "a TTS model",
+                                                "train one with `semlat train ar_tts/...`")
+    else:
+        model, _, resolved = load_model_of_type(folder, TTSModel, "tts", "a TTS model",
+                                                "train one with `semlat train tts/...`")
     path = Path(space or model.config.space)
     if not path.is_absolute():
         path = resolved / path
@@ -138,6 +164,13 @@ def _check_options(steps: int, guidance: float, sway: float, speed: float, secon
         raise ConfigError(f"--sway must be within [-1, 1], got {sway}")
 
 
+def _window_frames(model: TTSModel | ARTTSModel) -> int:
+    """The most latent frames a model's window holds (the AR model's: its context in patches)."""
+    if isinstance(model, ARTTSModel):
+        return model.config.max_positions * model.config.patch
+    return model.config.max_frames
+
+
 def plan(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str, *, speed: float = 1.0,
          seed: int | None = None, seconds: float | None = None) -> list[Job]:
     """The chunks of one request (checked; the prompt read and encoded): long text is cut into sentence chunks
@@ -153,9 +186,9 @@ def plan(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text: str,
     if float(audio.square().mean().sqrt()) < SILENT_RMS:
         raise AudioError(f"{prompt}: the prompt is silent")
     latents = rearrange(space.encode(audio[None]), "1 d t -> 1 t d")
-    if latents.shape[1] >= tts.model.config.max_frames:
-        raise AudioError(f"{prompt}: {latents.shape[1]} latent frames, longer than the model's window "
-                         f"({tts.model.config.max_frames})")
+    window = _window_frames(tts.model)
+    if latents.shape[1] >= window:
+        raise AudioError(f"{prompt}: {latents.shape[1]} latent frames, longer than the model's window ({window})")
     prompt_seconds = audio.shape[-1] / space.input_rate
     max_bytes = max(1, int(len(prompt_text.encode("utf-8")) / prompt_seconds * max(1.0, 22 - prompt_seconds) * speed))
     chunks = [text.strip()] if seconds is not None else split_text(text, max_bytes)
@@ -169,12 +202,142 @@ def synthesize(tts: LoadedTTS, text: str, prompt: str | os.PathLike, prompt_text
                seconds: float | None = None, method: str = "euler") -> torch.Tensor:
     """Speech ``[N]`` at ``tts.space.output_rate`` that says ``text`` in the voice of ``prompt``.
 
-    Long text is generated in chunks (:func:`plan`), joined with 0.15 s linear cross-fades. ``steps`` flow steps,
-    ``guidance`` in :mod:`semlat.sampling`'s convention (F5-TTS's ``cfg_strength`` 2 is 3)."""
+    Long text is generated in chunks (:func:`plan`), joined with 0.15 s linear cross-fades. ``steps`` flow steps
+    (the AR model's: head steps per patch), ``guidance`` in :mod:`semlat.sampling`'s convention (F5-TTS's
+    ``cfg_strength`` 2 is 3)."""
+    pieces: list[torch.Tensor] = []
+    speak(tts, pieces.append, text=text, prompt=prompt, prompt_text=prompt_text, steps=steps, guidance=guidance,
+          sway=sway, speed=speed, seed=seed, seconds=seconds, method=method)
+    return torch.cat(pieces)
+
+
+@dataclass
+class Spoken:
+    """What :func:`speak` measured: wall seconds to the first audio handed on and in all (from the call, prompt
+    reading and encoding included), seconds of audio, and per chunk of text whether an autoregressive model
+    ended it with its stop classifier (False: the length limit did; None: a DiT, whose length is planned)."""
+
+    first_audio_seconds: float | None = None
+    wall_seconds: float = 0.0
+    audio_seconds: float = 0.0
+    stopped: list[bool | None] = field(default_factory=list)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.wall_seconds / max(self.audio_seconds, 1e-9)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first_audio_seconds": self.first_audio_seconds, "wall_seconds": self.wall_seconds,
+                "audio_seconds": self.audio_seconds, "real_time_factor": self.real_time_factor,
+                "stopped": self.stopped}
+
+
+class _Joiner:
+    """:func:`crossfade_concat` done incrementally: :meth:`add` samples of the current piece, :meth:`next_piece`
+    to start the next one, :meth:`close` at the end; what is final goes to ``sink`` as it becomes final (the
+    last ``fade`` samples of the output so far are held back for the next piece's cross-fade)."""
+
+    def __init__(self, fade: int, sink: Callable[[torch.Tensor], None]):
+        self.fade, self.sink = fade, sink
+        self.held = torch.zeros(0)
+        self.start: torch.Tensor | None = None  # the new piece's first samples, while its cross-fade waits
+
+    def add(self, samples: torch.Tensor) -> None:
+        if self.start is not None:
+            self.start = torch.cat([self.start, samples])
+            if self.start.shape[0] < min(self.fade, self.held.shape[0]):
+                return
+            samples, self.start = self._blend(), None
+        combined = torch.cat([self.held, samples])
+        cut = max(0, combined.shape[0] - self.fade)
+        if cut:
+            self.sink(combined[:cut])
+        self.held = combined[cut:]
+
+    def _blend(self) -> torch.Tensor:
+        """The held samples cross-faded with the new piece's start (``crossfade_concat``'s arithmetic)."""
+        held, start = self.held, self.start
+        n = min(self.fade, held.shape[0], start.shape[0])
+        self.held = torch.zeros(0)
+        if n == 0:
+            return torch.cat([held, start])
+        ramp = torch.linspace(0.0, 1.0, n, dtype=start.dtype)
+        return torch.cat([held[:-n], held[-n:] * (1 - ramp) + start[:n] * ramp, start[n:]])
+
+    def next_piece(self) -> None:
+        if self.start is not None:  # the previous piece was shorter than the fade
+            self.held, self.start = self._blend(), None
+        self.start = torch.zeros(0)
+
+    def close(self) -> None:
+        if self.start is not None:
+            self.held, self.start = self._blend(), None
+        if self.held.shape[0]:
+            self.sink(self.held)
+        self.held = torch.zeros(0)
+
+
+def speak(tts: LoadedTTS, sink: Callable[[torch.Tensor], None], *, text: str, prompt: str | os.PathLike,
+          prompt_text: str, steps: int = 32, guidance: float = 3.0, sway: float = -1.0, speed: float = 1.0,
+          seed: int | None = None, seconds: float | None = None, method: str = "euler",
+          stream: float | None = None) -> Spoken:
+    """Say ``text`` in the voice of ``prompt``, handing the audio ``[n]`` to ``sink`` piece by piece; returns what
+    was measured (:class:`Spoken`).
+
+    Without ``stream`` each chunk of text is generated, then decoded whole, then handed on (what
+    :func:`synthesize` returns). With ``stream`` (seconds) the latents are decoded in windows of that many seconds
+    (:meth:`~semlat.inference.LoadedSpace.decode_stream`) as they become available: the AR model's as it generates
+    them patch by patch, the DiT's after its sampler; so the first audio comes before the end (the joined
+    audio equals the non-streamed one to the decoder's chunking tolerance)."""
+    began = time.perf_counter()
+    report = Spoken()
     _check_options(steps, guidance, sway, speed, seconds)
+    if stream is not None and stream <= 0:
+        raise ConfigError(f"--stream-seconds must be positive, got {stream}")
+    autoregressive = isinstance(tts.model, ARTTSModel)
+    if autoregressive and speed != 1.0:
+        raise ConfigError("--speed: an autoregressive TTS keeps its own pace (its stop classifier ends the speech)")
+    rate = tts.space.output_rate
+
+    def hand_on(audio: torch.Tensor) -> None:
+        if audio.numel() and report.first_audio_seconds is None:
+            report.first_audio_seconds = time.perf_counter() - began
+        report.audio_seconds += audio.numel() / rate
+        sink(audio)
+
+    joiner = _Joiner(round(CROSSFADE_SECONDS * rate), hand_on)
     jobs = plan(tts, text, prompt, prompt_text, speed=speed, seed=seed, seconds=seconds)
-    pieces = [generate_batch(tts, [job], steps=steps, guidance=guidance, sway=sway, method=method)[0] for job in jobs]
-    return crossfade_concat(pieces, round(CROSSFADE_SECONDS * tts.space.output_rate))
+    sampling = {"steps": steps, "guidance": guidance, "sway": sway, "method": method}
+    for index, job in enumerate(jobs):
+        if index:
+            joiner.next_piece()
+        decoder = tts.space.decode_stream(stream) if stream is not None else None
+
+        def frames_out(latents: torch.Tensor, decoder: Any = decoder) -> None:  # [1, n, D] raw
+            audio = decoder.push(rearrange(latents, "1 t d -> 1 d t"))
+            if audio is not None:
+                joiner.add(audio[0, 0].cpu())
+
+        if autoregressive:
+            latents, stopped = _generate_ar(tts, job, on_frames=frames_out if decoder is not None else None,
+                                            **sampling)
+            report.stopped.append(stopped)
+        else:
+            latents = generate_latents(tts, [job], **sampling)[0]
+            report.stopped.append(None)
+            if decoder is not None:
+                step = max(1, round(stream * tts.space.frame_rate))
+                for start in range(0, latents.shape[-1], step):
+                    frames_out(rearrange(latents[..., start:start + step], "1 d t -> 1 t d"))
+        if decoder is None:
+            joiner.add(tts.space.decode(latents)[0, 0].cpu())
+        else:
+            rest = decoder.finish()
+            if rest is not None:
+                joiner.add(rest[0, 0].cpu())
+    joiner.close()
+    report.wall_seconds = time.perf_counter() - began
+    return report
 
 
 def _pad_rows(rows: list[torch.Tensor], value: int) -> torch.Tensor:
@@ -185,12 +348,51 @@ def _pad_rows(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     return out
 
 
+def _ratio_frames(job: Job, frame_rate: float) -> int:
+    """F5-TTS's length rule: the prompt's frames per UTF-8 byte of its text, times the text's bytes, over speed."""
+    frames = job.latents.shape[1]
+    ratio = frames / max(1, len(job.prompt_text.encode("utf-8")))
+    return int(ratio * len(job.text.encode("utf-8")) / job.speed)
+
+
+def _generate_ar(tts: LoadedTTS, job: Job, *, steps: int, guidance: float, sway: float, method: str,
+                 on_frames: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool]:
+    """One chunk with the autoregressive model: its generated latents ``[1, D, T]`` (the prompt's not included)
+    and whether the stop classifier ended them. Length limit: ``job.seconds``, or :data:`AR_LENGTH_FACTOR` times
+    F5's ratio rule plus :data:`AR_EXTRA_SECONDS`. ``sway`` does not apply (the head's grid is uniform)."""
+    model, space = tts.model, tts.space
+    rate = model.config.frame_rate
+    if job.seconds is not None:
+        limit = max(1, round(job.seconds * rate))
+    else:
+        limit = round(AR_LENGTH_FACTOR * _ratio_frames(job, rate) + AR_EXTRA_SECONDS * rate)
+    ids = model.front_end().encode([job.prompt_text.strip() + " " + job.text.strip()]).to(space.device)
+    if not bool((ids >= 0).any()):
+        raise ConfigError("the text has no unit this model knows")
+    result = model.generate(job.latents.to(space.device), ids, max_frames=limit,
+                            min_frames=min(limit, round(AR_MIN_SECONDS * rate)), steps=steps, guidance=guidance,
+                            method=method, seed=job.seed, on_frames=on_frames)
+    generated = result.out[:, result.prompt_frames:]
+    if generated.shape[1] == 0:
+        raise ConfigError("nothing was generated")
+    return rearrange(generated, "1 t d -> 1 d t"), result.stopped
+
+
 def generate_batch(tts: LoadedTTS, jobs: list[Job], *, steps: int, guidance: float, sway: float,
                    method: str) -> list[torch.Tensor]:
-    """Several chunks in one sampler run -> their audio ``[N_i]``. Prompts, texts and lengths may differ: each row
-    is padded and masked, and draws its own noise from its own seed, so a row comes out as it would alone (up to
-    float rounding)."""
+    """Several chunks in one sampler run -> their audio ``[N_i]`` (:func:`generate_latents`, then decoded)."""
+    return [tts.space.decode(latents)[0, 0].cpu()
+            for latents in generate_latents(tts, jobs, steps=steps, guidance=guidance, sway=sway, method=method)]
+
+
+def generate_latents(tts: LoadedTTS, jobs: list[Job], *, steps: int, guidance: float, sway: float,
+                     method: str) -> list[torch.Tensor]:
+    """Several chunks in one sampler run -> their generated latents ``[1, D, T_i]``. Prompts, texts and lengths may
+    differ: each row is padded and masked, and draws its own noise from its own seed, so a row comes out as it
+    would alone (up to float rounding). An autoregressive model runs the rows one after another."""
     space, model = tts.space, tts.model
+    if isinstance(model, ARTTSModel):
+        return [_generate_ar(tts, job, steps=steps, guidance=guidance, sway=sway, method=method)[0] for job in jobs]
     device = space.device
     lens = torch.tensor([job.latents.shape[1] for job in jobs], device=device)
     prompt = torch.zeros(len(jobs), int(lens.max()), jobs[0].latents.shape[-1], device=device)
@@ -225,18 +427,17 @@ def generate_batch(tts: LoadedTTS, jobs: list[Job], *, steps: int, guidance: flo
             if seconds is not None:
                 total = frames + round(seconds * model.config.frame_rate)
             else:
-                ratio = frames / max(1, len(job.prompt_text.encode("utf-8")))
-                total = frames + int(ratio * len(job.text.encode("utf-8")) / job.speed)
+                total = frames + _ratio_frames(job, model.config.frame_rate)
             totals.append(min(total, model.config.max_frames))
         result = model.generate(prompt, ids, torch.tensor(totals, device=device), lens=lens, **options)
         empty = "nothing to generate: the duration does not exceed the prompt"
-    audio = []
+    out = []
     for i in range(len(jobs)):
         generated = rearrange(result.out[i:i + 1, int(lens[i]):int(result.durations[i])], "1 t d -> 1 d t")
         if generated.shape[-1] == 0:
             raise ConfigError(empty)
-        audio.append(space.decode(generated)[0, 0].cpu())
-    return audio
+        out.append(generated)
+    return out
 
 
 def read_tts_list(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -290,6 +491,15 @@ def synthesize_list(tts: LoadedTTS, listing: str | os.PathLike, *, seed: int | N
     return [written[i] for i in range(len(rows))]
 
 
-def synthesize_to_file(tts: LoadedTTS, out: str | os.PathLike, **options: Any) -> Path:
-    """:func:`synthesize` and write ``out`` (``.wav``/``.flac``) at the space's output rate."""
-    return tts.space.save(synthesize(tts, **options), out)
+def synthesize_to_file(tts: LoadedTTS, out: str | os.PathLike, *, stream: float | None = None,
+                       **options: Any) -> tuple[Path | str, Spoken]:
+    """:func:`speak` into ``out`` (``.wav``/``.flac`` at the space's output rate; ``"-"``: raw 16-bit PCM on
+    stdout), written as the audio comes (:class:`~semlat.audio.io.AudioStreamWriter`: a temporary file renamed
+    when complete). Returns the path and what was measured."""
+    writer = AudioStreamWriter(out, tts.space.output_rate)
+    try:
+        report = speak(tts, writer.write, stream=stream, **options)
+    except BaseException as err:
+        writer.abort(err)
+    # (the metadata holds what the audio is, not timings, so that one seed gives one file byte for byte)
+    return writer.close(json.dumps({"semlat_tts": {"stopped": report.stopped}})), report

@@ -41,8 +41,9 @@ from semlat.generation.aligned import expand, positions_from_seconds
 from semlat.generation.dit import DiT, DiTConfig
 from semlat.generation.duration import DurationConfig, DurationPredictor
 from semlat.generation.flow import FlowConfig, Sampled, infilling_loss, sample
+from semlat.generation.latent_text import LatentTextModel
 from semlat.generation.unett import UNetT, UNetTConfig
-from semlat.text.frontend import UNITS, TextFrontEnd, Vocab
+from semlat.text.frontend import UNITS
 
 BACKBONES = {"DiT": (DiT, DiTConfig), "UNetT": (UNetT, UNetTConfig)}
 CONDITIONINGS = ("f5", "durations")
@@ -103,7 +104,7 @@ class _InDtype(nn.Module):
         return self.backbone(x.to(self.dtype), cond.to(self.dtype), text, time, **options).float()
 
 
-class TTSModel(FromConfig, nn.Module):
+class TTSModel(FromConfig, LatentTextModel):
     """See the module docstring."""
 
     def __init__(self, config: TTSConfig):
@@ -114,8 +115,7 @@ class TTSModel(FromConfig, nn.Module):
         arch = from_dict(arch_cls, {**config.arch, "mel_dim": config.latent_dim // config.frame_split,
                                     "text_num_embeds": len(config.vocab)}, "tts config 'arch'")
         self.transformer = model_cls(arch)
-        self.register_buffer("latent_mean", torch.zeros(config.latent_dim))
-        self.register_buffer("latent_std", torch.ones(config.latent_dim))
+        self.init_stats(config.latent_dim)
         self.duration = None
         if config.conditioning == "durations":
             self.duration = DurationPredictor(from_dict(DurationConfig, {
@@ -125,20 +125,6 @@ class TTSModel(FromConfig, nn.Module):
 
     config_class = TTSConfig
     config_where = "tts config"
-
-    def front_end(self) -> TextFrontEnd:
-        return TextFrontEnd(Vocab(self.config.vocab), self.config.units, self.config.language)
-
-    def set_stats(self, mean: Tensor, std: Tensor) -> None:
-        self.latent_mean.copy_(mean)
-        self.latent_std.copy_(std.clamp(min=1e-5))
-
-    def normalize(self, latents: Tensor) -> Tensor:
-        """Raw ``[B, T, D]`` -> zero mean, unit variance per channel (the training statistics)."""
-        return (latents - self.latent_mean) / self.latent_std
-
-    def denormalize(self, latents: Tensor) -> Tensor:
-        return latents * self.latent_std + self.latent_mean
 
     def split(self, latents: Tensor) -> Tensor:
         """``[B, T, D]`` -> the backbone's ``[B, T k, D / k]`` (module docstring)."""

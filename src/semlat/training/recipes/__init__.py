@@ -21,6 +21,7 @@ RECIPES = MappingProxyType({
     "teacher": "semlat.training.recipes.teacher:TeacherRecipe",
     "judge": "semlat.training.recipes.judge:JudgeRecipe",
     "tts": "semlat.training.recipes.tts:TTSRecipe",
+    "ar_tts": "semlat.training.recipes.ar_tts:ARTTSRecipe",
     "duration": "semlat.training.recipes.duration:DurationRecipe",
     "dasheng_mae": "semlat.training.recipes.dasheng_mae:DashengMAERecipe",
     "semantic_vocoder": "semlat.training.recipes.semantic_vocoder:SemanticVocoderRecipe",

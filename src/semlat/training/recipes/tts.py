@@ -133,6 +133,10 @@ class TTSRecipe(Recipe):
     name = "tts"
     Config = TTSRecipeConfig
     exported = "model"
+    #: the exported model's type, its text embedding table's key (vocabulary extension) and the loss parts logged
+    model_type = "tts"
+    text_embedding = TEXT_EMBEDDING
+    loss_parts: tuple[str, ...] = ("flow_loss", "duration_loss")
 
     def __init__(self, config: TTSRecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)
@@ -194,7 +198,7 @@ class TTSRecipe(Recipe):
         if folder is None or not (folder / CONFIG_NAME).is_file():
             return built  # (a bad init_from is the trainer's one-line error)
         meta = read_model_meta(folder)
-        if meta.get("model_type") != "tts":
+        if meta.get("model_type") != self.model_type:
             return built
         release, units = meta["config"]["vocab"], meta["config"].get("units")
         if units != self.config.data.units:
@@ -210,7 +214,7 @@ class TTSRecipe(Recipe):
         state = dict(state)
         own = module.state_dict()
         for key, value in state.items():
-            if key.endswith(TEXT_EMBEDDING) and key in own and value.shape[0] < own[key].shape[0] \
+            if key.endswith(self.text_embedding) and key in own and value.shape[0] < own[key].shape[0] \
                     and value.shape[1:] == own[key].shape[1:]:
                 grown = own[key].detach().clone()
                 grown[: value.shape[0]] = value
@@ -316,7 +320,7 @@ class TTSRecipe(Recipe):
                     loss, details = model(**self._inputs(raw, batch))  # TTSModel.forward through DDP
                 (loss / len(batches)).backward()
                 losses.setdefault("loss", []).append(float(loss.detach()))
-                for key in ("flow_loss", "duration_loss"):
+                for key in self.loss_parts:
                     if key in details:
                         losses.setdefault(key, []).append(float(details[key]))
         return {key: float(np.mean(values)) for key, values in losses.items()}

@@ -189,9 +189,7 @@ def test_decode_refuses_latents_of_another_model(model_dir, corpus, tmp_path):
 
 @pytest.mark.slow
 def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
-    from semlat.experiments import phonetic_teacher
-
-    from semlat.experiments import tts_convergence
+    from semlat.experiments import phonetic_teacher, tts_convergence
 
     monkeypatch.setattr(phonetic_teacher, "TEACHER_MINUTES", 0.3)
     monkeypatch.setattr(tts_convergence, "NFE_SWEEP", (4,))  # (the sweep's code is the same for every NFE)

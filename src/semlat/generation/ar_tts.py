@@ -33,7 +33,6 @@ the stop classifier's end classes outweigh "go on", or at ``max_frames`` (report
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -442,10 +441,3 @@ class ARTTSModel(FromConfig, LatentTextModel):
     def info(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-
-def patch_positions(frames: int, patch: int) -> int:
-    """Autoregressive steps of ``frames`` latent frames in patches of ``patch``."""
-    return math.ceil(frames / patch)

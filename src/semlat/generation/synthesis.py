@@ -226,11 +226,6 @@ class Spoken:
     def real_time_factor(self) -> float:
         return self.wall_seconds / max(self.audio_seconds, 1e-9)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"first_audio_seconds": self.first_audio_seconds, "wall_seconds": self.wall_seconds,
-                "audio_seconds": self.audio_seconds, "real_time_factor": self.real_time_factor,
-                "stopped": self.stopped}
-
 
 class _Joiner:
     """:func:`crossfade_concat` done incrementally: :meth:`add` samples of the current piece, :meth:`next_piece`

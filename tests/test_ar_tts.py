@@ -166,7 +166,7 @@ def test_recipe_trains_exports_and_resumes_exactly(trained, store, tmp_path):
 
 def test_tts_command_runs_the_ar_model_and_streams_the_same_audio(trained, demo_corpus, tmp_path, capsys):
     from semlat.data.manifest import Manifest
-    from semlat.generation.synthesis import load_tts, synthesize, synthesize_to_file
+    from semlat.generation.synthesis import AR_MIN_FRACTION, load_tts, synthesize, synthesize_to_file
 
     manifest = Manifest.read(demo_corpus / "manifest.jsonl")
     prompt, prompt_text = manifest.audio_path(0), manifest[0].text
@@ -190,6 +190,13 @@ def test_tts_command_runs_the_ar_model_and_streams_the_same_audio(trained, demo_
     assert json.loads(sf.SoundFile(streamed).comment) == {"semlat_tts": {"stopped": [False]}}
     assert streamed_report.first_audio_seconds < streamed_report.wall_seconds  # audio came before the end
     tts = load_tts(trained, "cpu")
+    with torch.no_grad():  # a model that ends at once: its stop is not heard before half F5's ratio rule
+        tts.model.stop.bias.copy_(torch.tensor([-10.0, 10.0]))
+    options.pop("seconds")
+    _, early = synthesize_to_file(tts, out, **options)
+    ratio = sf.info(prompt).duration / len(prompt_text.encode()) * len(b"the cat sat")
+    assert early.stopped == [True]
+    assert abs(early.audio_seconds - AR_MIN_FRACTION * ratio) <= 1.5 / 40 + 1e-3
     with pytest.raises(ConfigError, match="keeps its own pace"):
         synthesize(tts, "hello", prompt, prompt_text, speed=1.5)
     with pytest.raises(ConfigError, match="duration-model is for"):

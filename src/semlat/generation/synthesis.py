@@ -52,8 +52,11 @@ _SENTENCE = re.compile(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])")
 #: AR_EXTRA_SECONDS (a model that never emits its stop ends there; the report says so)
 AR_LENGTH_FACTOR = 2.0
 AR_EXTRA_SECONDS = 2.0
-#: the shortest an autoregressive model may speak (its stop is not heard before)
+#: the shortest an autoregressive model may speak (its stop is not heard before): AR_MIN_SECONDS, or
+#: AR_MIN_FRACTION of F5's ratio rule when that is longer (a weak stop classifier hears the end of the prompt's
+#: utterance as the end of speech; the length of the text says there is more to say)
 AR_MIN_SECONDS = 0.25
+AR_MIN_FRACTION = 0.5
 #: the streaming decoder's window (``--stream``)
 STREAM_CHUNK_SECONDS = 1.0
 
@@ -354,7 +357,8 @@ def _generate_ar(tts: LoadedTTS, job: Job, *, steps: int, guidance: float, sway:
                  on_frames: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool]:
     """One chunk with the autoregressive model: its generated latents ``[1, D, T]`` (the prompt's not included)
     and whether the stop classifier ended them. Length limit: ``job.seconds``, or :data:`AR_LENGTH_FACTOR` times
-    F5's ratio rule plus :data:`AR_EXTRA_SECONDS`. ``sway`` does not apply (the head's grid is uniform)."""
+    F5's ratio rule plus :data:`AR_EXTRA_SECONDS`; its stop is heard from :data:`AR_MIN_FRACTION` of the rule on
+    (at least :data:`AR_MIN_SECONDS`). ``sway`` does not apply (the head's grid is uniform)."""
     model, space = tts.model, tts.space
     rate = model.config.frame_rate
     if job.seconds is not None:
@@ -364,8 +368,9 @@ def _generate_ar(tts: LoadedTTS, job: Job, *, steps: int, guidance: float, sway:
     ids = model.front_end().encode([job.prompt_text.strip() + " " + job.text.strip()]).to(space.device)
     if not bool((ids >= 0).any()):
         raise ConfigError("the text has no unit this model knows")
+    shortest = round(max(AR_MIN_SECONDS * rate, AR_MIN_FRACTION * _ratio_frames(job, rate)))
     result = model.generate(job.latents.to(space.device), ids, max_frames=limit,
-                            min_frames=min(limit, round(AR_MIN_SECONDS * rate)), steps=steps, guidance=guidance,
+                            min_frames=min(limit, shortest), steps=steps, guidance=guidance,
                             method=method, seed=job.seed, on_frames=on_frames)
     generated = result.out[:, result.prompt_frames:]
     if generated.shape[1] == 0:

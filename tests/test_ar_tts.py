@@ -221,3 +221,98 @@ def test_ddp_two_processes(store, tmp_path):
     from conftest import check_recipe_ddp
 
     check_recipe_ddp(functools.partial(_ddp_config, str(store)), tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ durations
+def _aligned_model(patch: int) -> ARTTSModel:
+    return _model(patch=patch, conditioning="durations", frame_split=2,
+                  duration={"dim": 16, "layers": 1, "max_rate_ratio": 10.0})
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_durations_generation_equals_the_full_pass_and_speaks_the_planned_length(patch):
+    """Each generated patch is predicted from the aligned text of *that* patch (the prompt's carry none): the z the
+    head saw while generating with the cache equals the training layout's full pass over the result."""
+    model = _aligned_model(patch)
+    text = torch.tensor([[0, 1, 2, 0, 3, 0]])
+    planned = torch.tensor([[1, 3, 2, 0, 4, 1]])  # 11 positions at 2 a frame: 6 frames
+    prompt = torch.randn(1, 5, 6)
+    seen = []
+    hook = model.head.register_forward_hook(lambda module, args, out: seen.append(args[2].clone()))
+    result = model.generate(prompt, text, token_durations=planned, steps=2, guidance=1.0, seed=3)
+    hook.remove()
+    kept = model.prompt_frames(5)
+    assert result.out.shape[1] == kept + 6 and result.prompt_frames == kept and result.stopped is None
+    z_generated = torch.cat(seen[::2])  # (2 head steps per patch, one z)
+    k, s = patch, 2 * patch
+    patches = model.patches(model.normalize(result.out))
+    with torch.no_grad():
+        features, _ = model.embed_text(text, left=False)
+        generated = patches.shape[1] - kept // k
+        index = torch.cat([torch.full((1, kept // k * s), -1), model.token_index(text, planned, generated * s)], 1)
+        h = torch.cat([model.bos.expand(1, 1, -1), model.audio_in(patches[:, :-1])], 1)
+        h = h + model.aligned_text(features, index, patches.shape[1])
+        z_full = model.run(h, torch.ones(1, patches.shape[1], dtype=torch.bool), 0)[0, kept // k:]
+    torch.testing.assert_close(z_generated, z_full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="per-token durations"):
+        model.generate(prompt, text, steps=1)
+    with pytest.raises(ConfigError, match="given no time"):
+        model.generate(prompt, text, token_durations=torch.zeros_like(planned), steps=1)
+
+
+def test_durations_loss_hears_the_text_only_where_it_is_aligned():
+    """The loss trains the duration predictor too; the text matters to the rest, except where it is dropped."""
+    model = _aligned_model(1)
+    latents = torch.randn(2, 8, 6)
+    lens = torch.tensor([8, 6])
+    text = torch.tensor([[0, 1, 2, 0, 3, 0], [0, 3, 1, 0, -1, -1]])
+    planned = torch.tensor([[2, 4, 3, 1, 5, 1], [3, 3, 4, 2, 0, 0]])  # 16 and 12 positions: every frame
+    other = torch.tensor([[0, 2, 1, 0, 2, 0], [0, 2, 2, 0, -1, -1]])
+    draws = {"drop": torch.tensor([False, False]), "sigma": torch.zeros(2), "noise": torch.zeros(2, 8, 6),
+             "t": torch.full((4, 14), 0.5), "x0": torch.randn(4, 14, 6), "prompt": torch.zeros(2)}
+    with torch.no_grad():
+        loss, details = model(latents, text, lens, draws=draws, token_durations=planned)
+        changed, _ = model(latents, other, lens, draws=draws, token_durations=planned)
+        dropped = {**draws, "drop": torch.tensor([True, True])}
+        a, _ = model(latents, text, lens, draws=dropped, token_durations=planned)
+        b, _ = model(latents, other, lens, draws=dropped, token_durations=planned)
+        a_flow = float(a - model.duration_loss(text, planned))
+        b_flow = float(b - model.duration_loss(other, planned))
+    assert float(details["duration_loss"]) > 0
+    torch.testing.assert_close(loss, details["flow_loss"] + details["stop_loss"] + details["duration_loss"])
+    assert abs(float(loss - changed)) > 1e-4
+    assert a_flow == pytest.approx(b_flow, abs=1e-5)  # text dropped: only the duration predictor saw it
+
+
+@pytest.fixture(scope="module")
+def aligned_run(store, demo_corpus, tiny_ctc_judge, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ar_durations")
+    assert main(["judge", "align", str(tiny_ctc_judge), str(demo_corpus / "manifest.jsonl"),
+                 str(root / "alignments.jsonl")]) == 0
+    run = root / "run"
+    assert main(["train", "ar_tts/tiny_wave_vae", f"data.latents={store}", f"run_dir={run}", "train.max_steps=2",
+                 "conditioning=durations", f"data.alignments={root / 'alignments.jsonl'}", "duration.dim=16",
+                 "duration.layers=1", *TINY]) == 0
+    return run
+
+
+def test_durations_recipe_trains_and_speaks_at_the_prompts_pace(aligned_run, demo_corpus, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from semlat.data.manifest import Manifest
+    from semlat.generation.synthesis import load_tts, synthesize_to_file
+
+    meta = json.loads((aligned_run / "checkpoints/step-00000002/config.json").read_text())
+    assert meta["model_type"] == "ar_tts" and meta["config"]["conditioning"] == "durations"
+    events = EventAccumulator(str(aligned_run / "tensorboard")).Reload()
+    assert {"train/duration_loss", "valid/duration_loss", "valid/stop_loss"} <= set(events.Tags()["scalars"])
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    options = {"text": "the cat sat", "prompt": manifest.audio_path(0), "prompt_text": manifest[0].text,
+               "steps": 2, "seed": 7}
+    tts = load_tts(aligned_run, "cpu")
+    _, report = synthesize_to_file(tts, tmp_path / "a.wav", **options)
+    _, faster = synthesize_to_file(tts, tmp_path / "b.wav", speed=2.0, **options)
+    _, fixed = synthesize_to_file(tts, tmp_path / "c.wav", seconds=1.0, **options)
+    assert report.stopped == faster.stopped == [None]  # the plan, not the stop classifier, set the length
+    assert faster.audio_seconds == pytest.approx(report.audio_seconds / 2, abs=2 / 40)
+    assert fixed.audio_seconds == pytest.approx(1.0, abs=1 / 40)

@@ -258,18 +258,23 @@ def test_demo_main_job(synth_tools, tmp_path, capsys, monkeypatch):
     assert samples and all(Path(row["audio"]).is_file() and Path(row["real_audio"]).is_file() for row in samples)
     assert all(row["transcript"] is not None and row["per"] is not None for row in samples)
     assert f"]({Path(samples[0]['audio']).resolve().relative_to(out.resolve()).as_posix()})" in text
-    # --ar-experiment: two DC-VAE ablations, then six arms for the same minutes, judged with streamed decoding
+    # --ar-experiment: two DC-VAE ablations, then six arms for the same minutes, judged with streamed decoding, all
+    # with frame-aligned text (the default --ar-conditioning)
     ar = report["ar"]
+    assert ar["conditioning"] == "durations"
+    assert "conditioning: durations" in (out / "ar_durations" / "ar_dc_vae" / "run" / "config.yaml").read_text()
+    assert "frame_split: 4" in (out / "ar_durations" / "ar_dc_vae" / "run" / "config.yaml").read_text()
     assert list(ar["final"]) == ["dit_dc_vae", "ar_dc_vae", "dit_vanilla", "ar_vanilla", "ar_dc_vae_no_sigma",
                                  "ar_dc_vae_no_dispersive"]
     assert all(p["per"] >= 0 and p["first_audio_seconds"] > 0 and p["real_time_factor"] > 0
                for p in ar["final"].values())
-    assert "stopped" in ar["final"]["ar_vanilla"] and "stopped" not in ar["final"]["dit_vanilla"]
+    assert "stopped" not in ar["final"]["ar_vanilla"]  # (the planned length ends it, not the stop classifier)
     assert all(space["parameters"] > 0 for space in ar["spaces"].values())
     assert "noise_max_std: 0" in (out / "runs" / "dc_vae_no_sigma" / "config.yaml").read_text()
     assert "dispersive: 0" in (out / "runs" / "dc_vae_no_dispersive" / "config.yaml").read_text()
-    table = (out / "ar" / "ar_experiment.md").read_text()
-    assert "| ar_dc_vae | `ar_tts/tiny_mel_dcae` |" in table and "What it shows: ar_dc_vae" in table
+    table = (out / "ar_durations" / "ar_experiment.md").read_text()
+    assert "| ar_dc_vae | `ar_tts/tiny_mel_dcae conditioning=durations data.alignments=alignments.jsonl` |" in table
+    assert "What it shows: ar_dc_vae" in table
     assert "## Autoregressive TTS on continuous latents" in text
     printed = capsys.readouterr().out
     assert "report.md" in printed and "clean test audio: PER" in printed and "tts on dc_vae" in printed

@@ -885,10 +885,13 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
                    "TTS on DC-VAEs without the sigma-VAE noise or the dispersive loss (2 more DC-VAEs, then 6 TTS arms "
                    "of --ar-minutes each, judged with streamed decoding).")
 @click.option("--ar-minutes", type=POSITIVE, default=None, help="Training minutes of each AR-experiment arm [default: 8].")
+@click.option("--ar-conditioning", type=click.Choice(["durations", "f5"]), default="durations", show_default=True,
+              help="The AR experiment's text: frame-aligned from forced alignments and a duration predictor "
+                   "(durations; learns within minutes) or a sequence whose alignment attention must learn (f5).")
 @click.argument("overrides", nargs=-1)
 def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_minutes, train_minutes, judge_minutes,
          tts_steps, tts_eval_every, tts_experiment, events, phonetic_teacher, ar_experiment, ar_minutes,
-         overrides) -> None:
+         ar_conditioning, overrides) -> None:
     """The main job: demo corpus -> teacher -> vanilla, semantic and DC tiny VAEs -> judge -> evaluation report.
 
     Budgets are steps, so the same command gives the same models on any machine (a time cap makes the
@@ -918,7 +921,7 @@ def demo(out, corpus_minutes, teacher_steps, train_steps, judge_steps, teacher_m
                       judge_minutes=judge_minutes, tts_steps=tts_steps, tts_eval_every=tts_eval_every,
                       tts_nfe_sweep=nfe_sweep, tts_experiment=tts_experiment, events=events,
                       phonetic_teacher=phonetic_teacher, ar_experiment=ar_experiment, ar_minutes=ar_minutes,
-                      overrides=tuple(overrides), log=click.echo)
+                      ar_conditioning=ar_conditioning, overrides=tuple(overrides), log=click.echo)
 
     def show(value, fmt):
         return "n/a" if value is None else fmt.format(value)

@@ -175,7 +175,8 @@ def render_report(report: dict[str, Any]) -> str:
         lines += events_section(report["events"])
     if report.get("ar"):
         lines += ["## Autoregressive TTS on continuous latents", "",
-                  f"Every arm trained {report['ar']['minutes']:g} minutes. {report['ar']['statement']}.", "",
+                  f"Every arm trained {report['ar']['minutes']:g} minutes with {report['ar']['conditioning']} "
+                  f"conditioning. {report['ar']['statement']}.", "",
                   f"- Full table: `{report['ar']['report']}`", ""]
     lines += ["## Where things are", ""]
     for m in report["models"]:

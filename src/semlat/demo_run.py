@@ -374,32 +374,38 @@ def _tts_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_pat
 
 
 def ar_stage(out: Path, checkpoints: dict[str, tuple[str, Path]], manifest_path: Path, judge: str,
-             dc_vae_steps: int, minutes: float, overrides: tuple[str, ...], speed: Throughput, progress: bool,
-             log) -> dict[str, Any]:
+             alignments: Path, dc_vae_steps: int, minutes: float, conditioning: str, overrides: tuple[str, ...],
+             speed: Throughput, progress: bool, log) -> dict[str, Any]:
     """``--ar-experiment`` (:mod:`semlat.experiments.ar_comparison`): the DC-VAE ablations (trained for
-    ``dc_vae_steps`` like the DC-VAE), then every arm for ``minutes`` of training, judged once at the end with the
-    audio decoded as it is generated. Resumes like the other stages."""
-    from semlat.experiments.ar_comparison import ARMS, DC_VAE_ABLATIONS, RESULT_NAME, statement
+    ``dc_vae_steps`` like the DC-VAE), then every arm with ``conditioning`` for ``minutes`` of training, judged once
+    at the end with the audio decoded as it is generated. Resumes like the other stages."""
+    from semlat.errors import ConfigError
+    from semlat.experiments.ar_comparison import ARMS, CONDITIONINGS, DC_VAE_ABLATIONS, RESULT_NAME, statement
     from semlat.experiments.tts_convergence import SpaceRun, run_tts_experiment
     from semlat.generation.synthesis import STREAM_CHUNK_SECONDS
 
+    if conditioning not in CONDITIONINGS:
+        raise ConfigError(f"--ar-conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
     spaces = {name: path for name, (_, path) in checkpoints.items()}
     for name, extra in DC_VAE_ABLATIONS.items():
         spaces[name] = _train("mel_dcae/tiny", out / "runs" / name, name, dc_vae_steps, None, progress,
                               (*extra, *overrides), speed, manifest_path)[0]
-    arms = [SpaceRun(arm, spaces[space], config=config) for arm, (space, config) in ARMS.items()]
+    folder_name, text_overrides = CONDITIONINGS[conditioning]
+    folder = out / folder_name
+    text = (*text_overrides, f"data.alignments={alignments}") if conditioning == "durations" else text_overrides
+    arms = [SpaceRun(arm, spaces[space], config=config, overrides=text) for arm, (space, config) in ARMS.items()]
     steps = 1_000_000  # the minutes end every arm
-    result = run_tts_experiment(out / "ar", arms, manifest_path, asr=judge, steps=steps, eval_every=steps,
+    result = run_tts_experiment(folder, arms, manifest_path, asr=judge, steps=steps, eval_every=steps,
                                 nfe_sweep=(), max_minutes=minutes, stream=STREAM_CHUNK_SECONDS,
                                 result_name=RESULT_NAME, threshold=1.0, progress=progress, log=log)
     rate = next((k for k in ("per", "wer") if k in result["ground_truth"]), "per")
     said = statement(result, rate)
-    atomic_write_text(out / "ar" / f"{RESULT_NAME}.md", (out / "ar" / f"{RESULT_NAME}.md").read_text()
+    atomic_write_text(folder / f"{RESULT_NAME}.md", (folder / f"{RESULT_NAME}.md").read_text()
                       + f"\nWhat it shows: {said}.\n")
     final = {point["space"]: point for point in result["points"]}
-    return {"minutes": minutes, "spaces": result["spaces"], "final": final, "ground_truth": result["ground_truth"],
-            "differences": result.get("differences"), "statement": said,
-            "report": str(out / "ar" / f"{RESULT_NAME}.md")}
+    return {"minutes": minutes, "conditioning": conditioning, "spaces": result["spaces"], "final": final,
+            "ground_truth": result["ground_truth"], "differences": result.get("differences"), "statement": said,
+            "report": str(folder / f"{RESULT_NAME}.md")}
 
 
 def _samples(folder: Path, arm: str, step: int, count: int = SAMPLES) -> list[dict[str, Any]]:
@@ -467,7 +473,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
              tts_steps: int = DEFAULT_TTS_STEPS, tts_eval_every: int | None = None,
              tts_nfe_sweep: Sequence[int] = (), tts_experiment: bool = False, events: bool = False,
              phonetic_teacher: bool = False, ar_experiment: bool = False, ar_minutes: float | None = None,
-             overrides: tuple[str, ...] = (), progress: bool = True, log=print) -> dict[str, Any]:
+             ar_conditioning: str | None = None, overrides: tuple[str, ...] = (), progress: bool = True,
+             log=print) -> dict[str, Any]:
     """Run the whole demo into ``out``; returns the report as a dict.
 
     Budgets are steps (``*_steps``; ``train_steps`` for all three autoencoders, by default each one's
@@ -481,7 +488,8 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 11 more minutes), and the
     comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`). ``ar_experiment``
     adds the autoregressive-TTS comparison (:func:`ar_stage`: two more DC-VAEs, then six TTS arms of ``ar_minutes``
-    each, default :data:`~semlat.experiments.ar_comparison.DEFAULT_MINUTES`)."""
+    each, default :data:`~semlat.experiments.ar_comparison.DEFAULT_MINUTES`, with ``ar_conditioning``'s text,
+    default :data:`~semlat.experiments.ar_comparison.DEFAULT_CONDITIONING`)."""
     from semlat.evaluation.compare import compare_reports
     from semlat.evaluation.generation_eval import evaluate_tts
     from semlat.semantic.feature_cache import FeatureCache
@@ -569,10 +577,11 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     event_result = events_stage(out, progress=progress) if events else None
     ar_result = None
     if ar_experiment:
-        from semlat.experiments.ar_comparison import DEFAULT_MINUTES
+        from semlat.experiments.ar_comparison import DEFAULT_CONDITIONING, DEFAULT_MINUTES
 
-        ar_result = ar_stage(out, checkpoints, manifest_path, judge, budgets["dc_vae"], ar_minutes or DEFAULT_MINUTES,
-                             overrides, speed, progress, log)
+        ar_result = ar_stage(out, checkpoints, manifest_path, judge, alignments, budgets["dc_vae"],
+                             ar_minutes or DEFAULT_MINUTES, ar_conditioning or DEFAULT_CONDITIONING, overrides, speed,
+                             progress, log)
     runs = [Path(m["evaluation"][kind]) for m in models for kind in ("recon", "latents", "speech")]
     names = [f"{m['name']}" for m in models for _ in range(3)]
     comparison = compare_reports([*runs, out / "eval" / "clean"], [*names, "clean audio"])

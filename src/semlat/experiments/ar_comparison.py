@@ -2,7 +2,10 @@
 
 Arms (each the tiny recipe of its kind, trained for the same wall-clock minutes on the idle machine, judged on
 the cross-sentence test set of the latent-TTS experiment, :mod:`.tts_convergence`, with the audio decoded in
-windows as it is generated so that the first-audio latency is real):
+windows as it is generated so that the first-audio latency is real), all with one of two text conditionings
+(:data:`CONDITIONINGS`): ``durations`` (default; frame-aligned text from the judge's forced alignments and a
+duration predictor, for the DiT and the AR model alike; learns within minutes on 2 cores) or ``f5`` (the text as
+a sequence, alignment left to attention: the F5 DiT's padded text, the AR model's text prefix; learned late):
 
 * ``dit_dc_vae`` / ``ar_dc_vae``: the F5 DiT (``tts/tiny_mel_dcae``, implicit alignment) against the
   autoregressive model (``ar_tts/tiny_mel_dcae``) on DC-VAE latents (5.4 Hz);
@@ -19,6 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 RESULT_NAME = "ar_experiment"
+#: conditioning -> (the experiment's folder in the demo's output, the overrides of every arm; ``durations`` adds
+#: ``data.alignments``)
+CONDITIONINGS = {"durations": ("ar_durations", ("conditioning=durations",)), "f5": ("ar", ())}
+DEFAULT_CONDITIONING = "durations"
 #: The DC-VAE ablations: run name -> mel_dcae overrides.
 DC_VAE_ABLATIONS = {"dc_vae_no_sigma": ("model.noise_max_std=0",), "dc_vae_no_dispersive": ("loss.dispersive=0",)}
 #: arm -> (latent space run name, recipe)

@@ -395,6 +395,12 @@ def min_nfe(runs: Sequence[dict[str, Any]], tolerance: float = NFE_TOLERANCE) ->
     return next(r["nfe"] for r in ordered if r.get(rate) is not None and r[rate] <= limit)
 
 
+def _short(override: str) -> str:
+    """``key=/a/long/path.jsonl`` -> ``key=path.jsonl`` (a table cell; the JSON keeps the whole path)."""
+    key, sep, value = override.partition("=")
+    return f"{key}={Path(value).name}" if sep and "/" in value else override
+
+
 def render(result: dict[str, Any]) -> str:
     """The experiment's Markdown: settings, every checkpoint's figures with their 95 % CIs, the convergence to
     the threshold, the paired differences of the final checkpoints and the paper's ordering."""
@@ -418,7 +424,7 @@ def render(result: dict[str, Any]) -> str:
     for point in result["points"]:
         space = result["spaces"][point["space"]]
         latent = f"{space['latent_dim']} × {space['frame_rate']:.4g} Hz"
-        recipe = " ".join([space["config"], *space.get("overrides", [])])
+        recipe = " ".join([space["config"], *map(_short, space.get("overrides", []))])
         params = f"{space['parameters'] / 1e6:.2f} M" if space.get("parameters") else "–"
         lines.append(f"| {point['space']} | `{recipe}` | {latent} | {params} | {space['steps_per_second']:.2f} | "
                      f"{point['step']} | {point['train_minutes']:.1f} | "

@@ -28,6 +28,20 @@ and the text to speak; the prompt's latents (cut at the start to whole patches) 
 samples the next patch with :mod:`semlat.sampling`'s sampler in ``steps`` head steps, guided
 ``v = u + w (c - u)`` by a second row whose text is null (both rows share one cache batch), and stops when
 the stop classifier's end classes outweigh "go on", or at ``max_frames`` (reported: ``stopped`` False).
+
+**Conditioning** (``conditioning``): ``f5`` (default) is the text prefix above, the alignment left to attention
+(learned late, like F5-TTS's). ``durations`` gives the alignment instead, as the DiT's ``durations`` conditioning
+does (:mod:`.aligned`): there is no text prefix; the bounded token sequence goes through the same embedding and
+ConvNeXt blocks, each token's features are repeated over its positions (forced alignments in training, the
+model's own duration predictor at generation; ``frame_split`` positions a frame), and the positions of patch
+``p`` (``k · frame_split`` of them, concatenated, :class:`~semlat.nn.linear.Linear` to ``dim``) are added to the
+input that predicts it::
+
+    [BOS + a_1, patch_1 + a_2, ..., patch_{P-1} + a_P] -> causal transformer -> z_p -> head, stop
+
+The prompt's patches carry no text (the null features: zeros through that Linear); in training so do the first
+``U(0, prompt_fraction)`` of each item's patches, and every patch of an item whose text is dropped. Generation
+runs for the planned length (the stop classifier is trained but not heard: ``stopped`` is None).
 """
 
 from __future__ import annotations
@@ -44,8 +58,9 @@ from torch import Tensor, nn
 
 from semlat.config import FromConfig
 from semlat.errors import ConfigError
+from semlat.generation.aligned import expand
 from semlat.generation.dit import ConvNeXtV2Block, FeedForward, RotaryEmbedding, TimestepEmbedding, apply_rotary
-from semlat.generation.latent_text import LatentTextModel
+from semlat.generation.latent_text import CONDITIONINGS, LatentTextModel
 from semlat.nn.linear import Linear
 from semlat.sampling import guide, time_grid
 from semlat.sampling import sample as flow_sample
@@ -72,6 +87,7 @@ class ARArch:
     context_noise: float = 0.2
     head_repeats: int = 4
     stop_weight: float = 10.0
+    prompt_fraction: float = 0.3  # durations conditioning: the most of an item's first patches left without text
 
     def validate(self, where: str = "ar_tts config") -> None:
         for name in ("max_positions", "patch", "dim", "depth", "heads", "dim_head", "ff_mult", "head_dim",
@@ -85,6 +101,8 @@ class ARArch:
                 raise ConfigError(f"{where}: {name} must be within [0, 1), got {getattr(self, name)}")
         if self.context_noise < 0 or self.stop_weight <= 0:
             raise ConfigError(f"{where}: context_noise must be >= 0 and stop_weight > 0")
+        if not 0 <= self.prompt_fraction < 1:
+            raise ConfigError(f"{where}: prompt_fraction must be within [0, 1), got {self.prompt_fraction}")
 
 
 @dataclass
@@ -98,6 +116,10 @@ class ARTTSConfig(ARArch):
     space: str = ""
     latent_dim: int = 64
     frame_rate: float = 40.0
+    conditioning: str = "f5"
+    frame_split: int = 1  # durations conditioning: alignment positions a latent frame
+    duration: dict[str, Any] = field(default_factory=dict)  # DurationPredictor sizes ("durations" conditioning)
+    duration_weight: float = 1.0
 
     def validate(self, where: str = "ar_tts config") -> None:
         super().validate(where)
@@ -105,6 +127,16 @@ class ARTTSConfig(ARArch):
             raise ConfigError(f"{where}: units must be one of {', '.join(UNITS)}, got {self.units!r}")
         if self.latent_dim < 1 or self.frame_rate <= 0:
             raise ConfigError(f"{where}: latent_dim and frame_rate must be positive")
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"{where}: conditioning must be one of {', '.join(CONDITIONINGS)}, "
+                              f"got {self.conditioning!r}")
+        if self.frame_split < 1:
+            raise ConfigError(f"{where}: frame_split must be >= 1, got {self.frame_split}")
+
+    @property
+    def position_rate(self) -> float:
+        """Alignment positions a second (``durations`` conditioning): latent frames a second times ``frame_split``."""
+        return self.frame_rate * self.frame_split
 
     @property
     def patch_rate(self) -> float:
@@ -220,11 +252,12 @@ class FlowHead(nn.Module):
 @dataclass
 class Generated:
     """What :meth:`ARTTSModel.generate` returns: raw latents ``[1, T, D]`` (the prompt's frames first), how many
-    of them are the prompt's, and whether the stop classifier ended it (False: ``max_frames`` did)."""
+    of them are the prompt's, and whether the stop classifier ended it (False: ``max_frames`` did; None: the
+    planned length of ``durations`` conditioning did)."""
 
     out: Tensor
     prompt_frames: int
-    stopped: bool
+    stopped: bool | None
     steps: int
 
 
@@ -272,7 +305,10 @@ class ARTTSModel(FromConfig, LatentTextModel):
         self.norm_out = nn.LayerNorm(config.dim, eps=1e-6)
         self.head = FlowHead(channels, config.dim, config.head_dim, config.head_depth)
         self.stop = Linear(config.dim, config.patch + 1)
+        if config.conditioning == "durations":
+            self.aligned_in = Linear(config.patch * config.frame_split * config.dim, config.dim)
         self.init_stats(config.latent_dim)
+        self.init_duration()
 
     # ------------------------------------------------------------------ helpers
     def patches(self, latents: Tensor) -> Tensor:
@@ -285,10 +321,10 @@ class ARTTSModel(FromConfig, LatentTextModel):
         """``[B, P, k D]`` -> ``[B, P k, D]``."""
         return rearrange(patches, "b p (k d) -> b (p k) d", k=self.config.patch)
 
-    def embed_text(self, text: Tensor, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Right-padded ids ``[B, Nt]`` -> left-padded embeddings ``[B, Nt, dim]`` and validity ``[B, Nt]``;
-        rows where ``drop [B]`` is True get null tokens (same length)."""
-        ids, valid = left_pad(text)
+    def embed_text(self, text: Tensor, drop: Tensor | None = None, left: bool = True) -> tuple[Tensor, Tensor]:
+        """Right-padded ids ``[B, Nt]`` -> left-padded (``left``; else as given) embeddings ``[B, Nt, dim]`` and
+        validity ``[B, Nt]``; rows where ``drop [B]`` is True get null tokens (same length)."""
+        ids, valid = left_pad(text) if left else (text, text >= 0)
         ids = ids + 1  # 0: the null token (padding, and dropped text)
         ids = ids.masked_fill(~valid, 0)
         if drop is not None:
@@ -299,6 +335,22 @@ class ARTTSModel(FromConfig, LatentTextModel):
         for block in self.text_blocks:
             x = block(x).masked_fill(pad, 0.0)
         return x, valid
+
+    def aligned_text(self, features: Tensor, index: Tensor, patches: int) -> Tensor:
+        """``durations`` conditioning: right-padded text ``features [B, Nt, dim]`` and the token index of each
+        alignment position ``index [B, L]`` (``-1``: no text there) -> ``[B, patches, dim]``, patch ``p`` from
+        its ``k · frame_split`` positions (``index`` is cut or ``-1``-padded to them)."""
+        s = self.config.patch * self.config.frame_split
+        index = F.pad(index, (0, max(0, patches * s - index.shape[1])), value=-1)[:, : patches * s]
+        gathered = features.gather(1, index.clamp(min=0)[..., None].expand(-1, -1, features.shape[-1]))
+        gathered = gathered * (index >= 0)[..., None].to(gathered.dtype)
+        return self.aligned_in(rearrange(gathered, "b (p s) c -> b p (s c)", s=s))
+
+    def token_index(self, text: Tensor, token_durations: Tensor, length: int) -> Tensor:
+        """Bounded ids ``[B, Nt]`` (``-1`` padded) and their positions ``[B, Nt]`` -> the index of the token at each
+        of ``length`` alignment positions ``[B, length]`` (``-1`` past the last)."""
+        index = torch.arange(text.shape[1], device=text.device).expand_as(text).masked_fill(text < 0, -1)
+        return expand(index, token_durations, length=length)
 
     def run(self, h: Tensor, valid: Tensor, text_length: int, cache: KVCache | None = None) -> Tensor:
         """The transformer over ``h [B, N, dim]`` (new positions after ``cache``'s): ``[B, N, dim]`` after the
@@ -324,12 +376,15 @@ class ARTTSModel(FromConfig, LatentTextModel):
         return self.norm_out(h)
 
     # ------------------------------------------------------------------ training
-    def forward(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Tensor] | None = None
-                ) -> tuple[Tensor, dict[str, Any]]:
+    def forward(self, latents: Tensor, text: Tensor, lens: Tensor, draws: dict[str, Tensor] | None = None,
+                token_durations: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
         """Teacher-forced loss on normalised ``latents [B, T, D]`` (``lens [B]`` valid frames) and text ids
         ``[B, Nt]`` (``-1`` padded): ``(loss, details)`` with ``flow_loss`` and ``stop_loss``. ``draws``
         fixes the randomness (``drop [B]``, ``sigma [B]``, ``noise`` of the patches' shape, ``t [R, M]`` and
-        ``x0 [R, M, k D]`` for the ``M`` valid patches; validation passes them)."""
+        ``x0 [R, M, k D]`` for the ``M`` valid patches, ``prompt [B]`` in [0, 1): the share of
+        ``prompt_fraction`` left without text; validation passes them). With ``durations`` conditioning ``text``
+        is the bounded sequence and ``token_durations [B, Nt]`` its positions; the loss adds the duration
+        predictor's (``duration_weight`` times its log-seconds error, ``duration_loss`` in the details)."""
         cfg = self.config
         k = cfg.patch
         batch, device = latents.shape[0], latents.device
@@ -344,9 +399,21 @@ class ARTTSModel(FromConfig, LatentTextModel):
         noise = draws.get("noise", torch.randn_like(target))
         context = target + sigma[:, None, None].to(target.dtype) * noise
         h_audio = torch.cat([self.bos.expand(batch, 1, -1).to(target.dtype), self.audio_in(context[:, :-1])], dim=1)
-        h_text, text_valid = self.embed_text(text, drop)
-        h = torch.cat([h_text, h_audio], dim=1)
-        z = self.run(h, torch.cat([text_valid, patch_valid], dim=1), text.shape[1])[:, text.shape[1]:]
+        if self.duration is not None:
+            if token_durations is None:
+                raise ConfigError("an ar_tts model with durations conditioning trains on per-token durations")
+            s = k * cfg.frame_split
+            index = self.token_index(text, token_durations, p * s)
+            prompt = draws.get("prompt", torch.rand(batch, device=device))
+            cut = (prompt * cfg.prompt_fraction * count).long()  # the first patches, as a prompt's: no text
+            index = index.masked_fill(torch.arange(p * s, device=device)[None] // s < cut[:, None], -1)
+            features, _ = self.embed_text(text, drop, left=False)
+            h = h_audio + self.aligned_text(features, index, p)
+            z = self.run(h, patch_valid, 0)
+        else:
+            h_text, text_valid = self.embed_text(text, drop)
+            h = torch.cat([h_text, h_audio], dim=1)
+            z = self.run(h, torch.cat([text_valid, patch_valid], dim=1), text.shape[1])[:, text.shape[1]:]
         zv, x1, fmask = z[patch_valid], target[patch_valid], frame_valid[patch_valid]  # [M, ...]
         repeats = cfg.head_repeats
         t = draws.get("t", torch.rand(repeats, x1.shape[0], device=device))
@@ -362,8 +429,13 @@ class ARTTSModel(FromConfig, LatentTextModel):
         weight = torch.full((k + 1,), cfg.stop_weight, device=device)
         weight[0] = 1.0
         stop_loss = F.cross_entropy(self.stop(zv).float(), classes[patch_valid], weight=weight)
-        return flow_loss + stop_loss, {"flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(),
-                                       "patches": int(patch_valid.sum())}
+        details = {"flow_loss": flow_loss.detach(), "stop_loss": stop_loss.detach(), "patches": int(patch_valid.sum())}
+        loss = flow_loss + stop_loss
+        if self.duration is not None:
+            duration_loss = self.duration_loss(text, token_durations)
+            details["duration_loss"] = duration_loss.detach()
+            loss = loss + cfg.duration_weight * duration_loss
+        return loss, details
 
     loss = forward
 
@@ -374,35 +446,59 @@ class ARTTSModel(FromConfig, LatentTextModel):
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, text: Tensor, *, max_frames: int | None = None, min_frames: int = 1,
-                 steps: int = 8,
-                 guidance: float = 2.0, schedule: str = "uniform", method: str = "euler", seed: int | None = None,
-                 temperature: float = 1.0, on_frames: Callable[[Tensor], None] | None = None) -> Generated:
+                 steps: int = 8, guidance: float = 2.0, schedule: str = "uniform", method: str = "euler",
+                 seed: int | None = None, temperature: float = 1.0, on_frames: Callable[[Tensor], None] | None = None,
+                 token_durations: Tensor | None = None) -> Generated:
         """Continue raw ``prompt [1, Tp, D]`` latents (``Tp`` may be 0) speaking ``text [1, Nt]`` ids (the
         prompt's transcript and the text to speak). ``max_frames``: the most frames to generate (default: what
         the context leaves); the stop classifier is not heard before ``min_frames``. ``steps`` head steps on the sampler's ``schedule`` grid; ``guidance`` in semlat's
         CFG convention (1: none, one row); ``temperature`` scales the head's initial noise; ``seed`` fixes the
-        noise. ``on_frames(frames [1, n, D])`` sees each new patch's raw frames as they come (streaming)."""
+        noise. ``on_frames(frames [1, n, D])`` sees each new patch's raw frames as they come (streaming). With
+        ``durations`` conditioning ``text`` is the bounded sequence of the text to speak only and
+        ``token_durations [1, Nt]`` its planned positions (:meth:`plan_durations`): the model speaks exactly
+        their length (cut to ``max_frames``)."""
         cfg = self.config
         k, device = cfg.patch, self.latent_mean.device
         if prompt.shape[0] != 1 or text.shape[0] != 1:
             raise ConfigError("ar_tts generates one utterance at a time (batch 1)")
         kept = self.prompt_frames(prompt.shape[1])
         prompt = prompt[:, prompt.shape[1] - kept:]
-        room = cfg.max_positions - text.shape[1] - 1 - kept // k
+        prefix = (0 if self.duration is not None else text.shape[1]) + 1 + kept // k  # (aligned text: no prefix)
+        room = cfg.max_positions - prefix
         if room < 1:
-            raise ConfigError(f"the prompt and text take {text.shape[1] + 1 + kept // k} positions, the whole "
+            raise ConfigError(f"the prompt and text take {prefix} positions, the whole "
                               f"context of this model ({cfg.max_positions}); give a shorter prompt or text")
         limit = room * k if max_frames is None else min(int(max_frames), room * k)
         guided = abs(guidance - 1.0) > 1e-5
         rows = 2 if guided else 1
         text = text.to(device).expand(rows, -1)
         drop = torch.tensor([False, True][:rows], device=device)
-        h_text, text_valid = self.embed_text(text, drop)
         context = self.patches(self.normalize(prompt.to(device))).expand(rows, -1, -1)
-        h = torch.cat([h_text, self.bos.expand(rows, 1, -1), self.audio_in(context)], dim=1)
-        valid = torch.cat([text_valid, torch.ones(rows, 1 + context.shape[1], dtype=torch.bool, device=device)], 1)
+        h_audio = torch.cat([self.bos.expand(rows, 1, -1), self.audio_in(context)], dim=1)
+        aligned = None
+        if self.duration is not None:  # the aligned text of each patch to generate; the prompt's patches: none
+            if token_durations is None:
+                raise ConfigError("an ar_tts model with durations conditioning generates from per-token durations")
+            s = k * cfg.frame_split
+            planned = int(token_durations.sum())
+            limit = min(limit, -(-planned // cfg.frame_split))
+            if limit < 1:
+                raise ConfigError("nothing to generate: the text was given no time")
+            patches = -(-limit // k)
+            features, _ = self.embed_text(text, drop, left=False)
+            index = self.token_index(text, token_durations.to(device).expand(rows, -1), patches * s)
+            none = torch.full((rows, context.shape[1] * s), -1, dtype=torch.long, device=device)
+            aligned = self.aligned_text(features, torch.cat([none, index], dim=1), context.shape[1] + patches)
+            h = h_audio + aligned[:, : 1 + context.shape[1]]
+            text_length = 0
+            valid = torch.ones(rows, h.shape[1], dtype=torch.bool, device=device)
+        else:
+            h_text, text_valid = self.embed_text(text, drop)
+            h = torch.cat([h_text, h_audio], dim=1)
+            text_length = text.shape[1]
+            valid = torch.cat([text_valid, torch.ones(rows, h_audio.shape[1], dtype=torch.bool, device=device)], 1)
         cache = KVCache(cfg.depth)
-        z = self.run(h, valid, text.shape[1], cache)[:, -1]
+        z = self.run(h, valid, text_length, cache)[:, -1]
         generator = torch.Generator(device="cpu")
         if seed is not None:
             generator.manual_seed(int(seed))
@@ -420,10 +516,11 @@ class ARTTSModel(FromConfig, LatentTextModel):
 
             patch = flow_sample(velocity, x, grid, method=method)  # [1, kD]
             step_count += 1
-            end = self.stop(z[:1]).float().softmax(-1)[0]
             keep = k
-            if float(end[1:].sum()) > float(end[0]) and produced + k >= min_frames:
-                keep, stopped = int(end[1:].argmax()) + 1, True
+            if aligned is None:
+                end = self.stop(z[:1]).float().softmax(-1)[0]
+                if float(end[1:].sum()) > float(end[0]) and produced + k >= min_frames:
+                    keep, stopped = int(end[1:].argmax()) + 1, True
             keep = min(keep, limit - produced)
             frames = self.frames(patch[:, None])[:, :keep]
             out.append(frames)
@@ -433,10 +530,12 @@ class ARTTSModel(FromConfig, LatentTextModel):
             if stopped or produced >= limit:
                 break
             h = self.audio_in(patch[:, None].expand(rows, -1, -1))
-            z = self.run(h, torch.ones(rows, 1, dtype=torch.bool, device=device), text.shape[1], cache)[:, -1]
+            if aligned is not None:
+                h = h + aligned[:, context.shape[1] + step_count: context.shape[1] + step_count + 1]
+            z = self.run(h, torch.ones(rows, 1, dtype=torch.bool, device=device), text_length, cache)[:, -1]
         generated = torch.cat(out, dim=1) if out else prompt.new_zeros(1, 0, cfg.latent_dim)
         full = torch.cat([prompt.to(device), self.denormalize(generated)], dim=1)
-        return Generated(full, kept, stopped, step_count)
+        return Generated(full, kept, None if aligned is not None else stopped, step_count)
 
     def info(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)

@@ -87,8 +87,8 @@ def load_tts(folder: str | os.PathLike, device: str | torch.device = "auto", spa
     autoregressive = (found / CONFIG_NAME).is_file() and read_model_meta(found).get("model_type") == "ar_tts"
     if autoregressive:
         if duration is not None:
-            raise ConfigError(f"{found}: an autoregressive TTS ends its speech itself (stop classifier); "
-                              "--duration-model is for the flow-matching DiT")
+            raise ConfigError(f"{found}: an autoregressive TTS sets its own length (its stop classifier, or its "
+                              "own duration predictor); --duration-model is for the flow-matching DiT")
         if precision != "fp32":
             raise ConfigError(f"{found}: an autoregressive TTS runs in fp32 (precision {precision!r})")
         model, _, resolved = load_model_of_type(folder, ARTTSModel, "ar_tts", "a TTS model",
@@ -293,7 +293,7 @@ def speak(tts: LoadedTTS, sink: Callable[[torch.Tensor], None], *, text: str, pr
     if stream is not None and stream <= 0:
         raise ConfigError(f"--stream-seconds must be positive, got {stream}")
     autoregressive = isinstance(tts.model, ARTTSModel)
-    if autoregressive and speed != 1.0:
+    if autoregressive and speed != 1.0 and tts.model.duration is None:
         raise ConfigError("--speed: an autoregressive TTS keeps its own pace (its stop classifier ends the speech)")
     rate = tts.space.output_rate
 
@@ -354,13 +354,21 @@ def _ratio_frames(job: Job, frame_rate: float) -> int:
 
 
 def _generate_ar(tts: LoadedTTS, job: Job, *, steps: int, guidance: float, sway: float, method: str,
-                 on_frames: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool]:
+                 on_frames: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool | None]:
     """One chunk with the autoregressive model: its generated latents ``[1, D, T]`` (the prompt's not included)
-    and whether the stop classifier ended them. Length limit: ``job.seconds``, or :data:`AR_LENGTH_FACTOR` times
-    F5's ratio rule plus :data:`AR_EXTRA_SECONDS`; its stop is heard from :data:`AR_MIN_FRACTION` of the rule on
+    and whether the stop classifier ended them (None with ``durations`` conditioning: the duration predictor's
+    plan at the prompt's pace, or ``job.seconds``, sets the length). Length limit: ``job.seconds``, or
+    :data:`AR_LENGTH_FACTOR` times F5's ratio rule plus :data:`AR_EXTRA_SECONDS`; its stop is heard from :data:`AR_MIN_FRACTION` of the rule on
     (at least :data:`AR_MIN_SECONDS`). ``sway`` does not apply (the head's grid is uniform)."""
     model, space = tts.model, tts.space
     rate = model.config.frame_rate
+    if model.duration is not None:  # durations conditioning: the length its own predictor plans
+        row = model.bounded_ids([job.text.strip()]).to(space.device)
+        planned = model.plan_durations(row, model.bounded_ids([job.prompt_text.strip()]).to(space.device),
+                                       job.latents.shape[1] / rate, job.speed, job.seconds)
+        result = model.generate(job.latents.to(space.device), row, token_durations=planned, steps=steps,
+                                guidance=guidance, method=method, seed=job.seed, on_frames=on_frames)
+        return rearrange(result.out[:, result.prompt_frames:], "1 t d -> 1 d t"), result.stopped
     if job.seconds is not None:
         limit = max(1, round(job.seconds * rate))
     else:

@@ -37,18 +37,14 @@ from torch import Tensor, nn
 
 from semlat.config import FromConfig, from_dict
 from semlat.errors import ConfigError
-from semlat.generation.aligned import expand, positions_from_seconds
+from semlat.generation.aligned import expand
 from semlat.generation.dit import DiT, DiTConfig
-from semlat.generation.duration import DurationConfig, DurationPredictor
 from semlat.generation.flow import FlowConfig, Sampled, infilling_loss, sample
-from semlat.generation.latent_text import LatentTextModel
+from semlat.generation.latent_text import CONDITIONINGS, LatentTextModel
 from semlat.generation.unett import UNetT, UNetTConfig
 from semlat.text.frontend import UNITS
 
 BACKBONES = {"DiT": (DiT, DiTConfig), "UNetT": (UNetT, UNetTConfig)}
-CONDITIONINGS = ("f5", "durations")
-#: The duration loss is on ``log(seconds + DURATION_EPS)`` (a word boundary may last 0 s).
-DURATION_EPS = 0.02
 
 
 @dataclass
@@ -116,12 +112,7 @@ class TTSModel(FromConfig, LatentTextModel):
                                     "text_num_embeds": len(config.vocab)}, "tts config 'arch'")
         self.transformer = model_cls(arch)
         self.init_stats(config.latent_dim)
-        self.duration = None
-        if config.conditioning == "durations":
-            self.duration = DurationPredictor(from_dict(DurationConfig, {
-                **config.duration, "units": config.units, "vocab": list(config.vocab), "language": config.language,
-                "utterance_offset": False},
-                "tts config 'duration'"))
+        self.init_duration()
 
     config_class = TTSConfig
     config_where = "tts config"
@@ -159,43 +150,6 @@ class TTSModel(FromConfig, LatentTextModel):
         return loss + self.config.duration_weight * duration_loss, details
 
     loss = forward
-
-    def duration_loss(self, text: Tensor, token_durations: Tensor) -> Tensor:
-        """Mean squared error of ``log(seconds + DURATION_EPS)`` over the tokens of ``text [B, Nt]``."""
-        valid = text >= 0
-        target = token_durations.float() / self.config.position_rate
-        predicted = self.duration.token_seconds(text)
-        error = (predicted + DURATION_EPS).log() - (target + DURATION_EPS).log()
-        return error.square()[valid].mean()
-
-    @torch.no_grad()
-    def plan_durations(self, text: Tensor, prompt_text: Tensor | None = None, prompt_seconds: float | None = None,
-                       speed: float = 1.0, seconds: float | None = None) -> Tensor:
-        """Positions of each token of one bounded ``text [1, Nt]`` (``durations`` conditioning): the predictor's
-        seconds, times the prompt's pace (``prompt_seconds`` over the predicted seconds of the bounded
-        ``prompt_text [1, Np]``, clamped to ``max_rate_ratio`` either way) over ``speed``, or scaled to
-        ``seconds`` in all. Returns ``[1, Nt]``."""
-        if self.duration is None:
-            raise ConfigError("this TTS model aligns text implicitly (f5 conditioning): it has no duration predictor")
-        per_token = self.duration.token_seconds(text)[0]
-        if seconds is not None:
-            scale = seconds / max(float(per_token.sum()), 1e-6)
-        else:
-            scale = 1.0
-            if prompt_text is not None and prompt_seconds is not None:
-                predicted = float(self.duration.token_seconds(prompt_text).sum())
-                r = self.duration.config.max_rate_ratio
-                scale = min(max(prompt_seconds / max(predicted, 1e-3), 1 / r), r)
-            scale /= speed
-        return positions_from_seconds(per_token * scale, self.config.position_rate)[None]
-
-    def bounded_ids(self, texts: list[str]) -> Tensor:
-        """The ``durations`` conditioning's token ids of ``texts``: ``[B, Nt]`` with a space at both ends."""
-        front = self.front_end()
-        ids = front.encode(texts)
-        rows = [[0, *[int(i) for i in row if i >= 0], 0] for row in ids]
-        width = max(len(r) for r in rows)
-        return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
     @torch.no_grad()
     def generate(self, prompt: Tensor, text: Tensor, durations: Tensor | None, lens: Tensor | None = None,

@@ -5,6 +5,9 @@ store from ``semlat encode``, its statistics saved in the model, frame-budget ba
 ``data.stream`` for stores read shard by shard, ``train.init_from`` with vocabulary extension); only the model
 and its objective differ: teacher-forced next-patch flow matching plus the stop classifier, with noisy
 context patches and text dropped for guidance (:meth:`~semlat.generation.ar_tts.ARTTSModel.forward`).
+``conditioning: durations`` (with ``data.alignments``, as for the ``tts`` recipe) gives the model frame-aligned
+text from forced alignments instead of a text prefix, and trains its duration predictor in the same steps;
+``frame_split`` sets the alignment's positions per latent frame (4 for the 5.4 Hz DC-VAE, as for the DiT).
 Validation: the loss on a fixed set of held-out items with fixed draws (clean context, no dropping).
 """
 
@@ -19,7 +22,9 @@ from torch import nn
 
 from semlat.errors import ConfigError
 from semlat.generation.ar_tts import ARArch, ARTTSConfig, ARTTSModel
+from semlat.generation.latent_text import CONDITIONINGS
 from semlat.training.logging import RunLogger
+from semlat.training.recipes.duration import DurationModelConfig
 from semlat.training.recipes.tts import TTSDataConfig, TTSRecipe
 from semlat.training.settings import EMAConfig, OptimizerConfig, TrainConfig
 
@@ -40,18 +45,25 @@ class ARTTSRecipeConfig:
 
     recipe: str = "ar_tts"
     run_dir: str = "runs/ar_tts"
+    conditioning: str = "f5"
+    frame_split: int = 1
+    duration: DurationModelConfig = field(default_factory=DurationModelConfig)
+    duration_weight: float = 1.0
     model: ARArch = field(default_factory=ARArch)
     data: TTSDataConfig = field(default_factory=TTSDataConfig)
     optim: OptimizerConfig = field(default_factory=_optim)
     train: TrainConfig = field(default_factory=_train)
 
-    #: what the shared TTS data code asks of a config: the AR model reads plain text (no alignments)
-    conditioning = "f5"
-    frame_split = 1
-
     def validate(self, where: str) -> None:
         if self.recipe != "ar_tts":
             raise ConfigError(f"recipe must be 'ar_tts' for this config, got {self.recipe!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
+        if self.conditioning == "durations" and not self.data.alignments:
+            raise ConfigError("conditioning: durations needs data.alignments (forced alignments of the store's "
+                              "manifest: semlat judge align)")
+        if self.frame_split < 1:
+            raise ConfigError(f"frame_split must be >= 1, got {self.frame_split}")
         self.model.validate(f"{where}.model")
 
 
@@ -61,13 +73,15 @@ class ARTTSRecipe(TTSRecipe):
     name = "ar_tts"
     Config = ARTTSRecipeConfig
     model_type = "ar_tts"
-    loss_parts = ("flow_loss", "stop_loss")
+    loss_parts = ("flow_loss", "stop_loss", "duration_loss")
 
     def tts_config(self) -> ARTTSConfig:
         cfg = self.config
         return ARTTSConfig(**dataclasses.asdict(cfg.model), units=cfg.data.units, vocab=list(self.vocab.tokens),
                            language=cfg.data.language, space=str(self.space or ""), latent_dim=self.store.dim,
-                           frame_rate=self.store.frame_rate)
+                           frame_rate=self.store.frame_rate, conditioning=cfg.conditioning, frame_split=cfg.frame_split,
+                           duration=dataclasses.asdict(cfg.duration) if cfg.conditioning == "durations" else {},
+                           duration_weight=cfg.duration_weight)
 
     def build_modules(self) -> dict[str, nn.Module]:
         model = ARTTSModel(self.tts_config())
@@ -90,12 +104,13 @@ class ARTTSRecipe(TTSRecipe):
         generator = torch.Generator().manual_seed(self.config.train.seed)
         repeats = model.config.head_repeats
         draws = {"drop": torch.zeros(len(lens), dtype=torch.bool), "sigma": torch.zeros(len(lens)),
+                 "prompt": torch.zeros(len(lens)),
                  "noise": torch.zeros_like(patches),
                  "t": torch.linspace(0.05, 0.95, repeats * valid).reshape(repeats, valid),
                  "x0": torch.randn(repeats, valid, patches.shape[-1], generator=generator)}
         draws = {key: value.to(latents.device) for key, value in draws.items()}
         loss, details = model.loss(**inputs, draws=draws)
-        return {"loss": float(loss), "flow_loss": float(details["flow_loss"]), "stop_loss": float(details["stop_loss"])}
+        return {"loss": float(loss), **{key: float(details[key]) for key in self.loss_parts if key in details}}
 
     def export(self, model: nn.Module) -> tuple[str, dict[str, Any], dict[str, Any]]:
         _, config, extra = super().export(model)

@@ -21,7 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("SEMLAT_CI") == "1"
 
-torch.set_num_threads(2)
+#: 2 cores: one process uses both; under pytest-xdist (``-n 2``) each of the two workers uses one.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def fixtures_root() -> Path:

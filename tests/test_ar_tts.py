@@ -258,6 +258,8 @@ def test_durations_generation_equals_the_full_pass_and_speaks_the_planned_length
         model.generate(prompt, text, steps=1)
     with pytest.raises(ConfigError, match="given no time"):
         model.generate(prompt, text, token_durations=torch.zeros_like(planned), steps=1)
+    with pytest.raises(ConfigError, match="more than the .* context leaves after the prompt"):
+        model.generate(prompt, text, token_durations=planned * 2000, steps=1)
 
 
 def test_durations_loss_hears_the_text_only_where_it_is_aligned():

@@ -432,7 +432,7 @@ def render(result: dict[str, Any]) -> str:
                      + f"{with_interval(point.get('sim'), point.get('sim_ci'), number)} |"
                      + (f" {number(point.get('real_time_factor'))} | {number(point.get('first_audio_seconds'))} | "
                         f"{percent(point['stopped']) if point.get('stopped') is not None else '–'} |" if timed else ""))
-    if result.get("to_threshold") is not None:
+    if result.get("to_threshold") is not None and s["threshold"] < 1:  # (1: no threshold asked, as --ar-experiment)
         lines += ["", f"First checkpoint at or below {100 * s['threshold']:.0f} % {label}:", ""]
         for name, reached in result["to_threshold"].items():
             lines.append(f"- {name}: " + (f"step {reached['step']}, {reached['train_minutes']:.1f} training minutes"
@@ -443,7 +443,7 @@ def render(result: dict[str, Any]) -> str:
         for d in result["differences"]:
             lines.append(f"| {d['a']} | {d['b']} | {d['sentences']} | "
                          f"{with_interval(d['difference'], d['ci95'], percent)} | {'yes' if d['resolved'] else 'no'} |")
-    if result.get("ordering"):
+    if result.get("ordering") and {"semantic", "mel", "vanilla"} & {p["space"] for p in result["points"]}:
         lines += ["", f"The Semantic-VAE paper's ordering: {result['ordering']}."]
     if result.get("nfe_sweep"):
         lines += ["", ("Final checkpoints by NFE (smallest NFE within 10 % of NFE "

@@ -480,8 +480,11 @@ class ARTTSModel(FromConfig, LatentTextModel):
             if token_durations is None:
                 raise ConfigError("an ar_tts model with durations conditioning generates from per-token durations")
             s = k * cfg.frame_split
-            planned = int(token_durations.sum())
-            limit = min(limit, -(-planned // cfg.frame_split))
+            planned = -(-int(token_durations.sum()) // cfg.frame_split)  # frames
+            if planned > room * k:
+                raise ConfigError(f"the text needs {planned} frames, more than the {room * k} this model's context "
+                                  f"leaves after the prompt; give a shorter text or prompt")
+            limit = min(limit, planned)
             if limit < 1:
                 raise ConfigError("nothing to generate: the text was given no time")
             patches = -(-limit // k)

@@ -449,13 +449,13 @@ class ARTTSModel(FromConfig, LatentTextModel):
                  steps: int = 8, guidance: float = 2.0, schedule: str = "uniform", method: str = "euler",
                  seed: int | None = None, temperature: float = 1.0, on_frames: Callable[[Tensor], None] | None = None,
                  token_durations: Tensor | None = None) -> Generated:
-        """Continue raw ``prompt [1, Tp, D]`` latents (``Tp`` may be 0) speaking ``text [1, Nt]`` ids (the
-        prompt's transcript and the text to speak). ``max_frames``: the most frames to generate (default: what
-        the context leaves); the stop classifier is not heard before ``min_frames``. ``steps`` head steps on the sampler's ``schedule`` grid; ``guidance`` in semlat's
-        CFG convention (1: none, one row); ``temperature`` scales the head's initial noise; ``seed`` fixes the
-        noise. ``on_frames(frames [1, n, D])`` sees each new patch's raw frames as they come (streaming). With
-        ``durations`` conditioning ``text`` is the bounded sequence of the text to speak only and
-        ``token_durations [1, Nt]`` its planned positions (:meth:`plan_durations`): the model speaks exactly
+        """Continue raw ``prompt [1, Tp, D]`` latents (``Tp`` may be 0) speaking ``text [1, Nt]`` ids (the prompt's
+        transcript and the text to speak). ``max_frames``: the most frames to generate (default: what the context
+        leaves); the stop classifier is not heard before ``min_frames``. ``steps`` head steps on the sampler's
+        ``schedule`` grid; ``guidance`` in semlat's CFG convention (1: none, one row); ``temperature`` scales the head's
+        initial noise; ``seed`` fixes the noise. ``on_frames(frames [1, n, D])`` sees each new patch's raw frames as
+        they come (streaming). With ``durations`` conditioning ``text`` is the bounded sequence of the text to speak
+        only and ``token_durations [1, Nt]`` its planned positions (:meth:`plan_durations`): the model speaks exactly
         their length (cut to ``max_frames``)."""
         cfg = self.config
         k, device = cfg.patch, self.latent_mean.device

@@ -353,19 +353,27 @@ def _ratio_frames(job: Job, frame_rate: float) -> int:
     return int(ratio * len(job.text.encode("utf-8")) / job.speed)
 
 
+def _planned(model: TTSModel | ARTTSModel, job: Job, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``durations`` conditioning: the bounded ids ``[1, Nt]`` of ``job.text`` and their positions ``[1, Nt]`` from
+    the model's duration predictor, at the prompt's pace (or ``job.seconds`` in all, over ``job.speed``)."""
+    row = model.bounded_ids([job.text.strip()]).to(device)
+    planned = model.plan_durations(row, model.bounded_ids([job.prompt_text.strip()]).to(device),
+                                   job.latents.shape[1] / model.config.frame_rate, job.speed, job.seconds)
+    return row, planned
+
+
 def _generate_ar(tts: LoadedTTS, job: Job, *, steps: int, guidance: float, sway: float, method: str,
                  on_frames: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, bool | None]:
     """One chunk with the autoregressive model: its generated latents ``[1, D, T]`` (the prompt's not included)
     and whether the stop classifier ended them (None with ``durations`` conditioning: the duration predictor's
     plan at the prompt's pace, or ``job.seconds``, sets the length). Length limit: ``job.seconds``, or
-    :data:`AR_LENGTH_FACTOR` times F5's ratio rule plus :data:`AR_EXTRA_SECONDS`; its stop is heard from :data:`AR_MIN_FRACTION` of the rule on
-    (at least :data:`AR_MIN_SECONDS`). ``sway`` does not apply (the head's grid is uniform)."""
+    :data:`AR_LENGTH_FACTOR` times F5's ratio rule plus :data:`AR_EXTRA_SECONDS`; its stop is heard from
+    :data:`AR_MIN_FRACTION` of the rule on (at least :data:`AR_MIN_SECONDS`). ``sway`` does not apply (the head's
+    grid is uniform)."""
     model, space = tts.model, tts.space
     rate = model.config.frame_rate
     if model.duration is not None:  # durations conditioning: the length its own predictor plans
-        row = model.bounded_ids([job.text.strip()]).to(space.device)
-        planned = model.plan_durations(row, model.bounded_ids([job.prompt_text.strip()]).to(space.device),
-                                       job.latents.shape[1] / rate, job.speed, job.seconds)
+        row, planned = _planned(model, job, space.device)
         result = model.generate(job.latents.to(space.device), row, token_durations=planned, steps=steps,
                                 guidance=guidance, method=method, seed=job.seed, on_frames=on_frames)
         return rearrange(result.out[:, result.prompt_frames:], "1 t d -> 1 d t"), result.stopped
@@ -413,9 +421,7 @@ def generate_latents(tts: LoadedTTS, jobs: list[Job], *, steps: int, guidance: f
         ids, positions = [], []
         room = model.config.max_frames * model.config.frame_split
         for job in jobs:
-            row = model.bounded_ids([job.text.strip()]).to(device)
-            planned = model.plan_durations(row, model.bounded_ids([job.prompt_text.strip()]).to(device),
-                                           job.latents.shape[1] / model.config.frame_rate, job.speed, job.seconds)
+            row, planned = _planned(model, job, device)
             if int(planned.sum()) > room - job.latents.shape[1] * model.config.frame_split:
                 raise ConfigError(f"the text needs {int(planned.sum()) / model.config.position_rate:.1f} s, more than "
                                   f"the model's window leaves after the prompt; give a shorter text or prompt")

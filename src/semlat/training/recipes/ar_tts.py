@@ -22,10 +22,9 @@ from torch import nn
 
 from semlat.errors import ConfigError
 from semlat.generation.ar_tts import ARArch, ARTTSConfig, ARTTSModel
-from semlat.generation.latent_text import CONDITIONINGS
 from semlat.training.logging import RunLogger
 from semlat.training.recipes.duration import DurationModelConfig
-from semlat.training.recipes.tts import TTSDataConfig, TTSRecipe
+from semlat.training.recipes.tts import TTSDataConfig, TTSRecipe, check_conditioning
 from semlat.training.settings import EMAConfig, OptimizerConfig, TrainConfig
 
 
@@ -57,11 +56,7 @@ class ARTTSRecipeConfig:
     def validate(self, where: str) -> None:
         if self.recipe != "ar_tts":
             raise ConfigError(f"recipe must be 'ar_tts' for this config, got {self.recipe!r}")
-        if self.conditioning not in CONDITIONINGS:
-            raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.conditioning == "durations" and not self.data.alignments:
-            raise ConfigError("conditioning: durations needs data.alignments (forced alignments of the store's "
-                              "manifest: semlat judge align)")
+        check_conditioning(self.conditioning, self.data.alignments)
         if self.frame_split < 1:
             raise ConfigError(f"frame_split must be >= 1, got {self.frame_split}")
         self.model.validate(f"{where}.model")

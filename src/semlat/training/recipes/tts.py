@@ -109,11 +109,17 @@ class TTSRecipeConfig:
             raise ConfigError(f"recipe must be 'tts' for this config, got {self.recipe!r}")
         if self.backbone != "DiT":
             raise ConfigError("the tts recipe trains the DiT backbone (backbone: DiT)")
-        if self.conditioning not in CONDITIONINGS:
-            raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {self.conditioning!r}")
-        if self.conditioning == "durations" and not self.data.alignments:
-            raise ConfigError("conditioning: durations needs data.alignments (forced alignments of the store's "
-                              "manifest: semlat judge align)")
+        check_conditioning(self.conditioning, self.data.alignments)
+
+
+def check_conditioning(conditioning: str, alignments: str | None) -> None:
+    """One-line ConfigError unless ``conditioning`` is known and ``durations`` has its alignments (both TTS
+    recipes' configs)."""
+    if conditioning not in CONDITIONINGS:
+        raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
+    if conditioning == "durations" and not alignments:
+        raise ConfigError("conditioning: durations needs data.alignments (forced alignments of the store's "
+                          "manifest: semlat judge align)")
 
 
 def _tokens(item: dict[str, Any], units: str) -> list[str] | None:

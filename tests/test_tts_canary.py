@@ -147,7 +147,7 @@ def test_durations_tts_says_memorised_sentences_in_another_utterances_voice(cana
 #: The autoregressive model of the same size class (a causal transformer of 3 x 96 and a 2-block flow head);
 #: measured while writing this test: PER 46 % after 600 steps (32 s), 75 % after 400, untrained 93 %.
 AR_MODEL = ["model.dim=96", "model.depth=3", "model.heads=3", "model.dim_head=32", "model.text_conv_layers=2",
-            "model.head_dim=128", "model.head_depth=2", *MODEL[7:]]
+            "model.head_dim=128", "model.head_depth=2", "model.ff_mult=4", *MODEL[7:]]
 AR_STEPS = 600
 
 

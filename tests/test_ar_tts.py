@@ -206,12 +206,12 @@ def test_tts_command_runs_the_ar_model_and_streams_the_same_audio(trained, demo_
     assert code == 1 and not (tmp_path / "x.wav").exists()
 
 
-def _ddp_config(store: str, run_dir: str):
+def _ddp_config(store: str, extra: tuple[str, ...], run_dir: str):
     from semlat.configs import builtin_config
     from semlat.training.recipes import load_recipe
 
     return load_recipe(builtin_config("ar_tts/tiny_wave_vae"), [f"data.latents={store}", f"run_dir={run_dir}",
-                                                                "train.max_steps=2", *TINY])
+                                                                "train.max_steps=2", *TINY, *extra])
 
 
 @pytest.mark.slow
@@ -220,7 +220,7 @@ def test_ddp_two_processes(store, tmp_path):
 
     from conftest import check_recipe_ddp
 
-    check_recipe_ddp(functools.partial(_ddp_config, str(store)), tmp_path)
+    check_recipe_ddp(functools.partial(_ddp_config, str(store), ()), tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ durations
@@ -318,3 +318,16 @@ def test_durations_recipe_trains_and_speaks_at_the_prompts_pace(aligned_run, dem
     assert report.stopped == faster.stopped == [None]  # the plan, not the stop classifier, set the length
     assert faster.audio_seconds == pytest.approx(report.audio_seconds / 2, abs=2 / 40)
     assert fixed.audio_seconds == pytest.approx(1.0, abs=1 / 40)
+
+
+@pytest.mark.slow
+def test_durations_ddp_two_processes(store, aligned_run, tmp_path):
+    """The aligned-text mode under DDP: every parameter (the duration predictor's and the aligned-text
+    projection's too) gets a gradient on both ranks, and the weights stay identical."""
+    import functools
+
+    from conftest import check_recipe_ddp
+
+    extra = ("conditioning=durations", f"data.alignments={aligned_run.parent / 'alignments.jsonl'}", "duration.dim=16",
+             "duration.layers=1")
+    check_recipe_ddp(functools.partial(_ddp_config, str(store), extra), tmp_path, ("loss", "duration_loss"))

@@ -29,6 +29,37 @@ def test_a_judge_and_a_training_run_load_by_their_type(tiny_ctc_judge):
         semlat.load(tiny_ctc_judge, device="cpu", precision="bf16")
 
 
+def test_a_judge_folder_of_semlat_0_1_loads_as_today_s(tiny_ctc_judge, demo_corpus, tmp_path):
+    """``judge.json`` + ``model.safetensors`` (semlat 0.1's layout, :data:`LEGACY_LAYOUTS`): the same judge,
+    through its loader and through semlat.load; a broken one is a one-line error."""
+    import soundfile as sf
+    import torch
+    from safetensors.torch import save_file
+
+    from semlat.checkpoints import legacy_layout
+    from semlat.data.manifest import Manifest
+    from semlat.evaluation.ctc_judge import FORMAT, load_judge
+
+    meta = read_model_meta(tiny_ctc_judge)
+    model = semlat.load(tiny_ctc_judge, device="cpu")
+    legacy = tmp_path / "judge01"
+    legacy.mkdir()
+    state = {k.removeprefix("recognizer."): v.contiguous() for k, v in model.model.state_dict().items()}
+    save_file(state, str(legacy / "model.safetensors"))
+    (legacy / "judge.json").write_text(json.dumps({"format": FORMAT, **meta["config"]}))
+    assert legacy_layout(legacy) == "judge.json" and legacy_layout(tiny_ctc_judge) is None
+    manifest = Manifest.read(demo_corpus / "manifest.jsonl")
+    audio, rate = sf.read(manifest.audio_path(0), dtype="float32")
+    expected = model.log_probs(torch.from_numpy(audio), rate)[0]
+    torch.testing.assert_close(load_judge(legacy).log_probs(torch.from_numpy(audio), rate)[0], expected)
+    again = semlat.load(legacy, device="cpu", expect="ctc_judge")
+    torch.testing.assert_close(again.log_probs(torch.from_numpy(audio), rate)[0], expected)
+    assert again.vocab == model.vocab and again.label == model.label
+    save_file({"nope": torch.zeros(1)}, str(legacy / "model.safetensors"))
+    with pytest.raises(ConfigError, match="does not fit the model in judge.json"):
+        semlat.load(legacy, device="cpu")
+
+
 def test_the_metadata_reader_never_reads_weights(model_dir, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)

@@ -25,6 +25,7 @@ import re
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -139,6 +140,26 @@ def _tta_guidance_name(meta: dict[str, Any]) -> dict[str, Any]:
 MIGRATIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
     ("tta", "0.2.0", _tta_guidance_name),
 )
+
+
+#: The folder layouts of semlat 0.1's own training loops, written before model folders existed: ``marker file ->
+#: (model_type, what it is)``. Each is read by its type's loader (``judge.json`` + ``model.safetensors`` by
+#: :func:`semlat.evaluation.ctc_judge.load_judge`; ``teacher.json`` + ``hubert/`` by
+#: :func:`semlat.semantic.hubert_teacher.load_semlat_teacher`), and :func:`legacy_layout` recognises them, so
+#: :func:`semlat.models.load` takes them too. A folder's newer layout (``config.json``) always wins; no other
+#: old layout is read.
+LEGACY_LAYOUTS: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "judge.json": ("ctc_judge", "a CTC judge folder of semlat 0.1"),
+    "teacher.json": ("hubert_teacher", "a teacher folder of semlat 0.1"),
+})
+
+
+def legacy_layout(path: str | os.PathLike) -> str | None:
+    """The :data:`LEGACY_LAYOUTS` marker the folder ``path`` holds, when it holds one and no ``config.json``."""
+    path = Path(path).expanduser()
+    if not path.is_dir() or (path / CONFIG_NAME).is_file():
+        return None
+    return next((marker for marker in LEGACY_LAYOUTS if (path / marker).is_file()), None)
 
 
 def upgrade_meta(meta: dict[str, Any], where: str) -> dict[str, Any]:

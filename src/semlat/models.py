@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from semlat.checkpoints import CONFIG_NAME, model_from_state, read_model_folder, read_model_meta, resolve_model_folder
+from semlat.checkpoints import (
+    CONFIG_NAME,
+    LEGACY_LAYOUTS,
+    legacy_layout,
+    model_from_state,
+    read_model_folder,
+    read_model_meta,
+    resolve_model_folder,
+)
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import SPACE_TYPES
 from semlat.semantic.teachers import SCHEMES, Teacher, TeacherSpec
@@ -95,17 +103,23 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
                                                 ``text_encoder``)
     ``ctc_judge``                               :class:`~semlat.evaluation.ctc_judge.CTCJudge`
     any other registered type                   the model itself, in eval mode
+    a teacher folder of semlat 0.1              its :class:`~semlat.semantic.teachers.Teacher` (recommended layer)
     ========================================== =====================================================
+
+    The folder layouts of semlat 0.1 (:data:`~semlat.checkpoints.LEGACY_LAYOUTS`: ``judge.json`` judges,
+    ``teacher.json`` teachers) load too; a folder written by a newer semlat is refused in one line.
 
     Options a type does not take are a one-line ConfigError. The type is read from ``config.json`` first
     (:func:`~semlat.checkpoints.read_model_meta`), so the weights are read once. ``expect`` (a key of
     :data:`EXPECTED`: ``space``, ``tts``, ``tta``, ``ctc_judge``, ``duration``) makes any other type, or no model
     at all, a one-line CheckpointError that says what was expected and how to make one (what the commands do)."""
     folder = resolve_model_folder(path)
+    legacy = legacy_layout(folder)
     what, hint = EXPECTED[expect] if expect is not None else ("", "")
-    if expect is not None and folder.is_dir() and not (folder / CONFIG_NAME).is_file():
+    if expect is not None and legacy is None and folder.is_dir() and not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(f"{path} is not {what} (no model folder or training run; {hint})")
-    model_type = read_model_meta(folder)["model_type"]  # a missing path: "no such model folder"
+    # a missing path: "no such model folder"
+    model_type = LEGACY_LAYOUTS[legacy][0] if legacy else read_model_meta(folder)["model_type"]
     if expect is not None and model_type not in EXPECTED_TYPES.get(expect, (expect,)):
         raise CheckpointError(f"{folder}: a {model_type} model, not {what} ({hint})")
     allowed = {"tts": {"space", "duration"}, "ar_tts": {"space", "duration"}, "tta": {"space", "text_encoder"}, "ctc_judge": set()}.get(
@@ -114,6 +128,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto", precision
     if unknown:
         raise ConfigError(f"{folder}: a {model_type} model takes no option {', '.join(unknown)}"
                           + (f" (it takes {', '.join(sorted(allowed))})" if allowed else ""))
+    if legacy == "teacher.json":  # semlat 0.1's teacher folder holds a Hugging Face model, not semlat weights
+        if options or precision != "fp32":
+            raise ConfigError(f"{folder}: {LEGACY_LAYOUTS[legacy][1]} takes no options and runs in fp32")
+        from semlat.utils.devices import pick_device
+
+        return load_teacher(f"semlat:{folder}", pick_device(device))
     if model_type in SPACE_TYPES:
         from semlat.inference import load as load_space
 

@@ -47,7 +47,7 @@ from einops import rearrange
 from torch import nn
 
 from semlat.audio.spectral import MelConfig, MelSpectrogram
-from semlat.checkpoints import load_model_of_type
+from semlat.checkpoints import legacy_layout, load_model_of_type
 from semlat.config import FromConfig, from_dict, read_json_object
 from semlat.errors import CheckpointError, ConfigError
 from semlat.evaluation.ctc_decoding import ctc_forced_align, greedy_decode, min_frames  # noqa: F401 (re-exported)
@@ -372,7 +372,7 @@ def load_judge(folder: str | Path, *, device: str | torch.device = "cpu") -> CTC
     """The judge at ``folder``: a ``ctc_judge`` model folder, a ``judge`` training run (its latest
     checkpoint), or a folder of semlat 0.1 (``judge.json``). Nothing is unpickled."""
     given = Path(folder).expanduser()
-    if (given / JUDGE_JSON).is_file():
+    if legacy_layout(given) == JUDGE_JSON:
         return _load_legacy_judge(given, device)
     try:
         model, meta, _ = load_model_of_type(given, CTCJudgeModel, "ctc_judge", "a CTC judge", "make one with `semlat judge train`")

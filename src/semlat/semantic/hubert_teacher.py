@@ -52,7 +52,7 @@ from torch import nn
 
 from semlat.audio.io import load_audio
 from semlat.audio.mfcc import MFCC, MFCCConfig, dct_matrix, deltas, lifter_weights, mfcc
-from semlat.checkpoints import CONFIG_NAME, load_model_of_type, resolve_model_folder
+from semlat.checkpoints import CONFIG_NAME, legacy_layout, load_model_of_type, resolve_model_folder
 from semlat.config import FromConfig, read_json_object
 from semlat.errors import CheckpointError, ConfigError, DataError
 from semlat.semantic.teachers import Teacher, TeacherSpec
@@ -429,7 +429,7 @@ def load_semlat_teacher(spec: TeacherSpec) -> Teacher:
     ``@k``, ``@i,j`` and ``@all`` select layers as for ``hf:`` specs (a Dasheng gives its last layer)."""
     spec = TeacherSpec.parse(spec)
     given = Path(spec.path)
-    if (given / TEACHER_JSON).is_file():
+    if legacy_layout(given) == TEACHER_JSON:
         return _load_legacy_teacher(spec, given)
     model_type = "hubert_teacher"
     meta_path = resolve_model_folder(given) / CONFIG_NAME

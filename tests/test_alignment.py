@@ -12,6 +12,7 @@ from semlat.errors import ConfigError
 from semlat.semantic.alignment import (
     AlignmentConfig,
     LatentToTeacher,
+    TeacherPCA,
     adaptive_weight,
     distance_matrix_loss,
     frame_loss,
@@ -95,6 +96,32 @@ def test_projector_and_config_errors():
     assert not AlignmentConfig().enabled and not AlignmentConfig(teacher="hf:/x", weight=0).enabled
     for override, pattern in [("loss=cos", "loss must be one of"), ("direction=up", "direction must be one of"),
                               ("weight=-1", "weight must be >= 0"), ("cache=/c", "cache is set but"),
-                              ("projector_hidden=-1", "projector_hidden must be >= 0")]:
+                              ("projector_hidden=-1", "projector_hidden must be >= 0"),
+                              ("pca_channels=0", "pca_channels and"),
+                              ("direction=teacher_pca,loss=vf", "takes cosine, l1 or mse")]:
         with pytest.raises(ConfigError, match=pattern):
-            build_config(AlignmentConfig, [], [override])
+            build_config(AlignmentConfig, [], override.split(","))
+
+
+def test_teacher_pca_finds_the_principal_directions_and_whitens_them():
+    """Frames with variances 9, 4, 1, 0.01 along a random orthonormal basis: the top two components are the
+    first two basis vectors (up to sign, fixed by the largest entry), their outputs uncorrelated with unit
+    variance, and the explained fractions 9 / 14.01 and 4 / 14.01."""
+    torch.manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
+    scores = torch.randn(20000, 4, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.0, 0.1], dtype=torch.float64)
+    frames = (scores @ basis.T + torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)).float()
+    pca = TeacherPCA(4, 2)
+    explained = pca.fit(frames)
+    for k in range(2):
+        assert abs(float(pca.components[k].double() @ basis[:, k])) == pytest.approx(1.0, abs=2e-3)
+        assert float(pca.components[k, pca.components[k].abs().argmax()]) > 0
+    torch.testing.assert_close(explained, torch.tensor([9 / 14.01, 4 / 14.01]), atol=1e-2, rtol=0)
+    out = pca(frames[None])[0]
+    assert out.shape == (20000, 2)
+    torch.testing.assert_close(torch.cov(out.T), torch.eye(2), atol=2e-3, rtol=0)
+    assert TeacherPCA(4, 2).state_dict().keys() == {"mean", "components", "scale"}  # buffers only: never trained
+    with pytest.raises(ConfigError, match="5 components of 4-dim"):
+        TeacherPCA(4, 5)
+    with pytest.raises(ConfigError, match="cannot fit"):
+        pca.fit(torch.randn(10, 3))

@@ -81,6 +81,37 @@ def test_variants_train(demo_corpus, tiny_wavlm, cache, tmp_path, extra):
         assert not any(k.startswith("generator.projectors.") for k in weights)
 
 
+def test_teacher_pca_ties_the_first_channels_to_fixed_components(demo_corpus, tiny_wavlm, cache, tmp_path):
+    """direction=teacher_pca: the components are fitted on the training items' cached features (the same fit
+    again gives the same buffers), never trained, not exported; the first k latent channels are the target."""
+    from einops import rearrange
+
+    from semlat.data.manifest import Manifest
+    from semlat.semantic.alignment import TeacherPCA
+    from semlat.semantic.feature_cache import FeatureCache
+
+    extra = (f"alignment.cache={cache}", "alignment.direction=teacher_pca", "alignment.loss=mse",
+             "alignment.pca_channels=4")
+    recipe_cls, config = _config(demo_corpus, tmp_path / "pca", f"hf:{tiny_wavlm}@1", *extra)
+    logs, metrics, weights = _run(recipe_cls, config)
+    assert all(torch.isfinite(torch.tensor(step["alignment"])) and step["alignment"] > 0 for step in logs)
+    assert -1.0 <= metrics["alignment_cosine"] <= 1.0
+    features = FeatureCache(cache)
+    train = {u.audio for u in Manifest.read(demo_corpus / "manifest.jsonl", split="train")}
+    ids = [item["id"] for item in features.items if item["id"] in train][:256]
+    again = TeacherPCA(32, 4)
+    again.fit(torch.cat([rearrange(features.get(i).float(), "d t -> t d") for i in ids]))
+    for name, value in again.state_dict().items():
+        torch.testing.assert_close(weights[f"pca.{name}"], value)
+    state, _ = read_model_folder(latest_checkpoint(tmp_path / "pca"))
+    assert not any("pca" in k or "projector" in k for k in state)  # the exported VAE carries no alignment module
+    for bad, pattern in [(("alignment.pca_channels=17",), "more than the latent's 16"),
+                         (("alignment.cache=null",), "set alignment.cache")]:
+        recipe_cls, config = _config(demo_corpus, tmp_path / "bad", f"hf:{tiny_wavlm}@1", *extra, *bad)
+        with pytest.raises(ConfigError, match=pattern):
+            Trainer(config, recipe_cls)
+
+
 def test_weight_zero_is_the_vanilla_vae(demo_corpus, tiny_wavlm, tmp_path):
     recipe_cls, config = _config(demo_corpus, tmp_path / "vanilla", f"hf:{tiny_wavlm}@1", "alignment.weight=0")
     logs, metrics, weights = _run(recipe_cls, config)

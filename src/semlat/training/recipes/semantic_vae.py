@@ -26,11 +26,12 @@ from torch.utils.data import Dataset
 from semlat.autoencoders.wave_vae import RegulatorConfig, WaveVAE
 from semlat.data.datasets import AudioCropDataset
 from semlat.data.manifest import Manifest
-from semlat.data.shards import cut_fields
+from semlat.data.shards import cut_fields, is_shard_folder
 from semlat.errors import ConfigError
 from semlat.semantic.alignment import (
     AlignmentConfig,
     LatentToTeacher,
+    TeacherPCA,
     adaptive_weight,
     distance_matrix_loss,
     frame_loss,
@@ -112,6 +113,13 @@ class SemanticVAERecipe(WaveVAERecipe):
 
                 self.teacher = load_teacher(align.teacher, device=trainer.device)
                 self.teacher_dim, self.teacher_rate = self.teacher.dim, self.teacher.frame_rate
+            if align.direction == "teacher_pca":
+                if self.cache is None:
+                    raise ConfigError("alignment.direction=teacher_pca fits the teacher's components on cached "
+                                      "features: set alignment.cache (semlat features extract)")
+                if align.pca_channels > config.model.latent_dim:
+                    raise ConfigError(f"alignment.pca_channels={align.pca_channels} is more than the latent's "
+                                      f"{config.model.latent_dim} channels")
             if align.direction == "teacher_to_latent":
                 regulator = config.model.regulator
                 if regulator is None:  # fill in the published projector for this teacher
@@ -134,10 +142,28 @@ class SemanticVAERecipe(WaveVAERecipe):
         if align.enabled and align.direction == "latent_to_teacher":
             modules["projector"] = LatentToTeacher(self.config.model.latent_dim, self.teacher_dim,
                                                    align.projector_hidden)
+        if align.enabled and align.direction == "teacher_pca":
+            modules["pca"] = self._fit_pca()
         return modules
 
+    def _fit_pca(self) -> TeacherPCA:
+        """The teacher's components, fitted on the cached features of the first ``alignment.pca_fit_items``
+        training utterances (manifest order; every cached item when training streams shards). Deterministic, so
+        each rank fits the same; a resumed run reloads them with the checkpoint."""
+        align, data = self.config.alignment, self.config.data
+        ids = [item["id"] for item in self.cache.items]
+        if not is_shard_folder(data.train):
+            wanted = {u.audio for u in self.manifest(data.train, data.train_split)}
+            ids = [i for i in ids if i in wanted]
+        if not ids:
+            raise ConfigError(f"alignment.cache {align.cache} holds none of the training utterances")
+        frames = torch.cat([rearrange(self.cache.get(i).float(), "d t -> t d") for i in ids[: align.pca_fit_items]])
+        pca = TeacherPCA(self.teacher_dim, align.pca_channels)
+        pca.fit(frames)
+        return pca
+
     def optimizer_config(self, name: str) -> OptimizerConfig | None:
-        return self.config.optim if name == "projector" else super().optimizer_config(name)
+        return self.config.optim if name == "projector" else super().optimizer_config(name)  # pca: fixed
 
     def shard_items(self, make):
         if self.cache is None:
@@ -175,6 +201,9 @@ class SemanticVAERecipe(WaveVAERecipe):
         if self.config.alignment.direction == "teacher_to_latent":
             target, _ = generator.projectors(features, valid, valid.new_full(valid.shape, length))
             return z, target.float(), mask
+        if self.config.alignment.direction == "teacher_pca":
+            pca = self.trainer.raw["pca"]
+            return z[..., : self.config.alignment.pca_channels], pca(interpolate_features(features, length)), mask
         return projector(z), interpolate_features(features, length), mask
 
     def extra_generator_losses(self, batch, out, real, reconstruction):

@@ -83,7 +83,7 @@ def test_variants_train(demo_corpus, tiny_wavlm, cache, tmp_path, extra):
 
 def test_teacher_pca_ties_the_first_channels_to_fixed_components(demo_corpus, tiny_wavlm, cache, tmp_path):
     """direction=teacher_pca: the components are fitted on the training items' cached features (the same fit
-    again gives the same buffers), never trained, not exported; the first k latent channels are the target."""
+    again gives the same buffers), never trained (still equal after the steps), not exported; the MSE is logged."""
     from einops import rearrange
 
     from semlat.data.manifest import Manifest

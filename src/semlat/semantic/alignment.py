@@ -12,7 +12,7 @@ linearly interpolated to the latent length ``T`` (e.g. 40 Hz). Two directions:
   (:class:`TeacherPCA`, fitted once on the training items' cached features and kept fixed), are the target of the
   first ``k`` latent channels, ``z[..., :k]``; the other channels are left to the reconstruction. A learned
   projector can meet a cosine target through a few directions the probe cannot use (the published alignment
-  reaches cosine 0.9 at demo scale while the latents' phoneme probe gains 1-3 points); a fixed target cannot.
+  reaches cosines up to 0.9 at demo scale while the latents' phoneme probe gains 1-3 points); a fixed target cannot.
 
 Losses, per frame then a masked mean over frames and a mean over the batch:
 

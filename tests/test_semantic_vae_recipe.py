@@ -4,14 +4,17 @@ mismatch refusal, the latent-to-teacher and VF variants, the vanilla special cas
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import torch
+from einops import rearrange
 
 from conftest import check_recipe_ddp, train_recorded
 from semlat.checkpoints import read_model_folder
 from semlat.configs import builtin_config
 from semlat.errors import ConfigError
+from semlat.semantic.alignment import TeacherPCA
 from semlat.semantic.feature_cache import extract_features
 from semlat.training.recipes import load_recipe
 from semlat.training.trainer import Trainer, latest_checkpoint
@@ -149,3 +152,60 @@ def test_cached_teacher_trains_from_shards(demo_corpus, tiny_wavlm, cache, tmp_p
     logs, metrics, _ = _run(*_config(demo_corpus, tmp_path / "run2", f"hf:{tiny_wavlm}@1", f"alignment.cache={cache}",
                                      f"data.train={shards}", f"data.valid={demo_corpus / 'manifest.jsonl'}"))
     assert all(torch.isfinite(torch.tensor(step["alignment"])) for step in logs) and "alignment_cosine" in metrics
+
+
+def test_shards_carry_the_teacher_features(demo_corpus, tiny_wavlm, cache, tmp_path, capsys):
+    """``semlat data shard --features``: every cut carries its utterance's cached features, so a streamed crop gets
+    exactly the features the cache gives for the same crop without looking the cache up; teacher_pca fits on them;
+    a teacher other than the shards' is refused, and a cache lacking an utterance is a one-line error."""
+    from semlat.cli import main
+    from semlat.data.shards import ShardSet, cut_fields
+    from semlat.semantic.feature_cache import FeatureCache
+
+    manifest = demo_corpus / "manifest.jsonl"
+    shards = tmp_path / "shards"
+    assert main(["data", "shard", str(manifest), str(shards), "--shard-size", "2", "--features", str(cache)]) == 0
+    assert "teacher features of" in capsys.readouterr().out
+    shard_set = ShardSet(shards)
+    assert shard_set.features["dim"] == 32 and all("teacher" in s for s in shard_set.shards)
+    features = FeatureCache(cache)
+    recipe_cls, config = _config(demo_corpus, tmp_path / "run", f"hf:{tiny_wavlm}@1", f"data.train={shards}",
+                                 f"data.valid={manifest}")
+    trainer = Trainer(config, recipe_cls)
+    try:
+        assert trainer.recipe.cache is None and trainer.recipe.teacher is None  # neither a cache nor the teacher
+        dataset, _ = trainer.recipe.train_dataset()
+        checked = 0
+        for batch in trainer.recipe.batch_sampler(dataset):
+            for cut, seed in batch:
+                item = dataset[(cut, seed)]
+                expected, valid = features.crop_seconds(cut_fields(cut)["source"], item["offset"], 0.5)
+                torch.testing.assert_close(item["teacher"], rearrange(expected, "d t -> t d"))
+                assert item["teacher_frames"] > 0
+                checked += 1
+        assert checked >= 4
+    finally:
+        trainer.close()
+    logs, metrics, weights = _run(*_config(demo_corpus, tmp_path / "pca", f"hf:{tiny_wavlm}@1", f"data.train={shards}",
+                                           f"data.valid={manifest}", "alignment.direction=teacher_pca",
+                                           "alignment.loss=mse", "alignment.pca_channels=4"))
+    assert all(torch.isfinite(torch.tensor(step["alignment"])) for step in logs)
+    assert "alignment_cosine" not in metrics  # no features for the validation items without a cache
+    assert "validation reports no alignment_cosine" in capsys.readouterr().out
+    first = [cut_fields(c)["source"] for s in shard_set.shards for c in shard_set.cuts(s)]
+    again = TeacherPCA(32, 4)
+    again.fit(torch.cat([rearrange(features.get(i).float(), "d t -> t d") for i in first[:256]]))
+    torch.testing.assert_close(weights["pca.components"], again.components)
+    recipe_cls, config = _config(demo_corpus, tmp_path / "bad", f"hf:{tiny_wavlm}@2", f"data.train={shards}",
+                                 f"data.valid={manifest}")
+    with pytest.raises(ConfigError, match="was made with teacher"):
+        Trainer(config, recipe_cls)
+    one = tmp_path / "one.jsonl"  # a cache of one utterance (by its absolute path): the manifest's are missing
+    row = json.loads(manifest.read_text().splitlines()[0])
+    one.write_text(json.dumps({**row, "audio": str(demo_corpus / row["audio"])}) + "\n")
+    from semlat.models import load_teacher
+
+    extract_features(load_teacher(f"hf:{tiny_wavlm}@1"), one, tmp_path / "one_cache", progress=False)
+    assert main(["data", "shard", str(manifest), str(tmp_path / "s2"), "--features", str(tmp_path / "one_cache")]) == 1
+    err = capsys.readouterr().err
+    assert "no teacher features for" in err and "Traceback" not in err and not (tmp_path / "s2").exists()

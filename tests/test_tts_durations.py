@@ -188,3 +188,82 @@ def test_batched_list_equals_row_by_row_with_durations(trained, demo_corpus, tmp
     from test_tts import check_batched_list_equals_row_by_row
 
     check_batched_list_equals_row_by_row(trained, demo_corpus, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def aligned_shards(aligned_store, demo_corpus, model_dir, tmp_path_factory):
+    """The demo corpus encoded with its alignments (``semlat encode --alignments``; one utterance left unaligned),
+    then written as a store of many shards: each item's segments travel in its shard's header."""
+    from conftest import reshard_store
+
+    root = tmp_path_factory.mktemp("aligned_shards")
+    rows = (aligned_store / "alignments.jsonl").read_text().splitlines()
+    partial = root / "alignments.jsonl"
+    partial.write_text("\n".join(rows[1:]) + "\n")
+    assert main(["encode", str(model_dir), str(demo_corpus / "manifest.jsonl"), str(root / "store"),
+                 "--alignments", str(partial), "--device", "cpu"]) == 0
+    return reshard_store(root / "store", root / "shards"), json.loads(rows[0])["id"]
+
+
+def test_store_carried_alignments_stream_and_resume_exactly(aligned_store, aligned_shards, tmp_path, capsys):
+    """Durations from the store items' own segments: the same token durations as from the alignment file, a
+    streamed run (data.stream, no data.alignments) trains the duration predictor from them, and resumes exactly."""
+    from semlat.configs import builtin_config
+    from semlat.data.store import TensorStore
+    from semlat.training.recipes import load_recipe
+    from semlat.training.trainer import Trainer
+
+    shards, unaligned_id = aligned_shards
+    from semlat.data.store_stream import StoreStream
+
+    store = TensorStore(shards)
+    assert len(StoreStream(shards).shards) > 2 and store.index["unaligned"] == 1
+    carried = {item["id"]: item.get("segments") for item in store.items}
+    assert carried[unaligned_id] is None and sum(s is not None for s in carried.values()) == len(carried) - 1
+
+    def trainer(overrides):
+        cls, config = load_recipe(builtin_config("tts/tiny_wave_vae"), [*TINY, "train.max_steps=1", *overrides])
+        return Trainer(config, cls)
+
+    from_file = trainer([f"data.latents={aligned_store / 'latents'}", f"run_dir={tmp_path / 'f'}",
+                         f"data.alignments={aligned_store / 'alignments.jsonl'}"])
+    from_store = trainer([f"data.latents={shards}", f"run_dir={tmp_path / 's'}", "data.alignments=null"])
+    try:
+        assert from_store.recipe.durations and unaligned_id not in from_store.recipe.durations
+        assert from_store.recipe.durations == {k: v for k, v in from_file.recipe.durations.items()
+                                               if k != unaligned_id}
+    finally:
+        from_file.close()
+        from_store.close()
+    assert "1 item(s)" in capsys.readouterr().out  # the unaligned utterance is counted, not silently dropped
+
+    base = ["train", "tts/tiny_wave_vae", f"data.latents={shards}", "data.stream=true", "data.alignments=null", *TINY,
+            "train.checkpoint_every=100"]
+    assert main([*base, f"run_dir={tmp_path / 'a'}", "train.max_steps=4"]) == 0
+    assert main([*base, f"run_dir={tmp_path / 'b'}", "train.max_steps=2"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b"), "train.max_steps=4"]) == 0
+    a = load_file(str(tmp_path / "a/checkpoints/step-00000004/training.safetensors"))
+    b = load_file(str(tmp_path / "b/checkpoints/step-00000004/training.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "a" / "tensorboard"))
+    events.Reload()
+    assert all(e.value > 0 for e in events.Scalars("train/duration_loss"))
+
+
+def test_store_carried_alignment_errors(aligned_store, demo_corpus, model_dir, tmp_path, capsys):
+    store = aligned_store / "latents"  # encoded without --alignments
+    base = ["train", "tts/tiny_wave_vae", "train.max_steps=1", *TINY]
+    assert main([*base, f"data.latents={store}", f"run_dir={tmp_path / 'a'}", "data.stream=true",
+                 f"data.alignments={aligned_store / 'alignments.jsonl'}"]) == 1
+    assert "semlat encode --alignments" in capsys.readouterr().err
+    assert main(["encode", str(model_dir), str(demo_corpus / "wavs"), str(tmp_path / "s"), "--device", "cpu",
+                 "--alignments", str(aligned_store / "alignments.jsonl")]) == 1
+    assert "--alignments needs a manifest" in capsys.readouterr().err
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "nope.wav", "segments": [["a", 0.0, 0.1]]}) + "\n")
+    assert main(["encode", str(model_dir), str(demo_corpus / "manifest.jsonl"), str(tmp_path / "t"), "--device", "cpu",
+                 "--alignments", str(other)]) == 1
+    assert f"{other}: aligns none of the" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists() and not (tmp_path / "a" / "checkpoints").exists()

@@ -123,7 +123,10 @@ def _key_values(pairs, option: str) -> dict:
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--split", default="train", show_default=True, help="The manifest's split to shard ('all': every line).")
 @click.option("--shard-size", type=POSITIVE_INT, default=1000, show_default=True, help="Utterances per shard.")
-def data_shard(manifest, out, split, shard_size) -> None:
+@click.option("--features", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A teacher feature cache of the manifest (semlat features extract): every utterance's features "
+                   "travel in its shard, for the semantic_vae recipe to stream without the cache's index.")
+def data_shard(manifest, out, split, shard_size, features) -> None:
     """Write a manifest's split as audio shards (Lhotse Shar) that training streams at constant memory.
 
     Give OUT as data.train of an audio recipe (wave_vae, semantic_vae): each rank then reads only its own
@@ -133,10 +136,16 @@ def data_shard(manifest, out, split, shard_size) -> None:
     from semlat.data.shards import ShardSet, write_shards
 
     chosen = Manifest.read(manifest) if split == "all" else Manifest.read_split(manifest, split)
-    folder = write_shards(chosen, out, shard_size)
+    cache = None
+    if features is not None:
+        from semlat.semantic.feature_cache import FeatureCache
+
+        cache = FeatureCache(features)
+    folder = write_shards(chosen, out, shard_size, features=cache)
     shards = ShardSet(folder)
+    carried = f", teacher features of {shards.features['teacher']}" if shards.features else ""
     click.echo(f"wrote {folder}: {len(shards.shards)} shard(s), {shards.items} utterances, "
-               f"{shards.seconds / 3600:.3f} h")
+               f"{shards.seconds / 3600:.3f} h{carried}")
 
 
 @data.command("demo")
@@ -446,8 +455,12 @@ def _resolve_flow(steps, guidance, nfe, cfg, *, cfg_is_f5: bool, guidance_defaul
 @click.option("--split", default=None, help="Only this split of a manifest.")
 @click.option("--record-stats", is_flag=True,
               help="Copy the store's per-channel latent statistics into MODEL's config.json (latent_stats).")
+@click.option("--alignments", type=click.Path(), default=None,
+              help="Forced alignments of the manifest (semlat judge align): each item keeps its segments, so the "
+                   "duration-aligned TTS can stream the store (data.stream=true, no data.alignments).")
 @_codec_options
-def encode(model, source, out, split, record_stats, device, precision, chunk_seconds, context_seconds) -> None:
+def encode(model, source, out, split, record_stats, alignments, device, precision, chunk_seconds,
+           context_seconds) -> None:
     """Encode audio into latents.
 
     A file SOURCE with OUT ending in .safetensors writes that one file; a manifest (.jsonl) or a
@@ -461,7 +474,7 @@ def encode(model, source, out, split, record_stats, device, precision, chunk_sec
     info = init_distributed(device)  # under torchrun: one process group, a share of the inputs per rank
     try:
         space = _load(model, info.device, precision, chunk_seconds, context_seconds)
-        count, rejects = encode_files(space, source, out, split=split)
+        count, rejects = encode_files(space, source, out, split=split, alignments=alignments)
     finally:
         shutdown()
     if not info.is_main:

@@ -291,13 +291,29 @@ def latent_store_settings(space: LoadedSpace, source: str | os.PathLike, split: 
 
 def encode_to_store(space: LoadedSpace, source: str | os.PathLike, out: str | os.PathLike, *,
                     split: str | None = None, progress: bool = True, rank: int | None = None,
-                    world_size: int | None = None) -> tuple[int, list[tuple[str, str]], Path]:
+                    world_size: int | None = None, alignments: str | os.PathLike | None = None
+                    ) -> tuple[int, list[tuple[str, str]], Path]:
     """Encode every input of a manifest or folder into the tensor store ``out`` (resumable; under
     torch.distributed each rank encodes its share). Items carry ``duration`` and the manifest's
     fields (text, phonemes, speaker, caption, ...); the index carries per-channel statistics.
+    With ``alignments`` (a JSONL of :mod:`semlat.data.alignments`, keyed by the manifest's audio paths) each
+    aligned item also carries its ``segments`` ``[[label, start_s, end_s], ...]`` in its shard's header, so the
+    duration-aligned TTS can stream the store (``data.stream``) without reading an alignment file whole; the
+    number of items left without one is ``unaligned`` in the store's settings.
     Returns ``(items stored, rejects, index path)``."""
     items, _ = _inputs(source, split)
-    writer = StoreWriter(out, latent_store_settings(space, source, split), rank=rank, world_size=world_size)
+    settings = latent_store_settings(space, source, split)
+    aligned: dict[str, list[tuple[str, float, float]]] = {}
+    if alignments is not None:
+        from semlat.data.alignments import read_alignments
+
+        aligned = read_alignments(alignments)
+        if not any(it.id in aligned for it in items):
+            raise DataError(f"{alignments}: aligns none of the {len(items)} inputs of {source} (ids are the "
+                            "manifest's audio paths)")
+        settings["alignments"] = str(Path(alignments).resolve())
+        settings["unaligned"] = sum(it.id not in aligned for it in items)
+    writer = StoreWriter(out, settings, rank=rank, world_size=world_size)
     mine = writer.mine(items)
     todo = [it for it in mine if it.id not in writer.done]
     show = progress and writer.ranks.rank == 0 and len(items) > 1
@@ -311,7 +327,10 @@ def encode_to_store(space: LoadedSpace, source: str | os.PathLike, out: str | os
                 bar.update(1)
                 continue
             latents = space.encode(audio[None])[0]
-            writer.add(it.id, latents, {"duration": audio.shape[-1] / space.input_rate, **it.meta})
+            meta = {"duration": audio.shape[-1] / space.input_rate, **it.meta}
+            if it.id in aligned:
+                meta["segments"] = [list(segment) for segment in aligned[it.id]]
+            writer.add(it.id, latents, meta)
             bar.update(1)
     index = writer.finish([it.id for it in items])
     store = TensorStore(out)
@@ -322,14 +341,18 @@ def encode_to_store(space: LoadedSpace, source: str | os.PathLike, out: str | os
 
 
 def encode(space: LoadedSpace, source: str | os.PathLike, out: str | os.PathLike, *, split: str | None = None,
-           progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
+           progress: bool = True, alignments: str | os.PathLike | None = None) -> tuple[int, list[tuple[str, str]]]:
     """``semlat encode``: one file -> ``OUT.safetensors`` (or into the store folder OUT); a manifest or
-    folder -> the store folder OUT. Returns ``(sequences written, rejects)``."""
+    folder -> the store folder OUT (``alignments``: see :func:`encode_to_store`). Returns ``(sequences written,
+    rejects)``."""
     out = Path(out)
     items, many = _inputs(source, split)
+    if alignments is not None and Path(source).suffix != ".jsonl":
+        raise ConfigError(f"--alignments needs a manifest (.jsonl) as SOURCE: its ids are the manifest's audio "
+                          f"paths, not {source}")
     if many:
         _refuse_file_out(out, source)
-        count, rejects, _ = encode_to_store(space, source, out, split=split, progress=progress)
+        count, rejects, _ = encode_to_store(space, source, out, split=split, progress=progress, alignments=alignments)
         return count, rejects
     if _file_shaped(out, AUDIO_OUT_SUFFIXES):
         raise ConfigError(f"{out}: encode writes latents: give a .safetensors file or a folder as OUT")

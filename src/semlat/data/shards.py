@@ -44,12 +44,16 @@ def is_shard_folder(path: str | os.PathLike | None) -> bool:
     return path is not None and (Path(path) / SHARD_INDEX).is_file()
 
 
-def write_shards(manifest: Manifest, out: str | os.PathLike, shard_size: int = 1000, *,
+def write_shards(manifest: Manifest, out: str | os.PathLike, shard_size: int = 1000, *, features: Any = None,
                  progress: bool = True) -> Path:
     """Write ``manifest``'s utterances (all of them: pick a split first) as Shar shards into ``out``, atomically.
 
     Each utterance keeps its manifest fields (text, speaker, caption, ... and extra keys) in the cut's
-    supervision, its manifest path as ``source``; the audio is re-encoded as FLAC at its own rate.
+    supervision, its manifest path as ``source``; the audio is re-encoded as FLAC at its own rate. With
+    ``features`` (a :class:`~semlat.semantic.feature_cache.FeatureCache` of the manifest) each cut also carries its
+    utterance's teacher features (``teacher.NNNNNN.tar``: float16 ``[T, dim]`` arrays), and ``shards.json`` the
+    cache's teacher, frame rate and width, so the semantic VAE streams features with the audio and never looks an
+    utterance up in the cache's index. An utterance the cache lacks is a one-line error; nothing is written.
     """
     from lhotse import MonoCut, Recording, SupervisionSegment
     from lhotse.shar import SharWriter
@@ -59,10 +63,18 @@ def write_shards(manifest: Manifest, out: str | os.PathLike, shard_size: int = 1
         raise DataError(f"shard_size must be at least 1, got {shard_size}")
     if len(manifest) == 0:
         raise DataError("no utterances to shard")
+    fields = {"recording": "flac"}
+    if features is not None:
+        missing = [u.audio for u in manifest if u.audio not in features]
+        if missing:
+            raise DataError(f"{features.folder}: no teacher features for {len(missing)} of the {len(manifest)} "
+                            f"utterances (first: {missing[0]}); extract them (semlat features extract) or shard "
+                            "without --features")
+        fields["teacher"] = "numpy"
     out = Path(out)
     with atomic_dir(out) as tmp:
         shards: list[dict[str, Any]] = []
-        with SharWriter(str(tmp), fields={"recording": "flac"}, shard_size=shard_size) as writer:
+        with SharWriter(str(tmp), fields=fields, shard_size=shard_size) as writer:
             for index, utt in enumerate(tqdm(manifest, desc="sharding", unit="utt", disable=not progress)):
                 path = manifest.audio_path(index)
                 try:
@@ -75,8 +87,12 @@ def write_shards(manifest: Manifest, out: str | os.PathLike, shard_size: int = 1
                 sup = SupervisionSegment(id=recording.id, recording_id=recording.id, start=0.0,
                                          duration=recording.duration, text=utt.text, speaker=utt.speaker,
                                          custom=custom)
-                writer.write(MonoCut(id=recording.id, start=0.0, duration=recording.duration, channel=0,
-                                     recording=recording, supervisions=[sup]))
+                cut = MonoCut(id=recording.id, start=0.0, duration=recording.duration, channel=0,
+                              recording=recording, supervisions=[sup])
+                if features is not None:  # [T, dim] float16, time first (Lhotse's temporal_dim 0)
+                    array = features.get(utt.audio).T.to(torch.float16).contiguous().numpy()
+                    cut = cut.attach_tensor("teacher", array, frame_shift=1.0 / features.frame_rate, temporal_dim=0)
+                writer.write(cut)
                 if index % shard_size == 0:
                     shards.append({"items": 0, "seconds": 0.0})
                 shards[-1]["items"] += 1
@@ -84,11 +100,17 @@ def write_shards(manifest: Manifest, out: str | os.PathLike, shard_size: int = 1
         for number, shard in enumerate(shards):
             shard.update(cuts=f"cuts.{number:06d}.jsonl.gz", recording=f"recording.{number:06d}.tar",
                          seconds=round(shard["seconds"], 3))
-            for key in ("cuts", "recording"):
-                if not (tmp / shard[key]).is_file():
+            if features is not None:
+                shard["teacher"] = f"teacher.{number:06d}.tar"
+            for key in ("cuts", "recording", "teacher"):
+                if key in shard and not (tmp / shard[key]).is_file():
                     raise DataError(f"{out}: Lhotse wrote no {shard[key]}")
         index = {"format": FORMAT, "shard_size": shard_size, "items": len(manifest),
                  "seconds": round(sum(s["seconds"] for s in shards), 3), "shards": shards}
+        if features is not None:
+            index["features"] = {"teacher": features.index["teacher"], "frame_rate": features.frame_rate,
+                                 "dim": features.dim, "sample_rate": features.sample_rate,
+                                 "cache": str(Path(features.folder).resolve())}
         atomic_write_text(tmp / SHARD_INDEX, json.dumps(index, indent=1) + "\n")
     return out
 
@@ -109,8 +131,10 @@ class ShardSet:
             raise DataError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r}")
         self.shards: list[dict[str, Any]] = index["shards"]
         self.items, self.seconds = int(index["items"]), float(index["seconds"])
+        #: the teacher features the cuts carry (``write_shards(features=...)``): teacher, frame_rate, dim, ...
+        self.features: dict[str, Any] | None = index.get("features")
         for shard in self.shards:  # (a shard without "recording" is metadata only: its cuts name audio files)
-            for key in ("cuts", "recording"):
+            for key in ("cuts", "recording", "teacher"):
                 if key in shard and not (self.path / shard[key]).is_file():
                     raise DataError(f"{self.path / shard[key]}: missing shard file (listed in {SHARD_INDEX})")
 
@@ -132,8 +156,9 @@ class ShardSet:
 
         cuts_file = self.path / shard["cuts"]
         fields = {"cuts": [str(cuts_file)]}
-        if "recording" in shard:
-            fields["recording"] = [str(self.path / shard["recording"])]
+        for key in ("recording", "teacher"):
+            if key in shard:
+                fields[key] = [str(self.path / shard[key])]
         tar_file = self.path / shard.get("recording", shard["cuts"])
         try:
             count = 0
@@ -241,6 +266,28 @@ def crop_cut(cut: Any, seed: int, sample_rate: int, segment_seconds: float,
     item = random_crop(lambda offset, frames: audio[:, offset:offset + frames], audio.shape[-1], cut.sampling_rate,
                        sample_rate, round(segment_seconds * sample_rate), np.random.default_rng(seed), min_rms_db)
     return {**item, "index": int(cut.id.lstrip("u"))}
+
+
+class CutFeatures:
+    """A shard cut's own teacher features (``write_shards(features=...)``) behind the crop interface of a
+    :class:`~semlat.semantic.feature_cache.FeatureCache`: ``frame_rate`` and ``crop_seconds``."""
+
+    def __init__(self, cut: Any, frame_rate: float):
+        self.cut, self.frame_rate = cut, float(frame_rate)
+
+    def crop_seconds(self, item_id: str, offset_seconds: float, seconds: float) -> tuple[torch.Tensor, int]:
+        """``(features [dim, F] float32, valid)`` of ``[offset, offset + seconds)``, as the cache's ``crop_seconds``:
+        ``F = round(seconds * frame_rate)`` frames from the nearest frame, zeros past the end."""
+        try:
+            array = torch.from_numpy(np.asarray(self.cut.load_teacher())).float()  # [T, dim]
+        except Exception as err:  # noqa: BLE001 - a reader error becomes one line naming the utterance
+            raise DataError(f"{item_id}: unreadable teacher features in its shard ({err})") from err
+        start, frames = round(offset_seconds * self.frame_rate), round(seconds * self.frame_rate)
+        valid = max(0, min(frames, array.shape[0] - start))
+        out = torch.zeros(array.shape[1], frames)
+        if valid:
+            out[:, :valid] = array[start:start + valid].T
+        return out, valid
 
 
 class ShardItems(Dataset):

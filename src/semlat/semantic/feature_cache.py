@@ -165,6 +165,21 @@ def extract_features(teacher: Teacher, manifest: str | os.PathLike, out: str | o
     return writer.finish([i for i, _ in items])
 
 
+def check_features(where: str, made_with: str, have_rate: float, have_dim: int, teacher: str | TeacherSpec | Teacher,
+                   frame_rate: float | None = None, dim: int | None = None) -> None:
+    """Raise ConfigError unless features made with teacher ``made_with`` (at ``have_rate`` frames/s, ``have_dim``
+    wide; a cache, or shards carrying them) are ``teacher``'s (same canonical spec, layers included) with the given
+    ``frame_rate`` and ``dim``."""
+    wanted, have = canonical_spec(teacher), canonical_spec(made_with)
+    if wanted != have:
+        raise ConfigError(f"{where} was made with teacher {have}, but the config asks for {wanted}; extract features "
+                          "with that teacher or point to other features")
+    if frame_rate is not None and abs(float(frame_rate) - float(have_rate)) > 1e-6:
+        raise ConfigError(f"{where} ({have}) has {float(have_rate):g} frames/s, the config expects {float(frame_rate):g}")
+    if dim is not None and int(dim) != int(have_dim):
+        raise ConfigError(f"{where} ({have}) has dim {have_dim}, the config expects {dim}")
+
+
 class FeatureCache(TensorStore):
     """A finished feature cache: the store's ``get(id) -> [dim, T]`` and ``crop``, plus the teacher it
     was made with (:meth:`check`) and :meth:`crop_seconds` for pairing with audio crops."""
@@ -187,15 +202,8 @@ class FeatureCache(TensorStore):
               dim: int | None = None) -> None:
         """Raise ConfigError unless this cache was made by ``teacher`` (same canonical spec, layers
         included) with the given ``frame_rate`` and ``dim``."""
-        wanted, have = canonical_spec(teacher), canonical_spec(self.index["teacher"])
-        if wanted != have:
-            raise ConfigError(f"feature cache {self.folder} was made with teacher {have}, but the config asks for "
-                              f"{wanted}; extract features with that teacher or point to another cache")
-        if frame_rate is not None and abs(float(frame_rate) - self.frame_rate) > 1e-6:
-            raise ConfigError(f"feature cache {self.folder} ({have}) has {self.frame_rate:g} frames/s, "
-                              f"the config expects {float(frame_rate):g}")
-        if dim is not None and int(dim) != self.dim:
-            raise ConfigError(f"feature cache {self.folder} ({have}) has dim {self.dim}, the config expects {dim}")
+        check_features(f"feature cache {self.folder}", self.index["teacher"], self.frame_rate, self.dim, teacher,
+                       frame_rate, dim)
 
     def crop_seconds(self, item_id: str, offset_seconds: float, seconds: float) -> tuple[torch.Tensor, int]:
         """The features of ``[offset, offset + seconds)`` of ``item_id``, for pairing with an audio crop.

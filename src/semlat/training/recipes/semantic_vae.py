@@ -6,7 +6,9 @@ interpolated to the 40 Hz latent, projected by the regulator (``projectors``, pa
 checkpoint, unused at inference) and pulled to the *sampled* latent by negative cosine, weight 1.
 
 Teacher features come from a cache (``alignment.cache``, made by ``semlat features extract``; it
-must match ``alignment.teacher``) or from the teacher run online on each training crop. With
+must match ``alignment.teacher``), from the training shards themselves (``semlat data shard --features``: each
+cut carries its features, so a streamed run never looks an utterance up in a cache's index; ``alignment.cache``
+then serves the validation items only) or from the teacher run online on each training crop. With
 ``alignment.weight: 0`` (or no teacher) this is the vanilla VAE.
 """
 
@@ -26,7 +28,7 @@ from torch.utils.data import Dataset
 from semlat.autoencoders.wave_vae import RegulatorConfig, WaveVAE
 from semlat.data.datasets import AudioCropDataset
 from semlat.data.manifest import Manifest
-from semlat.data.shards import cut_fields, is_shard_folder
+from semlat.data.shards import CutFeatures, ShardSet, cut_fields, is_shard_folder
 from semlat.errors import ConfigError
 from semlat.semantic.alignment import (
     AlignmentConfig,
@@ -85,6 +87,11 @@ def with_teacher(item: dict, audio: str, cache, seconds: float, sample_rate: int
     return item
 
 
+def carried_shard_crop(cut, seed: int, *, make, frame_rate: float, seconds: float, sample_rate: int) -> dict:
+    """A shard's crop (``make``) with the teacher features its cut carries (semlat data shard --features)."""
+    return with_teacher(make(cut, seed), cut_fields(cut)["source"], CutFeatures(cut, frame_rate), seconds, sample_rate)
+
+
 def cached_shard_crop(cut, seed: int, *, make, cache, seconds: float, sample_rate: int) -> dict:
     """A shard's crop (``make``) with its cached teacher features, found by the manifest path the shard keeps."""
     return with_teacher(make(cut, seed), cut_fields(cut)["source"], cache, seconds, sample_rate)
@@ -101,10 +108,25 @@ class SemanticVAERecipe(WaveVAERecipe):
         align = config.alignment
         self.teacher = self.cache = None
         self.teacher_dim = self.teacher_rate = None
+        #: the teacher features the training shards carry (semlat data shard --features): no cache lookups
+        self.shard_features: dict[str, Any] | None = None
         if align.enabled:
-            if align.cache is not None:
-                from semlat.semantic.feature_cache import FeatureCache
+            from semlat.semantic.feature_cache import FeatureCache, check_features
 
+            if is_shard_folder(config.data.train):
+                self.shard_features = ShardSet(config.data.train).features
+            if self.shard_features is not None:
+                carried = self.shard_features
+                check_features(f"shards {config.data.train}", carried["teacher"], carried["frame_rate"],
+                               carried["dim"], align.teacher)
+                self.teacher_dim, self.teacher_rate = int(carried["dim"]), float(carried["frame_rate"])
+                if align.cache is not None:  # (then only the validation items' features are looked up there)
+                    self.cache = FeatureCache(align.cache)
+                    self.cache.check(align.teacher, self.teacher_rate, self.teacher_dim)
+                elif trainer.dist.rank == 0:
+                    print(f"[semantic_vae] teacher features from the shards of {config.data.train}; validation "
+                          "reports no alignment_cosine (set alignment.cache to a feature cache of data.valid)")
+            elif align.cache is not None:
                 self.cache = FeatureCache(align.cache)
                 self.cache.check(align.teacher)
                 self.teacher_dim, self.teacher_rate = self.cache.dim, self.cache.frame_rate
@@ -114,9 +136,10 @@ class SemanticVAERecipe(WaveVAERecipe):
                 self.teacher = load_teacher(align.teacher, device=trainer.device)
                 self.teacher_dim, self.teacher_rate = self.teacher.dim, self.teacher.frame_rate
             if align.direction == "teacher_pca":
-                if self.cache is None:
+                if self.cache is None and self.shard_features is None:
                     raise ConfigError("alignment.direction=teacher_pca fits the teacher's components on cached "
-                                      "features: set alignment.cache (semlat features extract)")
+                                      "features: set alignment.cache (semlat features extract) or train from shards "
+                                      "that carry them (semlat data shard --features)")
                 if align.pca_channels > config.model.latent_dim:
                     raise ConfigError(f"alignment.pca_channels={align.pca_channels} is more than the latent's "
                                       f"{config.model.latent_dim} channels")
@@ -151,6 +174,11 @@ class SemanticVAERecipe(WaveVAERecipe):
         training utterances (manifest order; every cached item when training streams shards). Deterministic, so
         each rank fits the same; a resumed run reloads them with the checkpoint."""
         align, data = self.config.alignment, self.config.data
+        if self.shard_features is not None:
+            frames = torch.cat(self._shard_feature_sample(align.pca_fit_items))
+            pca = TeacherPCA(self.teacher_dim, align.pca_channels)
+            pca.fit(frames)
+            return pca
         ids = [item["id"] for item in self.cache.items]
         if not is_shard_folder(data.train):
             wanted = {u.audio for u in self.manifest(data.train, data.train_split)}
@@ -165,12 +193,28 @@ class SemanticVAERecipe(WaveVAERecipe):
     def optimizer_config(self, name: str) -> OptimizerConfig | None:
         return self.config.optim if name == "projector" else super().optimizer_config(name)  # pca: fixed
 
+    def _shard_feature_sample(self, count: int) -> list[torch.Tensor]:
+        """The carried features ``[T, dim]`` of the first ``count`` utterances of the training shards, in the
+        order ``shards.json`` lists them (deterministic: every rank reads the same)."""
+        shard_set = ShardSet(self.config.data.train)
+        out: list[torch.Tensor] = []
+        for shard in shard_set.shards:
+            for cut in shard_set.cuts(shard):
+                out.append(torch.from_numpy(cut.load_teacher()).float())
+                if len(out) >= count:
+                    return out
+        return out
+
     def shard_items(self, make):
+        data, rate = self.config.data, self.config.model.sample_rate
+        if self.shard_features is not None:
+            return super().shard_items(functools.partial(
+                carried_shard_crop, make=make, frame_rate=self.teacher_rate, seconds=data.segment_seconds,
+                sample_rate=rate))
         if self.cache is None:
             return super().shard_items(make)
         return super().shard_items(functools.partial(
-            cached_shard_crop, make=make, cache=self.cache, seconds=self.config.data.segment_seconds,
-            sample_rate=self.config.model.sample_rate))
+            cached_shard_crop, make=make, cache=self.cache, seconds=data.segment_seconds, sample_rate=rate))
 
     def crop_dataset(self, manifest: Manifest, seconds: float, min_rms_db: float | None) -> Dataset:
         crops = super().crop_dataset(manifest, seconds, min_rms_db)
@@ -179,7 +223,7 @@ class SemanticVAERecipe(WaveVAERecipe):
     # ------------------------------------------------------------------ alignment
     def _teacher_features(self, batch: dict[str, Any], real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(features [B, T_g, D_t], valid teacher frames [B])`` from the batch (cache) or the teacher."""
-        if self.cache is not None:
+        if "teacher" in batch:  # cached, or carried by the shards
             return self.trainer.to_device(batch["teacher"]), batch["teacher_frames"].to(real.device)
         features, frames = self.teacher.extract(real, self.config.model.sample_rate, batch["length"])
         return features.to(real.device), frames.to(real.device)
@@ -225,7 +269,7 @@ class SemanticVAERecipe(WaveVAERecipe):
 
     def validate(self, step: int, model: nn.Module, logger: RunLogger) -> dict[str, float]:
         metrics = super().validate(step, model, logger)
-        if self.config.alignment.enabled:
+        if self.config.alignment.enabled and (self.teacher is not None or self.cache is not None):
             batch = self._validation_batch()
             real = self.trainer.to_device(batch["audio"])
             mu, _ = model.posterior(torch.nn.functional.pad(real, (0, (-real.shape[-1]) % model.hop_length)))

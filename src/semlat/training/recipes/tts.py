@@ -113,13 +113,17 @@ class TTSRecipeConfig:
 
 
 def check_conditioning(conditioning: str, alignments: str | None) -> None:
-    """One-line ConfigError unless ``conditioning`` is known and ``durations`` has its alignments (both TTS
-    recipes' configs)."""
+    """One-line ConfigError unless ``conditioning`` is known (both TTS recipes' configs); whether ``durations``
+    has its alignments (``alignments`` or the store's items' own segments) the recipe checks on the store."""
     if conditioning not in CONDITIONINGS:
         raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
-    if conditioning == "durations" and not alignments:
-        raise ConfigError("conditioning: durations needs data.alignments (forced alignments of the store's "
-                          "manifest: semlat judge align)")
+
+
+def no_alignments_error(store: str, items: int) -> ConfigError:
+    """The one-line error of a durations run with neither ``data.alignments`` nor aligned store items."""
+    return ConfigError(f"conditioning: durations needs data.alignments (forced alignments of the store's manifest: "
+                       f"semlat judge align) or a store whose items carry them (semlat encode --alignments); none of "
+                       f"the {items} usable items of {store} does")
 
 
 def _tokens(item: dict[str, Any], units: str) -> list[str] | None:
@@ -147,9 +151,12 @@ class TTSRecipe(Recipe):
     def __init__(self, config: TTSRecipeConfig, trainer: Trainer):
         super().__init__(config, trainer)
         data = config.data
-        if data.stream and config.conditioning == "durations":
-            raise ConfigError("data.stream reads the store shard by shard; the durations conditioning needs every "
-                              "item's alignment in memory (use conditioning: f5, or data.stream: false)")
+        durations = config.conditioning == "durations"
+        if data.stream and durations and data.alignments:
+            raise ConfigError("data.stream reads the store shard by shard, so each item's alignment must travel in its "
+                              "shard: encode the store with semlat encode --alignments and leave data.alignments unset")
+        #: durations from the store items' own ``segments`` (semlat encode --alignments) rather than a file
+        self.store_segments = durations and not data.alignments
         self.store = StoreStream(data.latents) if data.stream else TensorStore(data.latents)
         if self.store.stats is None:
             raise DataError(f"{data.latents}: has no statistics (encode it again with this semlat)")
@@ -158,9 +165,13 @@ class TTSRecipe(Recipe):
         items = (item for shard in self.store.shards for item in self.store.items(shard)) if data.stream \
             else self.store.items
         tokens_seen: set[str] = set()
-        accepted = 0
+        accepted = unaligned = 0
+        segments: dict[str, list[tuple[str, float, float]]] = {}
         for item in items:  # (streaming: one shard's header at a time; only the set of tokens is kept)
-            if not self.accept(item):
+            if not self._usable(item):
+                continue
+            if self.store_segments and not item.get("segments"):
+                unaligned += 1
                 continue
             accepted += 1
             tokens = _tokens(item, data.units)
@@ -169,29 +180,39 @@ class TTSRecipe(Recipe):
             else:
                 self.ids.append(item["id"])
                 token_lists.append(tokens)
-        if not accepted:
+                if self.store_segments:
+                    segments[item["id"]] = item["segments"]
+        if not accepted and not unaligned:
             field_name = "text" if data.units == "chars" else "phonemes"
             raise DataError(f"{data.latents}: no item with {field_name!r} between {data.min_seconds} and "
                             f"{data.max_seconds} s (encode a manifest that has them)")
+        if not accepted:
+            raise no_alignments_error(data.latents, unaligned)
         self.vocab = self._vocabulary([sorted(tokens_seen)] if data.stream else token_lists)
         self.space = (self.store.settings if data.stream else self.store.index).get("model")
         self.durations: dict[str, list[int]] = {}
-        if config.conditioning == "durations":
-            self.durations = self._durations(self.store, self.ids, token_lists)
-            unaligned = len(self.ids) - len(self.durations)
+        if durations and not data.stream:
+            source = segments if self.store_segments else read_alignments(data.alignments)
+            self.durations = self._durations(self.store, self.ids, token_lists, source)
+            unaligned += len(self.ids) - len(self.durations)
             self.ids = [i for i in self.ids if i in self.durations]
             if not self.ids:
                 raise DataError(f"{data.alignments}: aligns none of the {len(token_lists)} items of {data.latents}")
-            if unaligned and trainer.dist.rank == 0:
-                print(f"[tts] {unaligned} item(s) of {data.latents} have no alignment in {data.alignments}; "
-                      f"training on the {len(self.ids)} that do")
+        if unaligned and trainer.dist.rank == 0:
+            where = data.alignments or "the store's items"
+            print(f"[tts] {unaligned} item(s) of {data.latents} have no alignment in {where}; training on the "
+                  f"{accepted if data.stream else len(self.ids)} that do")
         self._valid = None
 
-    def accept(self, item: dict[str, Any]) -> bool:
-        """Whether a store item is trained on: it has the units' text and a length within the limits."""
+    def _usable(self, item: dict[str, Any]) -> bool:
         data = self.config.data
         seconds = int(item["frames"]) / self.store.frame_rate
         return bool(_tokens(item, data.units)) and data.min_seconds <= seconds <= data.max_seconds
+
+    def accept(self, item: dict[str, Any]) -> bool:
+        """Whether a store item is trained on: it has the units' text and a length within the limits (and, for
+        durations from the store, its ``segments``)."""
+        return self._usable(item) and (not self.store_segments or bool(item.get("segments")))
 
     def _vocabulary(self, token_lists: list[list[str]]) -> Vocab:
         """The store's tokens; when fine-tuning (``train.init_from`` a TTS), the release's vocabulary first, in
@@ -227,17 +248,24 @@ class TTSRecipe(Recipe):
                 state[key] = grown
         return state
 
-    def _durations(self, store: TensorStore, ids: list[str], token_lists: list[list[str]]) -> dict[str, list[int]]:
-        """Backbone positions of each bounded token, from ``data.alignments``, for the items it aligns."""
-        path = self.config.data.alignments
-        aligned = read_alignments(path)
-        rate = store.frame_rate * self.config.frame_split
+    def _durations(self, store: TensorStore, ids: list[str], token_lists: list[list[str]],
+                   aligned: dict[str, Any]) -> dict[str, list[int]]:
+        """Backbone positions of each bounded token, from ``aligned`` (``{id: segments}``: ``data.alignments`` or
+        the items' own), for the items it aligns."""
         out = {}
         for item_id, tokens in zip(ids, token_lists, strict=True):
             if item_id in aligned:
-                length = store.frames(item_id) * self.config.frame_split
-                out[item_id] = token_durations(tokens, aligned[item_id], rate, length, where=f"{path}: {item_id}")
+                out[item_id] = self._token_durations(tokens, aligned[item_id], store.frames(item_id), item_id,
+                                                     str(store.folder))
         return out
+
+    def _token_durations(self, tokens: list[str], segments: Sequence[Any], frames: int, item_id: str,
+                         store: str) -> list[int]:
+        where = f"{self.config.data.alignments}: {item_id}" if self.config.data.alignments \
+            else f"{store}: item {item_id}"
+        rate = self.store.frame_rate * self.config.frame_split
+        return token_durations(tokens, [tuple(s) for s in segments], rate, frames * self.config.frame_split,
+                               where=where)
 
     # ---------------------------------------------------------------- model and data
     def tts_config(self) -> TTSConfig:
@@ -273,9 +301,12 @@ class TTSRecipe(Recipe):
     def _dataset(self, store: TensorStore, ids: list[str]) -> StoreDataset:
         return StoreDataset(store, ids, normalize=False, fields=("text", "phonemes"))
 
+    def _fields(self) -> tuple[str, ...]:
+        return ("text", "phonemes", "segments") if self.store_segments else ("text", "phonemes")
+
     def train_dataset(self):
         if self.config.data.stream:
-            return StoreStreamItems(self.store), self.collate
+            return StoreStreamItems(self.store, fields=self._fields()), self.collate
         return self._dataset(self.store, self.ids), self.collate
 
     def batch_sampler(self, dataset: StoreDataset) -> FrameBudgetBatchSampler | StoreBatches:
@@ -294,7 +325,9 @@ class TTSRecipe(Recipe):
         units = self.config.data.units
         if self.config.conditioning == "durations":
             rows = [self.vocab.ids(bounded(_tokens(it, units) or [])) for it in items]
-            counts = [self.durations[it["id"]] for it in items]
+            counts = [self.durations[it["id"]] if it["id"] in self.durations else  # (streaming: from the item)
+                      self._token_durations(_tokens(it, units) or [], it["segments"], int(it["frames"]), it["id"],
+                                            str(self.config.data.latents)) for it in items]
             width = max(len(r) for r in rows)
             batch["token_durations"] = torch.tensor([c + [0] * (width - len(c)) for c in counts], dtype=torch.long)
         else:
@@ -337,7 +370,8 @@ class TTSRecipe(Recipe):
             data = self.config.data
             if data.stream and not data.valid_latents:  # the first items of the first shard
                 chosen = [i for i in self.store.items(self.store.shards[0]) if self.accept(i)][: data.valid_items]
-                items = StoreStreamItems(self.store, items={(i["shard"], i["id"]): i for i in chosen})
+                items = StoreStreamItems(self.store, fields=self._fields(),
+                                         items={(i["shard"], i["id"]): i for i in chosen})
                 self._valid = self.collate([items[(i["shard"], i["id"], 0)] for i in chosen]) if chosen else None
                 return self._valid
             store = TensorStore(data.valid_latents) if data.valid_latents else self.store
@@ -345,7 +379,9 @@ class TTSRecipe(Recipe):
             if self.config.conditioning == "durations":
                 if store is not self.store:
                     tokens = {item["id"]: _tokens(item, data.units) for item in store.items}
-                    self.durations.update(self._durations(store, ids, [tokens[i] for i in ids]))
+                    aligned = {item["id"]: item["segments"] for item in store.items if item.get("segments")} \
+                        if self.store_segments else read_alignments(data.alignments)
+                    self.durations.update(self._durations(store, ids, [tokens[i] for i in ids], aligned))
                 ids = [i for i in ids if i in self.durations]
             ids = ids[: data.valid_items]
             if not ids:

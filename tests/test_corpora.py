@@ -204,6 +204,56 @@ def test_emilia(tmp_path):
         _prepare("emilia", root, tmp_path, mic="mic1")
 
 
+def test_emilia_webdataset(tmp_path):
+    """Emilia's WebDataset release: tars of mp3 + json pairs per language; the kept audio is unpacked beside the
+    manifest, a json without audio / audio without json are rejects, a broken tar is a one-line error that leaves
+    nothing behind."""
+    import io
+    import tarfile
+
+    root = tmp_path / "Emilia-Dataset"
+    mp3 = _sf_write(tmp_path / "src.mp3", 1.0, "MP3").read_bytes()
+
+    def add(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    for source, batch in (("Emilia", "B000000"), ("Emilia-YODAS", "B000001")):
+        (root / source / "EN").mkdir(parents=True)
+        with tarfile.open(root / source / "EN" / f"EN-{batch}.tar", "w") as tar:
+            for i in range(3):
+                uid = f"EN_{batch}_S000000_W00000{i}"
+                meta = {"id": uid, "wav": f"{uid}.mp3", "text": f" Sentence {i}. ", "duration": 1.0,
+                        "speaker": f"EN_{batch}_S000000", "language": "en", "dnsmos": 3.3}
+                if i < 2:
+                    add(tar, f"{uid}.mp3", mp3)
+                add(tar, f"{uid}.json", json.dumps(meta).encode())
+            add(tar, f"EN_{batch}_S000009_W000000.mp3", mp3)  # audio without its json
+    rows, rejects = _prepare("emilia_wds", root, tmp_path)
+    assert sorted(rows) == ["EN_B000000_S000000_W000000.mp3", "EN_B000000_S000000_W000001.mp3"]
+    row = rows["EN_B000000_S000000_W000001.mp3"]
+    assert row.text == "Sentence 1." and row.speaker == "EN_B000000_S000000" and row.extra["dnsmos"] == 3.3
+    assert row.extra["archive"] == "EN-B000000.tar" and row.duration == pytest.approx(1.0, abs=0.1)
+    unpacked = tmp_path / "out" / "emilia_wds.audio" / "Emilia" / "EN" / "EN-B000000"
+    assert (unpacked / "EN_B000000_S000000_W000001.mp3").is_file()
+    assert "audio is missing" in rejects["EN-B000000.tar:EN_B000000_S000000_W000002"]
+    assert "no transcript" in rejects["EN_B000000_S000009_W000000.mp3"] and len(rejects) == 2
+    out = tmp_path / "both"
+    both, _ = prepare_corpus("emilia_wds", root, PrepareOptions(inputs=[str(root)], manifest=str(out / "e.jsonl"),
+                                                                workers=1, progress=False), source="both")
+    assert len(both) == 4
+    (root / "Emilia" / "EN" / "EN-B000002.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(DataError, match="EN-B000002.tar: truncated or unreadable tar"):
+        _prepare("emilia_wds", root, tmp_path / "broken")
+    broken = tmp_path / "broken" / "out"
+    assert not (broken / "emilia_wds.audio").exists() and not (broken / "emilia_wds.jsonl").exists()
+    with pytest.raises(DataError, match="source must be one of"):
+        _prepare("emilia_wds", root, tmp_path / "x", source="all")
+    with pytest.raises(DataError, match="Emilia/ZH is missing"):
+        _prepare("emilia_wds", root, tmp_path / "x", language="zh")
+
+
 def test_wenetspeech4tts(tmp_path):
     root = tmp_path / "WenetSpeech4TTS"
     names = ["X0000015306_83500032_S00110-S00112", "X0000015306_83500032_S00113-S00114"]
@@ -344,7 +394,7 @@ def test_audioset(tmp_path):
 # --- the command -------------------------------------------------------------------------------------------------
 
 def test_every_corpus_has_a_fake_tree_test():
-    tested = {"libritts", "librittsr", "librispeech", "librispeech_pc", "ljspeech", "vctk", "hifitts", "emilia",
+    tested = {"libritts", "librittsr", "librispeech", "librispeech_pc", "ljspeech", "vctk", "hifitts", "emilia", "emilia_wds",
               "wenetspeech4tts", "audiocaps", "clotho", "wavcaps", "esc50", "audioset"}
     assert set(corpora()) == tested
 

@@ -43,7 +43,7 @@ def data() -> None:
               help="Manifest to write (.jsonl). Rejects go to <name>.rejects.tsv beside it.")
 @click.option("--corpus", default=None, metavar="NAME",
               help="Read a released corpus in its own layout: INPUTS is ROOT [OUT] (see docs/data.md: libritts, "
-                   "librittsr, librispeech, librispeech_pc, ljspeech, vctk, hifitts, emilia, wenetspeech4tts, "
+                   "librittsr, librispeech, librispeech_pc, ljspeech, vctk, hifitts, emilia, emilia_wds, wenetspeech4tts, "
                    "audiocaps, clotho, wavcaps, esc50, audioset).")
 @click.option("--corpus-option", "-O", "corpus_options", multiple=True, metavar="KEY=VALUE",
               help="A corpus's own option, e.g. -O language=zh (emilia), -O parts=test-clean,dev-clean, "

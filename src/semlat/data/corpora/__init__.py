@@ -1,7 +1,8 @@
 """``semlat data prepare --corpus NAME ROOT OUT``: the papers' corpora, each in its released layout.
 
 Speech corpora go through Lhotse's recipes (:mod:`semlat.data.corpora.speech`: LibriTTS, LibriTTS-R,
-LibriSpeech, LJSpeech, VCTK, HiFiTTS, Emilia, WenetSpeech4TTS); LibriSpeech-PC's punctuated transcripts and the
+LibriSpeech, LJSpeech, VCTK, HiFiTTS, Emilia, WenetSpeech4TTS), except Emilia's WebDataset release
+(``emilia_wds``: tar archives, read and unpacked here beside the manifest); LibriSpeech-PC's punctuated transcripts and the
 audio-caption and sound-event corpora, which Lhotse has no recipe for, are read here
 (:mod:`semlat.data.corpora.transcripts`, :mod:`semlat.data.corpora.captions`: AudioCaps, Clotho, WavCaps,
 ESC-50, AudioSet-style label CSVs). Every preparer returns :class:`Gathered` (the files to keep, with their
@@ -17,6 +18,7 @@ that is missing; nothing is written then.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from semlat.data.corpora.base import Corpus, Gathered
@@ -53,7 +55,22 @@ def prepare_corpus(name: str, root: str | os.PathLike, opts: PrepareOptions,
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (the root of {name})")
-    gathered = corpus.gather(root, {k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    if not corpus.archived:
+        return _write(name, root, corpus.gather(root, given), opts, options)
+    manifest = Path(opts.manifest)
+    extract_to = manifest.with_name(f"{manifest.stem}.audio")
+    if extract_to.exists():
+        raise DataError(f"{extract_to}: exists (the unpacked audio of an earlier run); remove it or choose another OUT")
+    try:
+        return _write(name, root, corpus.gather(root, given, extract_to), opts, options)
+    except BaseException:
+        shutil.rmtree(extract_to, ignore_errors=True)  # nothing half-done stays behind
+        raise
+
+
+def _write(name: str, root: Path, gathered: Gathered, opts: PrepareOptions,
+           options: dict) -> tuple[Manifest, list[tuple[str, str]]]:
     if not gathered.candidates:
         first = f"; first left out: {gathered.rejects[0][0]}: {gathered.rejects[0][1]}" if gathered.rejects else ""
         raise DataError(f"{root}: no usable {name} files found{first}")

@@ -25,8 +25,11 @@ class Corpus:
     name: str
     kind: str
     layout: str
-    gather: Callable[[Path, dict], Gathered]
+    gather: Callable[..., Gathered]
     via: str = "semlat"
+    #: its audio lies inside archives: ``gather(root, options, extract_to)`` unpacks what it keeps into
+    #: ``extract_to`` (beside the manifest), which :func:`~semlat.data.corpora.prepare_corpus` removes on failure
+    archived: bool = False
 
 
 def take_options(name: str, options: dict, allowed: dict) -> dict:

@@ -9,6 +9,9 @@ the audio file, the transcript, the speaker, the corpus's own split where it has
 ``dev-*`` parts are ``valid``, ``test-*`` parts ``test``) and the rest of Lhotse's fields (language,
 gender, the original text) as extra keys.
 
+Emilia's later WebDataset release (tar archives of mp3 + json pairs, which Lhotse's recipe does not read) is read
+here (``emilia_wds``), its kept audio unpacked beside the manifest.
+
 What the recipes skip is reported, not dropped: every audio file of the corpus that no transcript names
 is a reject ("no transcript"), and every file a transcript names that is missing ("listed ... but the
 audio file is missing", from the recipe's own warnings). A supervision that covers only part of its
@@ -274,6 +277,83 @@ def gather_emilia(root: Path, options: dict) -> Gathered:
                    split_of=lambda part: None, listed_missing=listed_missing)
 
 
+#: Emilia's WebDataset release: its sources' folders (``-O source=``)
+EMILIA_WDS_SOURCES = {"emilia": ("Emilia",), "yodas": ("Emilia-YODAS",), "both": ("Emilia", "Emilia-YODAS")}
+_WDS_AUDIO = (".mp3", ".wav", ".flac")
+
+
+def gather_emilia_wds(root: Path, options: dict, extract_to: Path) -> Gathered:
+    """Emilia's WebDataset release (Emilia and Emilia-YODAS): ``<source>/<LANG>/<LANG>-B<NNNNNN>.tar``, each
+    holding ``<id>.mp3`` and ``<id>.json`` (``text``, ``speaker``, ``language``, ``duration``, ``dnsmos``) per
+    utterance. Every kept utterance's audio is unpacked into ``extract_to/<source>/<LANG>/<tar>/``; a json
+    without its audio, audio without its json and an empty transcript are rejects; an unreadable tar or json is a
+    one-line error naming it. Options ``language`` (default en) and ``source`` (emilia, yodas, both; default
+    emilia)."""
+    opts = take_options("emilia_wds", options, {"language": "en", "source": "emilia"})
+    lang = str(opts["language"]).lower()
+    if lang not in EMILIA_LANGUAGES:
+        raise DataError(f"emilia_wds language must be one of {', '.join(EMILIA_LANGUAGES)}, got {lang!r}")
+    if opts["source"] not in EMILIA_WDS_SOURCES:
+        raise DataError(f"emilia_wds source must be one of {', '.join(EMILIA_WDS_SOURCES)}, got {opts['source']!r}")
+    folders = [f"{source}/{lang.upper()}" for source in EMILIA_WDS_SOURCES[opts["source"]]]
+    require(root, "Emilia WebDataset", *folders)
+    gathered = Gathered()
+    for folder in folders:
+        tars = sorted((root / folder).glob(f"{lang.upper()}-B*.tar"))
+        if not tars:
+            raise DataError(f"{root / folder}: no {lang.upper()}-B*.tar archives (not an Emilia WebDataset folder)")
+        for tar in tars:
+            _gather_emilia_tar(root, tar, extract_to / folder / tar.stem, gathered)
+    return gathered
+
+
+def _gather_emilia_tar(root: Path, tar_path: Path, out: Path, gathered: Gathered) -> None:
+    import tarfile
+
+    metadata: dict[str, dict] = {}
+    audio: dict[str, Path] = {}
+    try:
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = Path(member.name)
+                data = tar.extractfile(member).read()
+                if name.suffix == ".json":
+                    try:
+                        meta = json.loads(data)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                        raise DataError(f"{tar_path}: {member.name}: not valid JSON ({err})") from err
+                    if not isinstance(meta, dict):
+                        raise DataError(f"{tar_path}: {member.name}: not a JSON object")
+                    metadata[name.stem] = meta
+                elif name.suffix.lower() in _WDS_AUDIO:
+                    target = out / name.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                    audio[name.stem] = target
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise DataError(f"{tar_path}: truncated or unreadable tar ({type(err).__name__}: {err})") from err
+    for stem in sorted(set(metadata) | set(audio)):
+        meta, path = metadata.get(stem), audio.get(stem)
+        if path is None:
+            gathered.rejects.append((f"{tar_path}:{stem}", "listed (its .json) but the audio is missing in the tar"))
+            continue
+        if meta is None:
+            gathered.rejects.append((str(path.resolve()), "no transcript (no .json beside it in the tar)"))
+            continue
+        text = " ".join(str(meta.get("text") or "").split())
+        if not text:
+            gathered.rejects.append((str(path.resolve()), "empty transcript"))
+            continue
+        extra = {k: meta[k] for k in ("language", "dnsmos") if isinstance(meta.get(k), (str, int, float))}
+        extra["archive"] = tar_path.name
+        gathered.candidates.append(Candidate(
+            source=str(path.resolve()), key=f"emilia_wds/{tar_path.relative_to(root).with_suffix('').as_posix()}/"
+                                            f"{path.name}", text=text, speaker=str(meta.get("speaker") or "") or None,
+            meta=tuple(sorted(extra.items())), target=None))
+
+
 def gather_wenetspeech4tts(root: Path, options: dict) -> Gathered:
     """WenetSpeech4TTS: ``filelists/Basic_filelist.lst``, ``DNSMOS_P808Scores/*_DNSMOS.lst`` and each
     part's ``wavs/`` and ``txts/``; option ``parts`` (Basic, Standard, Premium; default Premium)."""
@@ -305,6 +385,8 @@ SPEECH_CORPORA = (
     Corpus("vctk", "speech", "txt/, speaker-info.txt, wav48_silence_trimmed/ (or wav48/)", gather_vctk, "lhotse"),
     Corpus("hifitts", "speech", "*_manifest_*.json + audio/", gather_hifitts, "lhotse"),
     Corpus("emilia", "speech", "raw/<LANG>/*.jsonl + mp3 files", gather_emilia, "lhotse"),
+    Corpus("emilia_wds", "speech", "Emilia[-YODAS]/<LANG>/<LANG>-B*.tar (mp3 + json per utterance)", gather_emilia_wds,
+           archived=True),
     Corpus("wenetspeech4tts", "speech", "filelists/, DNSMOS_P808Scores/, <part>/*/wavs, txts",
            gather_wenetspeech4tts, "lhotse"),
 )

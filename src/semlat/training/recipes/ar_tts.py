@@ -5,7 +5,8 @@ store from ``semlat encode``, its statistics saved in the model, frame-budget ba
 ``data.stream`` for stores read shard by shard, ``train.init_from`` with vocabulary extension); only the model
 and its objective differ: teacher-forced next-patch flow matching plus the stop classifier, with noisy
 context patches and text dropped for guidance (:meth:`~semlat.generation.ar_tts.ARTTSModel.forward`).
-``conditioning: durations`` (with ``data.alignments``, as for the ``tts`` recipe) gives the model frame-aligned
+``conditioning: durations`` (with ``data.alignments`` or a store encoded with ``--alignments``, as for the
+``tts`` recipe) gives the model frame-aligned
 text from forced alignments instead of a text prefix, and trains its duration predictor in the same steps;
 ``frame_split`` sets the alignment's positions per latent frame (4 for the 5.4 Hz DC-VAE, as for the DiT).
 Validation: the loss on a fixed set of held-out items with fixed draws (clean context, no dropping).

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -308,8 +309,6 @@ def gather_emilia_wds(root: Path, options: dict, extract_to: Path) -> Gathered:
 
 
 def _gather_emilia_tar(root: Path, tar_path: Path, out: Path, gathered: Gathered) -> None:
-    import tarfile
-
     metadata: dict[str, dict] = {}
     audio: dict[str, Path] = {}
     try:

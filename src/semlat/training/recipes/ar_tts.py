@@ -57,7 +57,7 @@ class ARTTSRecipeConfig:
     def validate(self, where: str) -> None:
         if self.recipe != "ar_tts":
             raise ConfigError(f"recipe must be 'ar_tts' for this config, got {self.recipe!r}")
-        check_conditioning(self.conditioning, self.data.alignments)
+        check_conditioning(self.conditioning)
         if self.frame_split < 1:
             raise ConfigError(f"frame_split must be >= 1, got {self.frame_split}")
         self.model.validate(f"{where}.model")

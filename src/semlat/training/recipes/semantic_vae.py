@@ -170,40 +170,37 @@ class SemanticVAERecipe(WaveVAERecipe):
         return modules
 
     def _fit_pca(self) -> TeacherPCA:
-        """The teacher's components, fitted on the cached features of the first ``alignment.pca_fit_items``
-        training utterances (manifest order; every cached item when training streams shards). Deterministic, so
-        each rank fits the same; a resumed run reloads them with the checkpoint."""
+        """The teacher's components, fitted on the features of the first ``alignment.pca_fit_items`` training
+        utterances (:meth:`_pca_sample`). Deterministic, so each rank fits the same; a resumed run reloads them
+        with the checkpoint."""
+        align = self.config.alignment
+        pca = TeacherPCA(self.teacher_dim, align.pca_channels)
+        pca.fit(torch.cat(self._pca_sample(align.pca_fit_items)))
+        return pca
+
+    def _pca_sample(self, count: int) -> list[torch.Tensor]:
+        """The teacher features ``[T, dim]`` of the first ``count`` training utterances: those the training shards
+        carry, in ``shards.json``'s order, or the cache's (manifest order)."""
         align, data = self.config.alignment, self.config.data
         if self.shard_features is not None:
-            frames = torch.cat(self._shard_feature_sample(align.pca_fit_items))
-            pca = TeacherPCA(self.teacher_dim, align.pca_channels)
-            pca.fit(frames)
-            return pca
+            shard_set = ShardSet(data.train)
+            out: list[torch.Tensor] = []
+            for shard in shard_set.shards:
+                for cut in shard_set.cuts(shard):
+                    out.append(torch.from_numpy(cut.load_teacher()).float())
+                    if len(out) >= count:
+                        return out
+            return out
         ids = [item["id"] for item in self.cache.items]
         if not is_shard_folder(data.train):
             wanted = {u.audio for u in self.manifest(data.train, data.train_split)}
             ids = [i for i in ids if i in wanted]
         if not ids:
             raise ConfigError(f"alignment.cache {align.cache} holds none of the training utterances")
-        frames = torch.cat([rearrange(self.cache.get(i).float(), "d t -> t d") for i in ids[: align.pca_fit_items]])
-        pca = TeacherPCA(self.teacher_dim, align.pca_channels)
-        pca.fit(frames)
-        return pca
+        return [rearrange(self.cache.get(i).float(), "d t -> t d") for i in ids[:count]]
 
     def optimizer_config(self, name: str) -> OptimizerConfig | None:
         return self.config.optim if name == "projector" else super().optimizer_config(name)  # pca: fixed
-
-    def _shard_feature_sample(self, count: int) -> list[torch.Tensor]:
-        """The carried features ``[T, dim]`` of the first ``count`` utterances of the training shards, in the
-        order ``shards.json`` lists them (deterministic: every rank reads the same)."""
-        shard_set = ShardSet(self.config.data.train)
-        out: list[torch.Tensor] = []
-        for shard in shard_set.shards:
-            for cut in shard_set.cuts(shard):
-                out.append(torch.from_numpy(cut.load_teacher()).float())
-                if len(out) >= count:
-                    return out
-        return out
 
     def shard_items(self, make):
         data, rate = self.config.data, self.config.model.sample_rate

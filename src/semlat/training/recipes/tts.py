@@ -109,21 +109,14 @@ class TTSRecipeConfig:
             raise ConfigError(f"recipe must be 'tts' for this config, got {self.recipe!r}")
         if self.backbone != "DiT":
             raise ConfigError("the tts recipe trains the DiT backbone (backbone: DiT)")
-        check_conditioning(self.conditioning, self.data.alignments)
+        check_conditioning(self.conditioning)
 
 
-def check_conditioning(conditioning: str, alignments: str | None) -> None:
+def check_conditioning(conditioning: str) -> None:
     """One-line ConfigError unless ``conditioning`` is known (both TTS recipes' configs); whether ``durations``
-    has its alignments (``alignments`` or the store's items' own segments) the recipe checks on the store."""
+    has its alignments (``data.alignments`` or the store's items' own segments) the recipe checks on the store."""
     if conditioning not in CONDITIONINGS:
         raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
-
-
-def no_alignments_error(store: str, items: int) -> ConfigError:
-    """The one-line error of a durations run with neither ``data.alignments`` nor aligned store items."""
-    return ConfigError(f"conditioning: durations needs data.alignments (forced alignments of the store's manifest: "
-                       f"semlat judge align) or a store whose items carry them (semlat encode --alignments); none of "
-                       f"the {items} usable items of {store} does")
 
 
 def _tokens(item: dict[str, Any], units: str) -> list[str] | None:
@@ -166,7 +159,6 @@ class TTSRecipe(Recipe):
             else self.store.items
         tokens_seen: set[str] = set()
         accepted = unaligned = 0
-        segments: dict[str, list[tuple[str, float, float]]] = {}
         for item in items:  # (streaming: one shard's header at a time; only the set of tokens is kept)
             if not self._usable(item):
                 continue
@@ -180,20 +172,19 @@ class TTSRecipe(Recipe):
             else:
                 self.ids.append(item["id"])
                 token_lists.append(tokens)
-                if self.store_segments:
-                    segments[item["id"]] = item["segments"]
         if not accepted and not unaligned:
             field_name = "text" if data.units == "chars" else "phonemes"
             raise DataError(f"{data.latents}: no item with {field_name!r} between {data.min_seconds} and "
                             f"{data.max_seconds} s (encode a manifest that has them)")
         if not accepted:
-            raise no_alignments_error(data.latents, unaligned)
+            raise ConfigError(f"conditioning: durations needs data.alignments (forced alignments of the store's "
+                              f"manifest: semlat judge align) or a store whose items carry them (semlat encode "
+                              f"--alignments); none of the {unaligned} usable items of {data.latents} does")
         self.vocab = self._vocabulary([sorted(tokens_seen)] if data.stream else token_lists)
         self.space = (self.store.settings if data.stream else self.store.index).get("model")
         self.durations: dict[str, list[int]] = {}
         if durations and not data.stream:
-            source = segments if self.store_segments else read_alignments(data.alignments)
-            self.durations = self._durations(self.store, self.ids, token_lists, source)
+            self.durations = self._durations(self.store, self.ids, token_lists, self._alignments(self.store))
             unaligned += len(self.ids) - len(self.durations)
             self.ids = [i for i in self.ids if i in self.durations]
             if not self.ids:
@@ -247,6 +238,12 @@ class TTSRecipe(Recipe):
                 grown[: value.shape[0]] = value
                 state[key] = grown
         return state
+
+    def _alignments(self, store: TensorStore) -> dict[str, Any]:
+        """``{id: segments}``: the store items' own (``semlat encode --alignments``) or ``data.alignments``'."""
+        if self.store_segments:
+            return {item["id"]: item["segments"] for item in store.items if item.get("segments")}
+        return read_alignments(self.config.data.alignments)
 
     def _durations(self, store: TensorStore, ids: list[str], token_lists: list[list[str]],
                    aligned: dict[str, Any]) -> dict[str, list[int]]:
@@ -379,9 +376,7 @@ class TTSRecipe(Recipe):
             if self.config.conditioning == "durations":
                 if store is not self.store:
                     tokens = {item["id"]: _tokens(item, data.units) for item in store.items}
-                    aligned = {item["id"]: item["segments"] for item in store.items if item.get("segments")} \
-                        if self.store_segments else read_alignments(data.alignments)
-                    self.durations.update(self._durations(store, ids, [tokens[i] for i in ids], aligned))
+                    self.durations.update(self._durations(store, ids, [tokens[i] for i in ids], self._alignments(store)))
                 ids = [i for i in ids if i in self.durations]
             ids = ids[: data.valid_items]
             if not ids:

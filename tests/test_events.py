@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -32,6 +33,25 @@ def test_event_corpus_is_deterministic_labelled_and_split(tmp_path, capsys):
         assert 1.5 <= u.duration <= 4.0 and u.sample_rate == 16000
     assert main(["data", "demo-events", "--out", str(tmp_path / "c"), "--minutes", "1.5", "--seed", "1"]) == 0
     assert _digest(tmp_path / "c") != _digest(a)  # another seed, other clips
+
+
+def test_test_minutes_add_test_clips_and_leave_the_train_split_alone(tmp_path):
+    plain, more = tmp_path / "plain", tmp_path / "more"
+    assert main(["data", "demo-events", "--out", str(plain), "--minutes", "1"]) == 0
+    assert main(["data", "demo-events", "--out", str(more), "--minutes", "1", "--test-minutes", "0.5"]) == 0
+    a, b = list(Manifest.read(plain / "manifest.jsonl")), list(Manifest.read(more / "manifest.jsonl"))
+    assert [(u.audio, u.split, u.caption) for u in a] == [(u.audio, u.split, u.caption) for u in b[: len(a)]]
+    assert _digest(plain).items() <= _digest(more).items()  # the same first clips, byte for byte
+    extra = b[len(a):]
+    assert {u.split for u in extra} == {"test"} and sum(u.duration for u in extra) >= 30
+    assert json.loads((more / "events_config.json").read_text())["test_minutes"] == 0.5
+    assert main(["data", "demo-events", "--out", str(tmp_path / "neg"), "--minutes", "1", "--test-minutes", "-1"]) == 2
+    from semlat.data.events import make_event_corpus
+    from semlat.errors import DataError
+
+    with pytest.raises(DataError, match="--test-minutes must be zero or positive"):
+        make_event_corpus(tmp_path / "neg", 1, test_minutes=-1)
+    assert not (tmp_path / "neg").exists()
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

@@ -307,8 +307,12 @@ def test_demo_event_stage_with_tiny_budgets(tmp_path):
     from semlat.demo_run import events_stage
 
     result = events_stage(tmp_path, {"minutes": 1.5, "mae_steps": 2, "vocoder_steps": 2, "vocoder_gan_steps": 2,
-                                     "vocoder_gan_mel_steps": 1, "tta_steps": 2}, progress=False, table_steps=(1,))
+                                     "vocoder_gan_mel_steps": 1, "tta_steps": 2, "test_minutes": 0.2, "table_clips": 3},
+                          progress=False, table_steps=(1,))
     assert set(result["arms"]) == {"semantic", "vae"}
+    assert result["table_clips"] == 3 < result["heldout_clips"]  # the steps table reads the first 3 clips only
+    assert {row["clips"] for row in result["arms"]["semantic"]["steps_table"]} == {3}
+    assert result["arms"]["semantic"]["reconstruction"]["clips"] == result["heldout_clips"]
     assert result["arms"]["semantic"]["model_type"] == "semantic_vocoder"
     assert Path(result["arms"]["semantic"]["model"]).is_relative_to(tmp_path.resolve() / "runs" / "semantic_vocoder_gan")
     assert result["training_minutes"]["semantic_vocoder_gan"] > 0

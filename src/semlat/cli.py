@@ -175,13 +175,15 @@ def data_demo(out, minutes, sample_rate, seed, workers, voices, sentences) -> No
 @data.command("demo-events")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Corpus folder to create.")
 @click.option("--minutes", "-m", type=POSITIVE, default=10.0, show_default=True, help="Minutes of clips.")
+@click.option("--test-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Further minutes of clips, all in the test split (the train split stays the same).")
 @click.option("--sample-rate", type=POSITIVE_INT, default=16000, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
-def data_demo_events(out, minutes, sample_rate, seed) -> None:
+def data_demo_events(out, minutes, test_minutes, sample_rate, seed) -> None:
     """Synthesise the offline sound-event corpus: 12 classes of labelled, captioned clips, deterministic."""
     from semlat.data.events import make_event_corpus
 
-    manifest = make_event_corpus(out, minutes, sample_rate=sample_rate, seed=seed)
+    manifest = make_event_corpus(out, minutes, test_minutes=test_minutes, sample_rate=sample_rate, seed=seed)
     labels = sorted({u.label for u in manifest})
     click.echo(f"wrote {Path(out) / 'manifest.jsonl'}: {len(manifest)} clips, {manifest.total_duration / 60:.2f} min, "
                f"{len(labels)} classes ({_split_counts(manifest)})")

@@ -5,8 +5,11 @@ level) and, for a third of the clips, mixed over a background (pink noise, a low
 modulated noise) at 5-20 dB SNR. Each clip has a ``label`` (the class), a ``caption`` (one of several
 phrasings of its class, filled in with its parameters: "a high-pitched steady tone", "a siren wailing over
 a low hum"), a split (train / valid / test: 80 / 10 / 10 by a hash of the clip's index and the seed) and its
-parameters in ``extra``. Clips are 1.5-4 s of 16 kHz mono at 0.05-0.5 peak. The corpus is a pure function
-of ``(minutes, sample_rate, seed)``: the same arguments give the same files, byte for byte.
+parameters in ``extra``. Clips are 1.5-4 s of 16 kHz mono at 0.05-0.5 peak. ``test_minutes`` appends further
+clips, all in the test split, after the first ``minutes`` (so the train split is the same with or without them):
+a held-out set large enough to resolve small differences without training on more. The corpus is a pure
+function of ``(minutes, test_minutes, sample_rate, seed)``: the same arguments give the same files, byte for
+byte.
 
 Shapes: every generator returns float64 samples ``[N]``; the writer peak-normalises to the drawn level.
 """
@@ -217,37 +220,40 @@ def make_event(index: int, seed: int, sample_rate: int) -> tuple[np.ndarray, dic
                                   "params": params}
 
 
-def make_event_corpus(out: str | Path, minutes: float = 10.0, *, sample_rate: int = 16000, seed: int = 0,
-                      progress: bool = True) -> Manifest:
-    """Write at least ``minutes`` of event clips into ``out`` (``wavs/``, ``manifest.jsonl``, the config),
-    built aside and swapped in when complete; an existing ``out`` is replaced only if it is empty or an
-    earlier event corpus."""
+def make_event_corpus(out: str | Path, minutes: float = 10.0, *, test_minutes: float = 0.0, sample_rate: int = 16000,
+                      seed: int = 0, progress: bool = True) -> Manifest:
+    """Write at least ``minutes`` of event clips, split 80/10/10, then at least ``test_minutes`` more in the
+    test split, into ``out`` (``wavs/``, ``manifest.jsonl``, the config), built aside and swapped in when
+    complete; an existing ``out`` is replaced only if it is empty or an earlier event corpus."""
     if minutes <= 0:
         raise DataError(f"--minutes must be positive, got {minutes}")
+    if test_minutes < 0:
+        raise DataError(f"--test-minutes must be zero or positive, got {test_minutes}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_NAME).exists())):
         raise DataError(f"{out}: exists and is not a semlat event corpus; choose a new or empty folder")
-    target = minutes * 60.0
+    target, extra = minutes * 60.0, test_minutes * 60.0
     utterances: list[Utterance] = []
     total = 0.0
-    bar = tqdm(total=round(target), desc="synthesising events", unit="s", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=round(target + extra), desc="synthesising events", unit="s", disable=not progress,
+               dynamic_ncols=True)
     with atomic_dir(out) as tmp:
         (tmp / "wavs").mkdir()
         index = 0
-        while total < target:
+        while total < target + extra:
             audio, meta = make_event(index, seed, sample_rate)
             name = f"wavs/event_{index:05d}.wav"
             sf.write(str(tmp / name), audio, sample_rate, subtype="PCM_16")
             seconds = audio.size / sample_rate
-            split = assign_split(f"{seed}:{index}", 0.1, 0.1, salt="semlat-events")
+            split = assign_split(f"{seed}:{index}", 0.1, 0.1, salt="semlat-events") if total < target else "test"
             utterances.append(Utterance(name, seconds, sample_rate, caption=meta["caption"], label=meta["label"],
                                         split=split, extra={"params": meta["params"]}))
             total += seconds
             index += 1
-            bar.update(min(round(total), round(target)) - bar.n)
+            bar.update(min(round(total), round(target + extra)) - bar.n)
         Manifest(utterances, tmp).write(tmp / "manifest.jsonl")
-        config = {"minutes": minutes, "sample_rate": sample_rate, "seed": seed, "clips": len(utterances),
-                  "seconds": round(total, 3), "classes": [c.label for c in EVENT_CLASSES]}
+        config = {"minutes": minutes, "test_minutes": test_minutes, "sample_rate": sample_rate, "seed": seed,
+                  "clips": len(utterances), "seconds": round(total, 3), "classes": [c.label for c in EVENT_CLASSES]}
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     bar.close()
     return Manifest.read(out / "manifest.jsonl")

@@ -219,12 +219,13 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
     if max_clips is not None:
         clips, labels, captions = clips[:max_clips], labels[:max_clips], captions[:max_clips]
     predicted, real = judge.judge(clips)
+    table = len(clips[:table_clips])  # the steps table's clips: the first ``table_clips`` (all by default)
     report: dict[str, Any] = {
         "manifest": str(manifest_path), "judge": {"label": judge.label, "train_accuracy": judge.train_accuracy,
                                                   "real_heldout_accuracy": accuracy(predicted, labels),
                                                   "chance": 1.0 / len(judge.classes), "classes": len(judge.classes)},
         "real": {"median_rms_dbfs": float(np.median([rms_dbfs(c) for c in clips]))},
-        "heldout_clips": len(clips), "table_clips": len(clips[:table_clips]),
+        "heldout_clips": len(clips), "table_clips": table,
         "tta": {"config": tta_config, "steps": tta_steps, "sampling_steps": tta_sampling_steps,
                 "text_encoder": str(text_encoder), "overrides": list(tta_overrides)},
         "arms": {}}
@@ -236,8 +237,7 @@ def run_event_comparison(out: str | os.PathLike, manifest_path: str | os.PathLik
         latents = encode_clips(space, clips)
         options: dict[str, Any] = {}
         if space.model_type == "semantic_vocoder":
-            k = len(clips) if table_clips is None else table_clips
-            arm["steps_table"] = steps_table(space, latents[:k], clips[:k], labels[:k], judge, real, steps,
+            arm["steps_table"] = steps_table(space, latents[:table], clips[:table], labels[:table], judge, real, steps,
                                              [n for n in SINE_STEPS if n <= max(steps)], progress)
             arm["chosen"] = choose_steps(arm["steps_table"])
             options = dict(arm["chosen"])

@@ -82,3 +82,33 @@ def test_time_grids():
     assert sine[-2] > 0.9 and torch.allclose(sine[1], torch.tensor(0.38268343))  # dense near the audio end
     with pytest.raises(ConfigError, match="schedule must be one of"):
         time_grid(4, "cubic")
+
+
+def test_time_referenced_phase_makes_a_steady_tone_constant_across_frames():
+    import math
+
+    from semlat.errors import ConfigError
+    from semlat.vocoders.flow_vocoder import phase_rotation
+
+    n_fft, hop = 512, 240
+    tone = torch.cos(2 * math.pi * 20 * torch.arange(24000) / n_fft + 0.3)  # the centre of bin 20
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(tone, n_fft, hop, window=window, center=True, pad_mode="reflect", return_complex=True)
+    frames = spec[20, 2:-2]
+    assert (frames - frames[0]).abs().max() > 100  # torch.stft's frame-referenced phase turns every frame
+    rotated = (spec * phase_rotation(n_fft, hop, spec.shape[-1]))[20, 2:-2]
+    assert (rotated - rotated[0]).abs().max() < 1e-2 * rotated[0].abs()
+    back = torch.istft(spec * phase_rotation(n_fft, hop, spec.shape[-1]) * phase_rotation(
+        n_fft, hop, spec.shape[-1]).conj(), n_fft, hop, window=window, center=True)
+    assert torch.allclose(back, tone[:back.shape[0]], atol=1e-4)
+    # the option changes the network (same weights, another STFT convention) and names bad values
+    torch.manual_seed(0)
+    frame = FlowVocoder(FlowVocoderConfig.tiny()).eval()
+    time = FlowVocoder(FlowVocoderConfig.tiny(phase_reference="time")).eval()
+    time.load_state_dict(frame.state_dict(), strict=True)
+    x, latents, t = torch.randn(1, 1920) * 0.1, torch.randn(1, 16, 2), torch.full((1, 1), 0.5)
+    a = frame.predict(x, frame.cond_encoder(latents), t)
+    b = time.predict(x, time.cond_encoder(latents), t)
+    assert a.shape == b.shape == x.shape and not torch.allclose(a, b, atol=1e-3)
+    with pytest.raises(ConfigError, match="phase_reference must be one of"):
+        FlowVocoder(FlowVocoderConfig.tiny(phase_reference="absolute"))

@@ -46,6 +46,8 @@ from semlat.errors import ConfigError
 from semlat.nn.buffers import NamedBuffer
 from semlat.nn.linear import Linear, PointwiseConv1d
 
+PHASE_REFERENCES = ("frame", "time")
+
 
 @dataclass
 class FlowVocoderConfig:
@@ -80,6 +82,7 @@ class FlowVocoderConfig:
     loss_scale_max: float = 100.0
     branch_dropout: float = 0.05
     max_add_noise_scale: float = 0.0
+    phase_reference: str = "frame"
 
     def __post_init__(self) -> None:
         for name in ("n_ffts", "hop_lengths", "channels", "conv_kernel_sizes", "num_layers"):
@@ -94,6 +97,9 @@ class FlowVocoderConfig:
         for hop in self.hop_lengths:
             if self.hop_length % hop:
                 raise ConfigError(f"{where}: every branch hop must divide the latent hop {self.hop_length}, got {hop}")
+        if self.phase_reference not in PHASE_REFERENCES:
+            raise ConfigError(f"{where}: phase_reference must be one of {', '.join(PHASE_REFERENCES)}, "
+                              f"got {self.phase_reference!r}")
         if not self.use_cond_encoder or not self.pred_x1 or self.branch_reduction != "mean":
             raise ConfigError(f"{where}: only the released variant is supported (cond encoder, x1 prediction, "
                               "mean over branches)")
@@ -187,6 +193,18 @@ def time_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def phase_rotation(n_fft: int, hop: int, frames: int, device: torch.device | None = None) -> Tensor:
+    """``[n_fft / 2 + 1, frames]`` unit phasors ``exp(-2πi · k · n · hop / n_fft)`` that turn frame-referenced STFT
+    bins (``torch.stft``: phase relative to each frame's start) into time-referenced ones (relative to sample 0),
+    so that a steady sinusoid at a bin's centre has the same value in every frame (``phase_reference="time"``).
+    The phase is reduced modulo ``n_fft`` in integers, so that long inputs keep it exact."""
+    k = torch.arange(n_fft // 2 + 1, device=device)[:, None]
+    n = torch.arange(frames, device=device)[None]
+    turns = (k * n * hop) % n_fft
+    angle = turns.double() * (-2 * math.pi / n_fft)
+    return torch.polar(torch.ones_like(angle), angle).to(torch.complex64)
+
+
 def _window(n_fft: int) -> NamedBuffer:
     return NamedBuffer("window", torch.hann_window(n_fft, periodic=True))
 
@@ -228,6 +246,7 @@ class Branch(nn.Module):
         super().__init__()
         self.n_fft, self.hop = config.n_ffts[index], config.hop_lengths[index]
         self.upsample = config.hop_length // self.hop
+        self.time_referenced = config.phase_reference == "time"
         self.fft = _window(self.n_fft)
         self.ifft = _window(self.n_fft)
         self.decoder = Decoder(config, index)
@@ -237,6 +256,9 @@ class Branch(nn.Module):
         spec = torch.stft(x, self.n_fft, self.hop, window=self.fft.window, center=True, pad_mode="reflect",
                           normalized=False, onesided=True, return_complex=True)
         frames = spec.shape[-1]
+        rotation = phase_rotation(self.n_fft, self.hop, frames, x.device) if self.time_referenced else None
+        if rotation is not None:
+            spec = spec * rotation.to(spec.dtype)
         channels = rearrange(torch.view_as_real(spec), "b f t c -> b (c f) t")
         cond = repeat(cond, "b c f -> b c (f r)", r=self.upsample)
         cond = F.pad(cond, (0, frames - cond.shape[-1])) if cond.shape[-1] < frames else cond[..., :frames]
@@ -246,6 +268,8 @@ class Branch(nn.Module):
             mask = (torch.arange(frames, device=x.device)[None] < valid[:, None])[:, None].to(x.dtype)
         out = self.decoder(channels, cond, t, mask)
         complex_spec = torch.view_as_complex(rearrange(out, "b (c f) t -> b f t c", c=2).contiguous())
+        if rotation is not None:
+            complex_spec = complex_spec * rotation.conj().to(complex_spec.dtype)
         audio = torch.istft(complex_spec, self.n_fft, self.hop, window=self.ifft.window, center=True)
         return F.pad(audio, (0, samples - audio.shape[-1])) if audio.shape[-1] < samples else audio[..., :samples]
 

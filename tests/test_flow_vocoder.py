@@ -112,3 +112,21 @@ def test_time_referenced_phase_makes_a_steady_tone_constant_across_frames():
     assert a.shape == b.shape == x.shape and not torch.allclose(a, b, atol=1e-3)
     with pytest.raises(ConfigError, match="phase_reference must be one of"):
         FlowVocoder(FlowVocoderConfig.tiny(phase_reference="absolute"))
+
+
+def test_input_gain_starts_as_the_reference_network_and_then_filters_the_noisy_input():
+    torch.manual_seed(0)
+    gain = FlowVocoder(FlowVocoderConfig.tiny(input_gain=True)).eval()
+    base = FlowVocoder(FlowVocoderConfig.tiny()).eval()
+    extra = {k: v for k, v in gain.state_dict().items() if ".input_gain." in k}
+    assert sorted(extra) == sorted(f"estimators.{i}.decoder.input_gain.{p}" for i in range(3) for p in ("weight", "bias"))
+    base.load_state_dict({k: v for k, v in gain.state_dict().items() if k not in extra}, strict=True)
+    x, latents, t = torch.randn(2, 1920) * 0.1, torch.randn(2, 16, 2), torch.full((2, 1), 0.3)
+    assert torch.allclose(gain.predict(x, gain.cond_encoder(latents), t),
+                          base.predict(x, base.cond_encoder(latents), t), atol=1e-6)  # zero-initialised
+    with torch.no_grad():
+        for branch in gain.estimators:
+            branch.decoder.input_gain.bias.fill_(1.0)
+    moved = gain.predict(x, gain.cond_encoder(latents), t) - base.predict(x, base.cond_encoder(latents), t)
+    # a unit gain in every bin adds each branch's noisy input back: the mean over branches, x itself
+    assert torch.allclose(moved, x, atol=1e-4)

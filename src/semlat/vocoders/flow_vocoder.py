@@ -83,6 +83,7 @@ class FlowVocoderConfig:
     branch_dropout: float = 0.05
     max_add_noise_scale: float = 0.0
     phase_reference: str = "frame"
+    input_gain: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_ffts", "hop_lengths", "channels", "conv_kernel_sizes", "num_layers"):
@@ -228,6 +229,10 @@ class Decoder(nn.Module):
             ConvNeXtBlock(channels, config.hidden_factor, config.conv_kernel_sizes[index], config.residual_scale,
                           cond_channels=cond, time_channels=temb) for _ in range(config.num_layers[index]))
         self.out_proj = PointwiseConv1d(channels, bins)
+        self.input_gain = PointwiseConv1d(channels, bins // 2) if config.input_gain else None
+        if self.input_gain is not None:  # zero at initialisation: the reference's network
+            nn.init.zeros_(self.input_gain.weight)
+            nn.init.zeros_(self.input_gain.bias)
 
     def forward(self, spec: Tensor, cond: Tensor, t: Tensor, mask: Tensor | None) -> Tensor:
         temb = self.time_mlp(time_embedding(t, self.time_embed_channels))
@@ -235,8 +240,10 @@ class Decoder(nn.Module):
         x = self.in_norm(self.in_proj(spec))
         for block in self.blocks:
             x = block(x, cond, temb, mask)
-        x = self.out_proj(x)
-        return x if mask is None else x * mask
+        out = self.out_proj(x)
+        if self.input_gain is not None:
+            out = out + repeat(self.input_gain(x), "b f t -> b (c f) t", c=2) * spec
+        return out if mask is None else out * mask
 
 
 class Branch(nn.Module):

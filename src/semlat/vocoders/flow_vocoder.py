@@ -20,6 +20,11 @@ frame count (so its last frame is conditioned on ``cond_mlp(0)``) and applies it
   reference's) or ``t_k = sin(π k / 2N)`` (``"sine"``: denser near the data end, where the x1 estimate is
   sharpest; the last step returns the estimate at ``t_{N-1}``); the final state is clamped to [-1, 1] and
   divided by ``max(|w|, 1)`` per item (SemanticVocoder's ``decode``).
+* **Options not in the release** (defaults off): ``phase_reference="time"`` rotates each branch's bins to a phase
+  relative to sample 0 (:func:`phase_rotation`) and back before the inverse STFT; ``input_gain`` adds, per
+  branch, a per-bin real gain computed from the last hidden state (a zero-initialised 1x1 conv) times the
+  noisy input's own STFT to ``out_proj``'s output: the shape of a Wiener filter, so that the branch can pass
+  the noisy input's energy in the bands its conditioning names instead of writing every bin from scratch.
 * **Loss** (:meth:`FlowVocoder.loss`): ``x0`` then ``t ~ U(0, 1)`` drawn, and the error ``pred - x1`` measured
   by its power spectrogram through a 256-band linear filterbank (n_fft 1024, hop 256) weighted by the
   clean audio's ``clamp((S(x1) + 1e-7)^(-0.5), 0.01, 100)`` over valid frames (``spec_scaling_loss``), or

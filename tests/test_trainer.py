@@ -140,6 +140,20 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
+def test_time_budget_counts_the_training_time_of_every_resume(tmp_path):
+    """``train.max_minutes`` is spent by ``train_seconds``, which a resume restores: a run resumed past its
+    budget trains no step, and one with budget left stops once it is spent."""
+    _train(_config(tmp_path, "budget", max_steps=3))
+    spent = torch.load(latest_checkpoint(tmp_path / "budget") / "trainer_state.pt", weights_only=True)["train_seconds"]
+    losses = []
+    _train(_config(tmp_path, "budget", max_steps=50, max_minutes=spent / 60 / 2), resume=True, losses=losses)
+    assert losses == [] and latest_checkpoint(tmp_path / "budget").name == "step-00000003"
+    trainer = Trainer(_config(tmp_path, "budget", max_steps=10 ** 6, max_minutes=spent * 2 / 60), ToyRecipe, resume=True)
+    trainer.fit()
+    assert spent * 2 <= trainer.train_seconds and trainer.step < 10 ** 6
+    trainer.close()
+
+
 def test_run_folder_checkpoints_and_logs(tmp_path):
     config = _config(tmp_path, max_steps=10, checkpoint_every=3, keep_checkpoints=2)
     _train(config)

@@ -319,9 +319,14 @@ def test_demo_event_stage_with_tiny_budgets(tmp_path):
     assert result["arms"]["semantic"]["tta_overrides"] == ["flow.shift_base=4096"]
     assert result["arms"]["vae"]["tta_overrides"] == []
     assert result["training_minutes"]["vae_steps"] >= 1
+    wall = result["wall_minutes"]
+    assert list(wall) == ["corpus", "dasheng_mae", "semantic_vocoder", "semantic_vocoder_gan", "vae", "comparison",
+                          "total"]
+    assert wall["comparison"] > 0 and wall["total"] == pytest.approx(sum(wall.values()) - wall["total"], abs=0.05)
     assert (tmp_path / "offline_t5" / "SEMLAT_OFFLINE_T5.txt").is_file()
     text = "\n".join(events_section(result))
     assert "not the released Dasheng" in text and "| vae |" in text
+    assert f"Wall time of this stage: {wall['total']} min" in text
 
 
 def test_folders_written_before_the_rename_read_their_cfg_as_guidance():

@@ -77,7 +77,16 @@ def events_section(events: dict[str, Any]) -> list[str]:
              f"{minutes.get('semantic_vocoder_gan', '?')} training minutes); *vae*: "
              f"the tiny waveform VAE for the same time ({minutes.get('vae', '?')} min). The text encoder is a "
              "random-weight T5 (no pretrained one offline): it tells words apart, it knows no meaning."), "",
-            render(events).rstrip(), "", f"- Full tables: `{events['report']}`", ""]
+            render(events).rstrip(), "", *_wall_line(events.get("wall_minutes")),
+            f"- Full tables: `{events['report']}`", ""]
+
+
+def _wall_line(wall: dict[str, float] | None) -> list[str]:
+    if not wall:
+        return []
+    stages = ", ".join(f"{name} {minutes}" for name, minutes in wall.items() if name != "total")
+    return [f"- Wall time of this stage: {wall['total']} min ({stages}; a stage that resumed counts only its "
+            "time in the last call)."]
 
 
 def _teacher_line(probe: dict[str, Any] | None) -> str:

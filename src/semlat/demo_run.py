@@ -433,29 +433,45 @@ def _samples(folder: Path, arm: str, step: int, count: int = SAMPLES) -> list[di
 def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: bool = True,
                  table_steps: Sequence[int] | None = None) -> dict[str, Any]:
     """SemanticVocoder's comparison on the offline event corpus (module docstring, step 7); every part resumes.
-    ``budgets`` overrides :data:`EVENT_BUDGETS`; ``table_steps`` the vocoder steps measured (default all)."""
+    ``budgets`` overrides :data:`EVENT_BUDGETS`; ``table_steps`` the vocoder steps measured (default all).
+    The result's ``wall_minutes`` times each stage of this call (a stage that resumed counts only its time
+    here; the comparison includes both arms' text-to-audio training); ``training_minutes`` are the trainers'."""
     from semlat.data.events import make_event_corpus
     from semlat.experiments.event_comparison import RESULT_NAME, STEPS, run_event_comparison
     from semlat.generation.text_encoder import make_offline_t5
 
     b = {**EVENT_BUDGETS, **(budgets or {})}
+    wall: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        wall[stage] = round((now - clock) / 60, 2)
+        clock = now
+
     manifest_path = out / "events" / "manifest.jsonl"
     if not manifest_path.is_file():
         make_event_corpus(out / "events", b["minutes"], test_minutes=b["test_minutes"], progress=progress)
+    lap("corpus")
     runs = out / "runs"
     flags = [f"data.train={manifest_path}", f"train.progress={progress}"]
     mae, mae_trainer = train_recipe("dasheng_mae/default", [f"run_dir={runs / 'dasheng_mae'}",
                                                             f"train.max_steps={int(b['mae_steps'])}", *flags])
+    lap("dasheng_mae")
     flow_vocoder, vocoder_trainer = train_recipe("semantic_vocoder/small", [
         f"run_dir={runs / 'semantic_vocoder'}", f"encoder={mae}", f"train.max_steps={int(b['vocoder_steps'])}", *flags])
+    lap("semantic_vocoder")
     vocoder, gan_trainer = train_recipe("semantic_vocoder_gan/small", [
         f"run_dir={runs / 'semantic_vocoder_gan'}", f"init={flow_vocoder}",
         f"train.max_steps={int(b['vocoder_gan_steps'])}", f"loss.disc_start_step={int(b['vocoder_gan_mel_steps'])}",
         *flags])
+    lap("semantic_vocoder_gan")
     budget_minutes = round((mae_trainer.train_seconds + vocoder_trainer.train_seconds
                             + gan_trainer.train_seconds) / 60, 2)
     vae, vae_trainer = train_recipe("wave_vae/tiny", [f"run_dir={runs / 'events_vae'}", "train.max_steps=1000000",
                                                       f"train.max_minutes={budget_minutes}", *flags])
+    lap("vae")
     t5 = out / "offline_t5"
     if not (t5 / "config.json").is_file():
         make_offline_t5(t5, [u.caption for u in Manifest.read(manifest_path) if u.caption])
@@ -463,10 +479,12 @@ def events_stage(out: Path, budgets: dict[str, float] | None = None, progress: b
                                   text_encoder=t5, tta_steps=int(b["tta_steps"]), steps=table_steps or STEPS,
                                   arm_overrides=EVENT_TTA_OPTIONS, table_clips=int(b["table_clips"]),
                                   progress=progress)
+    lap("comparison")
     result["training_minutes"] = {"dasheng_mae": round(mae_trainer.train_seconds / 60, 2),
                                   "semantic_vocoder": round(vocoder_trainer.train_seconds / 60, 2),
                                   "semantic_vocoder_gan": round(gan_trainer.train_seconds / 60, 2),
                                   "vae": round(vae_trainer.train_seconds / 60, 2), "vae_steps": vae_trainer.step}
+    result["wall_minutes"] = {**wall, "total": round(sum(wall.values()), 2)}
     result["report"] = str(out / "events_eval" / f"{RESULT_NAME}.md")
     return result
 

@@ -65,7 +65,7 @@ from semlat.utils.files import atomic_write_text
 
 RESULT_NAME = "event_comparison"
 STEPS = (1, 2, 4, 8, 16, 32, 200)
-SINE_STEPS = (2, 4, 8)
+SINE_STEPS = (2, 4, 8, 16, 32, 200)  # one sine step is one uniform step: t = 0, 1 on both grids
 STEPS_TOLERANCE = 0.05
 HELD_OUT = ("valid", "test")
 

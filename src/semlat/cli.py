@@ -890,7 +890,7 @@ def eval_audio(generated, reference, out, embedding, pooling, device) -> None:
                    "checkpoints at NFE 4, 8, 16, 32 (90 minutes of speech; a few hours on 2 cores).")
 @click.option("--events", is_flag=True,
               help="Add the sound-event comparison (SemanticVocoder's claim): event corpus, offline Dasheng MAE, "
-                   "SemanticVocoder (flow + few-step GAN stage) and a waveform VAE at equal time, text-to-audio on each (about 105 more minutes on 2 cores).")
+                   "SemanticVocoder (flow + few-step GAN stage) and a waveform VAE at equal time, text-to-audio on each (about 2.5 more hours on 2 cores).")
 @click.option("--phonetic-teacher", is_flag=True,
               help="Add semantic_ctc: the semantic VAE aligned to a SUPERVISED phonetic teacher (a CTC recognizer "
                    "trained on other voices and sentences than the judge's), and the phoneme probes on unseen "

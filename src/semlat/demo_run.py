@@ -506,9 +506,9 @@ def run_demo(out: str | os.PathLike, *, corpus_minutes: float = DEFAULT_CORPUS_M
     judged every ``tts_eval_every`` steps (default: once, at the end); ``tts_experiment`` trains it on every
     latent space and F5's implicit alignment beside it (:data:`TTS_ARMS`); ``tts_nfe_sweep`` also judges the
     final TTS checkpoints at those NFEs (``--tts-experiment``: 4, 8, 16, 32). ``events`` adds the sound-event
-    comparison (:func:`events_stage`, about 105 more minutes on 2 idle cores, measured with a 5000-step flow
-    stage and 92 held-out clips: MAE 9, vocoder flow stage 13 and GAN stage 15, the VAE for their time, 36, the
-    comparison about 30; the 3000-step flow stage and 312 held-out clips of today's budgets are not timed yet). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
+    comparison (:func:`events_stage`, about 2.5 more hours on 2 idle cores, summed from the stages of a resumed run
+    with today's budgets: MAE 11, vocoder flow stage 10 and GAN stage 21 training minutes, the VAE for their
+    time, 42, the comparison on 312 held-out clips 62). ``phonetic_teacher`` adds a fourth autoencoder, ``semantic_ctc``: the semantic VAE
     aligned to a *supervised* phonetic teacher (:func:`phonetic_teacher_stage`, about 11 more minutes), and the
     comparison of phoneme probes on unseen speakers (:mod:`semlat.experiments.phonetic_teacher`). ``ar_experiment``
     adds the autoregressive-TTS comparison (:func:`ar_stage`: two more DC-VAEs, then six TTS arms of ``ar_minutes``

@@ -5,6 +5,7 @@ two gloo processes, and its config errors."""
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from semlat.checkpoints import read_model_folder, save_model
 from semlat.configs import builtin_config
 from semlat.errors import CheckpointError, ConfigError
 from semlat.inference import load_codec
+from semlat.losses.level import FrameLevelLoss
+from semlat.losses.mel import MultiScaleMelLoss
 from semlat.training.recipes import load_recipe
 from semlat.training.trainer import Trainer, latest_checkpoint
 from semlat.vocoders.flow_vocoder import FewStepVocoder, FlowVocoder, FlowVocoderConfig
@@ -76,7 +79,7 @@ def test_gan_stage_starts_from_init_trains_and_exports(event_corpus, tiny_vocode
     run = train_recorded(recipe_cls, config)
     assert len(run.losses) == 3
     for logs in run.losses:
-        assert {"d_loss", "mel", "adversarial", "feature_matching", "loss"} <= set(logs)
+        assert {"d_loss", "mel", "adversarial", "feature_matching", "level", "loss"} <= set(logs)  # small's terms
         assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
     valid = run.validations[0]
     assert {"loss", "mel_distance@1", "mel_distance@2", "level_gap_db@2"} <= set(valid)
@@ -99,10 +102,28 @@ def test_gan_stage_starts_from_init_trains_and_exports(event_corpus, tiny_vocode
 
 def test_gan_stage_mel_only_until_disc_start(event_corpus, tiny_vocoder_space, tmp_path):
     recipe_cls, config = _gan(event_corpus, tiny_vocoder_space, tmp_path / "run", "loss.disc_start_step=2",
-                              "train.valid_every=100")
+                              "train.valid_every=100", "loss.level=3")
     run = train_recorded(recipe_cls, config)
     assert [("d_loss" in logs) for logs in run.losses] == [False, False, True]
-    assert run.losses[0]["loss"] == pytest.approx(15.0 * run.losses[0]["mel"], rel=1e-5)
+    first = run.losses[0]  # before the discriminator joins: the mel and frame-level terms alone
+    assert first["level"] > 0
+    assert first["loss"] == pytest.approx(15.0 * first["mel"] + 3.0 * first["level"], rel=1e-5)
+
+
+def test_frame_level_loss_weighs_a_quiet_tone_fully():
+    torch.manual_seed(0)
+    level, mel = FrameLevelLoss(), MultiScaleMelLoss(sample_rate=24000)
+    t = torch.arange(14400) / 24000
+    tone, noise = 0.3 * torch.sin(2 * math.pi * 1000 * t)[None, None], 0.1 * torch.randn(1, 1, 14400)
+    for x in (tone, noise):  # 20 dB low is one unit, whatever the signal
+        assert float(level(x * 0.1, x)) == pytest.approx(1.0, abs=1e-4)
+        assert float(level(x, x)) == 0.0
+    per_scale = float(mel(tone * 0.1, tone)) / len(mel.mels)
+    assert 0.4 < per_scale < 0.7  # the log-mel L1 sees about half of the tone's level error (bands at its floor)
+    assert float(mel(noise * 0.1, noise)) / len(mel.mels) == pytest.approx(1.0, abs=0.02)
+    assert float(level(torch.zeros(1, 1, 500), torch.zeros(1, 1, 500))) == 0.0  # shorter than a frame, silent
+    with pytest.raises(ValueError, match="frame and hop"):
+        FrameLevelLoss(hop=0)
 
 
 def test_gan_stage_resumes_exactly(event_corpus, tiny_vocoder_space, tmp_path):
@@ -126,6 +147,8 @@ def test_gan_stage_config_errors(event_corpus, tiny_vocoder_space, tiny_dasheng,
         _gan(event_corpus, tiny_vocoder_space, tmp_path / "z", "schedule=cosine")
     with pytest.raises(ConfigError, match="loss weights"):
         _gan(event_corpus, tiny_vocoder_space, tmp_path / "w", "loss.mel=-1")
+    with pytest.raises(ConfigError, match="loss weights"):
+        _gan(event_corpus, tiny_vocoder_space, tmp_path / "w", "loss.level=-1")
     recipe_cls, config = _gan(event_corpus, tiny_vocoder_space, tmp_path / "v", "data.segment_seconds=0.45")
     with pytest.raises(ConfigError, match="whole number of latent frames"):
         Trainer(config, recipe_cls)

@@ -90,12 +90,13 @@ DEFAULT_CORPUS_MINUTES = 60.0
 EXPERIMENT_CORPUS_MINUTES = 90.0
 #: The event comparison's budgets (``--events``): corpus minutes and steps of the offline Dasheng MAE, the
 #: SemanticVocoder generator's flow stage, its GAN stage (``semantic_vocoder_gan``: ``vocoder_gan_steps`` in all,
-#: the first ``vocoder_gan_mel_steps`` with the mel loss alone) and each text-to-audio model; the VAE trains
+#: the first ``vocoder_gan_mel_steps`` without the discriminator) and each text-to-audio model; the VAE trains
 #: for the MAE's and both vocoder stages' time. ``test_minutes`` more clips join the test split only (the 20
 #: minutes give 92 held-out clips, too few to resolve a 10-point difference; the 10 more about 220), and the
 #: vocoder steps table reads the first ``table_clips`` held-out clips. The vocoder's budgets are the ones measured
 #: with ``semantic_vocoder/small``'s input gain (3000 flow steps, then 600 mel-only and 600 GAN steps: the
-#: event judge recognised 57.6 % of its held-out reconstructions, docs/semantic_vocoder.md).
+#: event judge recognised 57.6 % of its held-out reconstructions, docs/semantic_vocoder.md); the GAN stage's
+#: frame-level term (``semantic_vocoder_gan/small``'s ``loss.level``) was measured at this budget.
 EVENT_BUDGETS = {"minutes": 20.0, "mae_steps": 3000, "vocoder_steps": 3000, "vocoder_gan_steps": 1200,
                  "vocoder_gan_mel_steps": 600, "tta_steps": 3000, "test_minutes": 10.0, "table_clips": 92}
 #: Text-to-audio options per arm of the event comparison: in the 256-d semantic latents RAE's

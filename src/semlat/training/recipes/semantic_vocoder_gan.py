@@ -11,8 +11,11 @@ GAN step every vocoder here shares (:class:`~semlat.training.recipes.gan.GANReci
 
 * discriminator: MPD + multi-resolution STFT discriminator (BigVGAN's, ``discriminator.channel_mult``), LSGAN;
 * generator: ``loss.mel`` x the multi-scale log-mel L1 (DAC's seven scales at 24 kHz) + ``loss.adversarial``
-  x LSGAN + ``loss.feature_matching`` x HiFi-GAN's feature matching; until ``loss.disc_start_step`` the mel
-  term alone (a level-true start before the discriminator joins).
+  x LSGAN + ``loss.feature_matching`` x HiFi-GAN's feature matching; until ``loss.disc_start_step`` the
+  reconstruction terms alone (a level-true start before the discriminator joins); ``loss.level`` > 0 adds
+  that weight x the frame-level L1 (:class:`~semlat.losses.level.FrameLevelLoss`: log10 RMS of 1024-sample
+  frames), which weighs a tonal frame's level error about twice as much as the log-mel L1 does (most of its
+  bands sit at the floor); ``small`` sets 15.
 
 Real audio is the crop at its own level (no peak normalisation: the latents carry the level, and the decode
 must keep it). Latents come from the frozen encoder as in ``semantic_vocoder`` (``latent_noise`` as there).
@@ -32,6 +35,7 @@ from torch import nn
 from semlat.autoencoders.semantic_vocoder import SemanticVocoder
 from semlat.checkpoints import load_model_of_type
 from semlat.errors import ConfigError
+from semlat.losses.level import FrameLevelLoss
 from semlat.losses.mel import MultiScaleMelLoss
 from semlat.semantic.dasheng import Dasheng
 from semlat.training.recipes.bigvgan import BigVGANDiscriminator, BigVGANDiscriminatorConfig, feature_loss
@@ -43,16 +47,18 @@ from semlat.vocoders.flow_vocoder import FewStepVocoder, FlowVocoder, FlowVocode
 
 @dataclass
 class VocoderGANLossConfig:
-    """Generator loss weights (BigVGAN-v2: multi-scale mel 15, feature matching 2, adversarial 1) and the
-    mel-only start (``disc_start_step``)."""
+    """Generator loss weights (BigVGAN-v2: multi-scale mel 15, feature matching 2, adversarial 1), the
+    frame-level term (``level``, off here, 15 in ``small``) and the start without the discriminator
+    (``disc_start_step``)."""
 
     mel: float = 15.0
     feature_matching: float = 2.0
     adversarial: float = 1.0
+    level: float = 0.0
     disc_start_step: int = 0
 
     def validate(self, where: str) -> None:
-        if min(self.mel, self.feature_matching, self.adversarial) < 0 or self.disc_start_step < 0:
+        if min(self.mel, self.feature_matching, self.adversarial, self.level) < 0 or self.disc_start_step < 0:
             raise ConfigError(f"{where}: loss weights and disc_start_step must be >= 0")
 
 
@@ -98,6 +104,7 @@ class SemanticVocoderGANRecipe(GANRecipe, SemanticVocoderRecipe):
         super().__init__(config, trainer)
         check_vocoder_settings(config)  # needs the init's model config, so after loading it
         self.mel_loss = MultiScaleMelLoss(sample_rate=config.model.sampling_rate).to(trainer.device)
+        self.level_loss = FrameLevelLoss()
 
     def load_encoder(self) -> tuple[Dasheng, Path]:
         """The ``init`` SemanticVocoder's encoder; its generator's config becomes ``model`` (a ``model`` set
@@ -129,7 +136,10 @@ class SemanticVocoderGANRecipe(GANRecipe, SemanticVocoderRecipe):
 
     def reconstruction_terms(self, batch, out, fake, real) -> list[Term]:
         with torch.autocast(fake.device.type, enabled=False):
-            return [("mel", self.mel_loss(fake.float(), real.float()), self.config.loss.mel)]
+            terms: list[Term] = [("mel", self.mel_loss(fake.float(), real.float()), self.config.loss.mel)]
+            if self.config.loss.level:
+                terms.append(("level", self.level_loss(fake.float(), real.float()), self.config.loss.level))
+            return terms
 
     def feature_matching(self, fake_maps, real_maps) -> torch.Tensor:
         return feature_loss(fake_maps, real_maps)

@@ -100,7 +100,7 @@ def test_gan_stage_starts_from_init_trains_and_exports(event_corpus, tiny_vocode
     assert not any(k.startswith(("discriminator", "mpd")) for k in exported)
 
 
-def test_gan_stage_mel_only_until_disc_start(event_corpus, tiny_vocoder_space, tmp_path):
+def test_gan_stage_reconstruction_terms_alone_until_disc_start(event_corpus, tiny_vocoder_space, tmp_path):
     recipe_cls, config = _gan(event_corpus, tiny_vocoder_space, tmp_path / "run", "loss.disc_start_step=2",
                               "train.valid_every=100", "loss.level=3")
     run = train_recorded(recipe_cls, config)

@@ -13,9 +13,11 @@ from semlat.losses.discriminators import (
     WaveDiscriminator,
     WaveDiscriminatorConfig,
 )
+from semlat.losses.level import FrameLevelLoss
 from semlat.losses.mel import MultiScaleMelLoss
 
 __all__ = [
+    "FrameLevelLoss",
     "MultiBandSTFTDiscriminator",
     "MultiScaleMelLoss",
     "PeriodDiscriminator",

@@ -135,10 +135,11 @@ class SemanticVocoderGANRecipe(GANRecipe, SemanticVocoderRecipe):
         return self.augment(self.latents(real, batch["length"].to(real.device)))
 
     def reconstruction_terms(self, batch, out, fake, real) -> list[Term]:
+        fake, real, weights = fake.float(), real.float(), self.config.loss
         with torch.autocast(fake.device.type, enabled=False):
-            terms: list[Term] = [("mel", self.mel_loss(fake.float(), real.float()), self.config.loss.mel)]
-            if self.config.loss.level:
-                terms.append(("level", self.level_loss(fake.float(), real.float()), self.config.loss.level))
+            terms: list[Term] = [("mel", self.mel_loss(fake, real), weights.mel)]
+            if weights.level:
+                terms.append(("level", self.level_loss(fake, real), weights.level))
             return terms
 
     def feature_matching(self, fake_maps, real_maps) -> torch.Tensor:
